@@ -1,0 +1,215 @@
+"""The `churn-spark` command line (DESIGN.md §7): thin, typed, one clear line per error.
+
+Each command turns its flags into config overrides, builds the one session, calls the library's
+job function, writes a run summary under `runs/` and prints a short version of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+import typer
+
+from churn_spark import __version__
+from churn_spark.config import Settings, load_settings, with_overrides
+from churn_spark.errors import ChurnSparkError
+from churn_spark.lakehouse import Lakehouse
+from churn_spark.runs import new_run_id, write_run_summary
+
+log = logging.getLogger("churn_spark")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="churn-spark: churn labels, point-in-time features, MLlib training and scoring on Spark + Delta.",
+)
+
+JobFn = Callable[[Any, Settings], dict[str, Any]]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: str = typer.Option(None, "--config", help="YAML config file (see conf/example.yaml)."),
+    lakehouse: str = typer.Option(None, "--lakehouse", help="Lakehouse root: a folder or a URI (s3a://...)."),
+    master: str = typer.Option(None, "--master", help="Spark master URL (default: spark-submit's, else local[*])."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[churn-spark %(asctime)s] %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    settings = load_settings(config, {"lakehouse": lakehouse, "spark.master": master})
+    ctx.obj = {"settings": settings, "debug": debug}
+
+
+def _print_summary(job: str, summary: dict[str, Any]) -> None:
+    typer.echo(f"== {job}: {summary.get('status', 'ok')} in {summary.get('duration_s', 0):.1f}s")
+    for key, value in summary.get("result", {}).items():
+        if isinstance(value, dict | list) and len(str(value)) > 300:
+            continue
+        typer.echo(f"   {key}: {value}")
+
+
+def execute(settings: Settings, job: str, fn: JobFn, args: dict[str, Any] | None = None,
+            spark: Any = None) -> dict[str, Any]:
+    """Run one job function with a session, timing and a run summary (also on failure)."""
+    from churn_spark.session import build_spark
+
+    run_id = new_run_id(job)
+    lake = Lakehouse.from_settings(settings)
+    started = time.time()
+    summary: dict[str, Any] = {
+        "run_id": run_id, "job": job, "args": args or {}, "version": __version__,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(), "lakehouse": lake.root,
+    }
+    log.info("%s: starting (run %s)", job, run_id)
+    try:
+        spark = spark or build_spark(settings.spark, app_name=f"churn-spark-{job}")
+        summary["result"] = fn(spark, settings)
+        summary["status"] = "succeeded"
+    except BaseException as exc:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise
+    finally:
+        summary["duration_s"] = round(time.time() - started, 2)
+        summary["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
+        path = write_run_summary(lake, run_id, summary)
+        log.info("%s: %s, run summary %s", job, summary["status"], path)
+    _print_summary(job, summary)
+    return summary
+
+
+def _run(ctx: typer.Context, job: str, fn: JobFn, overrides: dict[str, Any] | None = None,
+         args: dict[str, Any] | None = None) -> dict[str, Any]:
+    settings = with_overrides(_settings(ctx), overrides or {})
+    return execute(settings, job, fn, args)
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    accounts: int = typer.Option(None, "--accounts", help="Number of accounts."),
+    start: str = typer.Option(None, "--start", help="First day of generated activity (YYYY-MM-DD)."),
+    end: str = typer.Option(None, "--end", help="Last day of generated activity (YYYY-MM-DD)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (same seed -> same tables)."),
+) -> None:
+    """Generate raw inputs, ground truth and landing event files."""
+    from churn_spark.generate import run_generate
+
+    overrides = {"generate.accounts": accounts, "generate.start": start, "generate.end": end, "generate.seed": seed}
+    _run(ctx, "generate", run_generate, overrides, {k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    source: str = typer.Option(None, "--source", help="landing or kafka (default: config)."),
+    once: bool = typer.Option(False, "--once", help="Drain what is there, then stop (availableNow)."),
+) -> None:
+    """Stream events from Kafka or the landing folder into bronze Delta, exactly once."""
+    from churn_spark.ingest import run_ingest
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return run_ingest(spark, settings, once=once)
+
+    _run(ctx, "ingest", job, {"ingest.source": source}, {"source": source, "once": once})
+
+
+@app.command()
+def features(
+    ctx: typer.Context,
+    date_from: str = typer.Option(None, "--from", help="First snapshot date (YYYY-MM-DD)."),
+    date_to: str = typer.Option(None, "--to", help="Last snapshot date (YYYY-MM-DD)."),
+) -> None:
+    """Compute churn labels and point-in-time features for the snapshots in [from, to]."""
+    from churn_spark.features.job import run_features
+
+    overrides = {"churn.snapshots.start": date_from, "churn.snapshots.end": date_to}
+    _run(ctx, "features", run_features, overrides, {"from": date_from, "to": date_to})
+
+
+@app.command()
+def train(ctx: typer.Context) -> None:
+    """Train, evaluate on later snapshots and register an MLlib model."""
+    from churn_spark.train.job import run_train
+
+    _run(ctx, "train", run_train)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    as_of: str = typer.Option(..., "--as-of", help="Snapshot date to score (YYYY-MM-DD)."),
+    model_version: str = typer.Option(None, "--model-version", help="Registered model version (default: current)."),
+) -> None:
+    """Score eligible accounts at a date and write the budget-constrained target list."""
+    from churn_spark.score.job import run_score
+
+    day = dt.date.fromisoformat(as_of)
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return run_score(spark, settings, day, model_version)
+
+    _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Generate a small dataset and run every stage on it, printing the summary."""
+    from churn_spark.demo import run_demo
+
+    run_demo(_settings(ctx), execute)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entrypoint: one clear line and a non-zero exit on any error."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="churn-spark", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        return 130
+    except ChurnSparkError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except Exception as exc:  # a failed job must exit non-zero with one readable line
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+        return 1
+
+
+GLOBAL_FLAGS = ("--config", "--lakehouse", "--master")
+
+
+def run_entrypoint(command: str, argv: list[str] | None = None) -> int:
+    """For `jobs/*.py`: accept global flags anywhere (as a SparkApplication's `arguments` pass them)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in GLOBAL_FLAGS:
+        parser.add_argument(flag)
+    parser.add_argument("--debug", action="store_true")
+    known, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    front = [x for flag in GLOBAL_FLAGS if (v := getattr(known, flag[2:])) for x in (flag, v)]
+    if known.debug:
+        front.append("--debug")
+    return main([*front, command, *rest])

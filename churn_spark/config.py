@@ -1,0 +1,225 @@
+"""Typed configuration: one YAML file, overridden by CLI flags, validated at the edge.
+
+Every job reads its settings from :class:`Settings`; nothing in the library hard-codes a path,
+table name or date. Invalid values fail with one line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from churn_spark.errors import ConfigError
+
+TableFormat = Literal["delta", "parquet", "csv", "json", "catalog"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableSource(_Section):
+    """Where one input table lives: a path (relative paths resolve under the lakehouse) or a catalog name."""
+
+    format: TableFormat = "delta"
+    path: str | None = None
+    table: str | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _location_matches_format(self) -> TableSource:
+        if self.enabled and self.format == "catalog" and not self.table:
+            raise ValueError("format 'catalog' needs 'table' (e.g. db.accounts)")
+        if self.enabled and self.format != "catalog" and not self.path:
+            raise ValueError(f"format '{self.format}' needs 'path'")
+        return self
+
+
+class InputsSettings(_Section):
+    accounts: TableSource = TableSource(path="raw/accounts")
+    subscriptions: TableSource = TableSource(path="raw/subscriptions")
+    support_tickets: TableSource = TableSource(path="raw/support_tickets")
+    churn_truth: TableSource = TableSource(path="raw/churn_truth")
+    account_attributes: list[str] = Field(default_factory=lambda: ["country", "channel", "industry"])
+
+
+class SparkSettings(_Section):
+    master: str | None = None  # None: spark-submit's --master, else local[*]
+    app_name: str = "churn-spark"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = Field("2g", pattern=r"^\d+[kmgt]?$")
+    ivy_cache: str = "~/.cache/churn-spark/ivy"
+    ui_enabled: bool = False
+    show_progress: bool = True
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+    bind_address: str = "127.0.0.1"
+    with_kafka: bool = True
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class GenerateSettings(_Section):
+    accounts: int = Field(2000, ge=1)
+    start: dt.date = dt.date(2022, 1, 1)
+    end: dt.date = dt.date(2024, 12, 31)
+    seed: int = 42
+    events_per_account_month: float = Field(30.0, gt=0)
+    event_files: int = Field(8, ge=1)
+    duplicate_event_rate: float = Field(0.002, ge=0, le=0.5)
+    malformed_event_rate: float = Field(0.001, ge=0, le=0.5)
+    initial_accounts_fraction: float = Field(0.6, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> GenerateSettings:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "churn-events"
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(None, ge=1)
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+class IngestSettings(_Section):
+    source: Literal["landing", "kafka"] = "landing"
+    landing_path: str = "landing/events"
+    kafka: KafkaSettings = KafkaSettings()
+    allowed_event_types: list[str] | None = None
+    min_event_time: dt.datetime = dt.datetime(2000, 1, 1)
+    max_future_seconds: int = Field(86_400, ge=0)
+    max_record_bytes: int = Field(65_536, ge=128)
+    watermark: str = "2 days"
+    trigger_interval: str = "30 seconds"
+    max_files_per_trigger: int | None = Field(None, ge=1)
+
+
+class SnapshotSettings(_Section):
+    """Snapshot schedule: the first day of each month (or every `every_days`) in [start, end]."""
+
+    frequency: Literal["monthly", "days"] = "monthly"
+    every_days: int = Field(30, ge=1)
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+
+class ChurnSettings(_Section):
+    lookback_months: int = Field(18, ge=1)
+    horizon_months: int = Field(6, ge=1)
+    grace_days: int = Field(30, ge=0)
+    min_tenure_days: int = Field(0, ge=0)
+    data_end: dt.date | None = None
+    snapshots: SnapshotSettings = SnapshotSettings()
+
+
+class FeatureSettings(_Section):
+    windows_days: list[int] = Field(default_factory=lambda: [7, 28, 90, 182, 365, 548])
+    event_types: list[str] | None = None
+    feature_set_version: str = "1"
+    high_priorities: list[str] = Field(default_factory=lambda: ["high", "urgent"])
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows_positive(cls, v: list[int]) -> list[int]:
+        if not v or any(w <= 0 for w in v):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+
+class ModelSettings(_Section):
+    type: Literal["gbt", "lr"] = "gbt"
+    seed: int = 7
+    train_end: dt.date | None = None
+    validation_snapshots: int = Field(2, ge=1)
+    test_snapshots: int = Field(3, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    param_grid: dict[str, list[Any]] = Field(default_factory=dict)
+    parallelism: int = Field(2, ge=1)
+    promote_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    promote_tolerance: float = Field(0.0, ge=0)
+    mlflow: bool = False
+
+
+class TargetingSettings(_Section):
+    max_contacts: int | None = Field(None, ge=0)
+    budget: float | None = Field(None, ge=0)
+    cost_per_contact: float = Field(25.0, ge=0)
+    success_rate: float = Field(0.2, ge=0, le=1)
+    value_months: float = Field(12.0, gt=0)
+
+
+class ScoringSettings(_Section):
+    psi_warning_threshold: float = Field(0.2, gt=0)
+    drift_top_features: int = Field(10, ge=0)
+    targeting: TargetingSettings = TargetingSettings()
+
+
+class Settings(_Section):
+    lakehouse: str = "./lakehouse"
+    spark: SparkSettings = SparkSettings()
+    inputs: InputsSettings = InputsSettings()
+    generate: GenerateSettings = GenerateSettings()
+    ingest: IngestSettings = IngestSettings()
+    churn: ChurnSettings = ChurnSettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid config: {where}: {first['msg']}{extra}"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"invalid override {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the YAML file (if any), apply dotted-key overrides (CLI flags win), validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """A copy of `settings` with dotted-key overrides applied and re-validated."""
+    data = settings.model_dump(mode="json")
+    for key, value in overrides.items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None

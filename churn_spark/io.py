@@ -1,0 +1,257 @@
+"""Table I/O in one place: read inputs into their contract, write Delta slices idempotently.
+
+Reading never drops a row silently: rows that break the contract come back in a `rejected`
+DataFrame with a reason, and the job reports their counts. Writing replaces exactly the slice a
+run owns (`replaceWhere`) or merges by key, so a retried job leaves the same table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.utils import AnalysisException
+
+from churn_spark import schemas
+from churn_spark.config import Settings, TableSource
+from churn_spark.errors import ContractError
+from churn_spark.lakehouse import Lakehouse
+
+REJECT_SCHEMA = StructType(
+    [
+        StructField("table", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("record", StringType(), True),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Conformed:
+    """An input split into rows that meet the contract and rows that do not (with a reason)."""
+
+    good: DataFrame
+    rejected: DataFrame
+
+
+# --- schema checks ---------------------------------------------------------------------------
+
+
+def schema_problems(actual: StructType, expected: StructType, allow_extra: bool = True) -> list[str]:
+    """Human-readable differences: missing, mistyped and (optionally) extra columns."""
+    have = {f.name: f.dataType for f in actual.fields}
+    want = {f.name: f.dataType for f in expected.fields}
+    problems = []
+    missing = [n for n in want if n not in have]
+    if missing:
+        problems.append("missing columns: " + ", ".join(missing))
+    mistyped = [f"{n} is {have[n].simpleString()}, expected {t.simpleString()}" for n, t in want.items()
+                if n in have and have[n] != t]
+    if mistyped:
+        problems.append("mistyped columns: " + "; ".join(mistyped))
+    extra = [n for n in have if n not in want]
+    if extra and not allow_extra:
+        problems.append("extra columns: " + ", ".join(extra))
+    return problems
+
+
+def assert_schema(df: DataFrame, expected: StructType, what: str, allow_extra: bool = False) -> DataFrame:
+    """Raise a one-line ContractError naming the columns when `df` does not have the expected schema."""
+    problems = schema_problems(df.schema, expected, allow_extra)
+    if problems:
+        raise ContractError(f"{what}: " + "; ".join(problems))
+    return df
+
+
+# --- reading inputs --------------------------------------------------------------------------
+
+
+def read_source(spark: SparkSession, source: TableSource, lakehouse: Lakehouse) -> DataFrame:
+    """Load one configured input as it is stored (no casting yet)."""
+    if source.format == "catalog":
+        assert source.table is not None
+        return spark.table(source.table)
+    reader = spark.read.format(source.format)
+    if source.format == "csv":
+        reader = reader.option("header", "true")
+    for key, value in source.options.items():
+        reader = reader.option(key, value)
+    path = lakehouse.source_path(source)
+    try:
+        return reader.load(path)
+    except AnalysisException as exc:
+        raise ContractError(f"cannot read {source.format} input at {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _row_rules(table: str) -> Mapping[str, Column]:
+    """Business rules beyond types: reason -> condition that marks a row bad (evaluated after casting)."""
+    if table == "subscriptions":
+        return {
+            "end_before_start": F.col("end_date").isNotNull() & (F.col("end_date") < F.col("start_date")),
+            "negative_mrr": F.col("mrr") < 0,
+            "nonpositive_quantity": F.col("quantity") <= 0,
+            "nonpositive_bill_period": F.col("bill_period_months") <= 0,
+        }
+    if table == "support_tickets":
+        return {"closed_before_opened": F.col("closed_at").isNotNull() & (F.col("closed_at") < F.col("opened_at"))}
+    return {}
+
+
+def _reject_reason(contract: StructType, rules: Mapping[str, Column]) -> Column:
+    """First broken rule of a row as `missing_<col>`, `bad_type_<col>` or a business-rule name; null if fine."""
+    checks: list[tuple[Column, str]] = []
+    for field in contract.fields:
+        raw, cast = F.col(f"`__raw_{field.name}`"), F.col(field.name)
+        is_blank = raw.isNull() | (F.trim(raw.cast("string")) == "")
+        if not field.nullable:
+            checks.append((is_blank, f"missing_{field.name}"))
+        checks.append((~is_blank & cast.isNull(), f"bad_type_{field.name}"))
+    checks.extend((cond, reason) for reason, cond in rules.items())
+    reason: Column = F.lit(None).cast("string")
+    for cond, name in reversed(checks):
+        reason = F.when(cond, F.lit(name)).otherwise(reason)
+    return reason
+
+
+def conform(df: DataFrame, contract: StructType, table: str, key: str | None = None,
+            extra_columns: Iterable[str] = ()) -> Conformed:
+    """Cast `df` to `contract` (+ `extra_columns` as strings) and split off rows that break it.
+
+    Missing contract columns are an error for the whole table; a bad value rejects one row.
+    Exact duplicate keys keep the first row by all values and reject the rest as `duplicate_<key>`.
+    """
+    extras = list(extra_columns)
+    absent = [f.name for f in contract.fields if f.name not in df.columns] + [c for c in extras if c not in df.columns]
+    if absent:
+        raise ContractError(f"{table}: missing columns: {', '.join(absent)} (found: {', '.join(df.columns)})")
+    record = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+    staged = df.select(
+        *[F.col(f.name).alias(f"__raw_{f.name}") for f in contract.fields],
+        *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in contract.fields],
+        *[F.col(c).cast("string").alias(c) for c in extras],
+        record.alias("__record"),
+    ).withColumn("__reason", _reject_reason(contract, _row_rules(table)))
+    if key is not None:
+        order = [F.col(c).asc_nulls_last() for c in [f.name for f in contract.fields] + extras]
+        rank = F.row_number().over(Window.partitionBy(key).orderBy(*order))
+        staged = staged.withColumn(
+            "__reason", F.when(F.col("__reason").isNull() & (rank > 1), F.lit(f"duplicate_{key}"))
+            .otherwise(F.col("__reason"))
+        )
+    columns = [f.name for f in contract.fields] + extras
+    good = staged.where(F.col("__reason").isNull()).select(*columns)
+    rejected = staged.where(F.col("__reason").isNotNull()).select(
+        F.lit(table).alias("table"), F.col("__reason").alias("reason"), F.col("__record").alias("record")
+    )
+    return Conformed(good, rejected)
+
+
+INPUT_CONTRACTS: dict[str, tuple[StructType, str]] = {
+    "accounts": (schemas.ACCOUNTS, "account_id"),
+    "subscriptions": (schemas.SUBSCRIPTIONS, "subscription_id"),
+    "support_tickets": (schemas.SUPPORT_TICKETS, "ticket_id"),
+    "churn_truth": (schemas.CHURN_TRUTH, None),  # type: ignore[dict-item]
+}
+
+
+def read_input(spark: SparkSession, settings: Settings, table: str) -> Conformed | None:
+    """Read a raw input table into its contract; None when the table is configured as absent."""
+    source: TableSource = getattr(settings.inputs, table)
+    if not source.enabled:
+        return None
+    contract, key = INPUT_CONTRACTS[table]
+    extras = settings.inputs.account_attributes if table == "accounts" else []
+    raw = read_source(spark, source, Lakehouse.from_settings(settings))
+    return conform(raw, contract, table, key=key, extra_columns=extras)
+
+
+def reject_counts(rejected: DataFrame) -> dict[str, dict[str, int]]:
+    """{table: {reason: count}} -- a small aggregate, safe to collect."""
+    out: dict[str, dict[str, int]] = {}
+    for row in rejected.groupBy("table", "reason").count().collect():
+        out.setdefault(row["table"], {})[row["reason"]] = int(row["count"])
+    return out
+
+
+# --- writing Delta ---------------------------------------------------------------------------
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, dt.date | dt.datetime):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def slice_predicate(
+    equals: Mapping[str, object] | None = None, within: Mapping[str, Iterable[object]] | None = None
+) -> str:
+    """A `replaceWhere` predicate: `a = x AND b IN (y, z)`; values are quoted as SQL literals."""
+    parts = [f"`{c}` = {_sql_literal(v)}" for c, v in (equals or {}).items()]
+    for col, values in (within or {}).items():
+        vals = sorted({_sql_literal(v) for v in values})
+        if not vals:
+            raise ValueError(f"empty slice for {col}")
+        parts.append(f"`{col}` IN ({', '.join(vals)})")
+    if not parts:
+        raise ValueError("a slice needs at least one condition")
+    return " AND ".join(parts)
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str],
+                schema: StructType | None = None) -> None:
+    """Atomically replace exactly the rows matching `predicate` (rows outside it are an error)."""
+    if schema is not None:
+        assert_schema(df, schema, f"write to {path}", allow_extra=False)
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .partitionBy(*partition_by)
+        .save(path)
+    )
+
+
+def overwrite_table(df: DataFrame, path: str, partition_by: list[str] | None = None,
+                    schema: StructType | None = None) -> None:
+    """Replace a whole table that one job owns entirely (e.g. the generator's raw tables)."""
+    if schema is not None:
+        assert_schema(df, schema, f"write to {path}", allow_extra=True)
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(path)
+
+
+def merge_by_key(spark: SparkSession, df: DataFrame, path: str, keys: list[str],
+                 partition_by: list[str] | None = None, update: bool = True) -> None:
+    """Upsert `df` into the Delta table at `path` on `keys` (insert-only when `update` is False)."""
+    if not table_exists(spark, path):
+        writer = df.write.format("delta").mode("append")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(path)
+        return
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    merge = DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), cond)
+    if update:
+        merge = merge.whenMatchedUpdateAll()
+    merge.whenNotMatchedInsertAll().execute()
+
+
+def table_version(spark: SparkSession, path: str) -> int | None:
+    """Latest Delta version of the table at `path` (None if absent): recorded as lineage."""
+    if not table_exists(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    return int(row["version"]) if row else None

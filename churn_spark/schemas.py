@@ -1,0 +1,144 @@
+"""Schemas are code: the StructType of every input contract and every table the pipeline writes.
+
+Readers validate against these, writers assert them. The features table is wide and versioned
+(`feature_set_version`), so only its key columns are declared here.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    DateType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+def _f(name: str, dtype: object, nullable: bool = True) -> StructField:
+    return StructField(name, dtype, nullable)  # type: ignore[arg-type]
+
+
+# --- raw input contracts (DESIGN.md §3) -------------------------------------------------------
+
+ACCOUNTS = StructType([_f("account_id", StringType(), False), _f("created_at", TimestampType(), False)])
+"""Required columns of `accounts`; declared attribute columns (config) are added as strings."""
+
+SUBSCRIPTIONS = StructType(
+    [
+        _f("subscription_id", StringType(), False),
+        _f("account_id", StringType(), False),
+        _f("product_id", StringType(), False),
+        _f("start_date", DateType(), False),
+        _f("end_date", DateType(), True),
+        _f("mrr", DecimalType(18, 2), False),
+        _f("quantity", IntegerType(), False),
+        _f("bill_period_months", IntegerType(), False),
+    ]
+)
+
+EVENTS = StructType(
+    [
+        _f("event_id", StringType(), False),
+        _f("account_id", StringType(), False),
+        _f("event_type", StringType(), False),
+        _f("event_time", TimestampType(), False),
+        _f("value", DoubleType(), True),
+        _f("properties", MapType(StringType(), StringType()), True),
+    ]
+)
+
+SUPPORT_TICKETS = StructType(
+    [
+        _f("ticket_id", StringType(), False),
+        _f("account_id", StringType(), False),
+        _f("opened_at", TimestampType(), False),
+        _f("closed_at", TimestampType(), True),
+        _f("priority", StringType(), False),
+        _f("channel", StringType(), False),
+        _f("text", StringType(), True),
+    ]
+)
+
+CHURN_TRUTH = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("as_of_date", DateType(), False),
+        _f("churn_probability", DoubleType(), False),
+    ]
+)
+"""Generator only: true P(churn within the horizon) per account and month under its own process."""
+
+# --- tables the pipeline writes (DESIGN.md §6) ------------------------------------------------
+
+BRONZE_EVENTS = StructType(
+    list(EVENTS.fields)
+    + [
+        _f("ingested_at", TimestampType(), False),
+        _f("source", StringType(), False),
+        _f("event_date", DateType(), False),
+    ]
+)
+
+EVENTS_QUARANTINE = StructType(
+    [
+        _f("raw", StringType(), True),
+        _f("reason", StringType(), False),
+        _f("source", StringType(), False),
+        _f("event_id", StringType(), True),
+        _f("ingested_at", TimestampType(), False),
+        _f("ingest_date", DateType(), False),
+    ]
+)
+
+CHURN_LABELS = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("as_of_date", DateType(), False),
+        _f("label", IntegerType(), True),
+        _f("churn_date", DateType(), True),
+        _f("tenure_days", IntegerType(), False),
+    ]
+)
+
+FEATURE_KEYS = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("as_of_date", DateType(), False),
+        _f("feature_set_version", StringType(), False),
+    ]
+)
+
+CHURN_SCORES = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("as_of_date", DateType(), False),
+        _f("model_version", StringType(), False),
+        _f("churn_probability", DoubleType(), False),
+        _f("risk_decile", IntegerType(), False),
+        _f("rank", LongType(), False),
+        _f("reason_1", StringType(), True),
+        _f("reason_2", StringType(), True),
+        _f("reason_3", StringType(), True),
+        _f("scored_at", TimestampType(), False),
+    ]
+)
+
+CHURN_TARGETS = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("as_of_date", DateType(), False),
+        _f("model_version", StringType(), False),
+        _f("churn_probability", DoubleType(), False),
+        _f("account_value", DoubleType(), False),
+        _f("expected_value", DoubleType(), False),
+        _f("contact_cost", DoubleType(), False),
+        _f("target_rank", LongType(), False),
+        _f("scored_at", TimestampType(), False),
+    ]
+)

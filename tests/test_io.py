@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+
+from churn_spark import io, schemas
+from churn_spark.config import Settings, TableSource
+from churn_spark.errors import ContractError
+
+D = dt.date
+
+
+def _raw_subscriptions(spark: SparkSession):
+    # As a CSV source would hand them over: every column a string.
+    cols = ["subscription_id", "account_id", "product_id", "start_date", "end_date", "mrr", "quantity",
+            "bill_period_months", "extra"]
+    rows = [
+        ("s1", "a1", "basic", "2023-01-01", None, "10.50", "2", "1", "x"),       # good, open
+        ("s2", "a1", "pro", "2023-02-01", "2023-03-01", "20", "1", "12", "y"),  # good
+        ("s3", "", "basic", "2023-01-01", None, "10", "1", "1", "z"),           # missing account_id
+        ("s4", "a2", "basic", "2023-13-45", None, "10", "1", "1", "z"),         # bad date
+        ("s5", "a2", "basic", "2023-01-01", "2022-01-01", "10", "1", "1", "z"), # ends before start
+        ("s6", "a2", "basic", "2023-01-01", None, "ten", "1", "1", "z"),        # bad decimal
+        ("s7", "a2", "basic", "2023-01-01", None, "10", "0", "1", "z"),         # zero seats
+        ("s1", "a1", "basic", "2023-01-01", None, "10.50", "2", "1", "x"),       # duplicate key
+    ]
+    return spark.createDataFrame(rows, ", ".join(f"{c} string" for c in cols))
+
+
+def test_conform_keeps_good_rows_and_rejects_each_bad_row_with_a_reason(spark: SparkSession) -> None:
+    out = io.conform(_raw_subscriptions(spark), schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id")
+    expected_good = spark.createDataFrame(
+        [("s1", "a1", "basic", D(2023, 1, 1), None, Decimal("10.50"), 2, 1),
+         ("s2", "a1", "pro", D(2023, 2, 1), D(2023, 3, 1), Decimal("20.00"), 1, 12)],
+        schemas.SUBSCRIPTIONS,
+    )
+    assert_df_equality(out.good, expected_good, ignore_row_order=True, ignore_nullable=True)
+    reasons = sorted((r["table"], r["reason"]) for r in out.rejected.collect())
+    assert reasons == sorted([
+        ("subscriptions", "missing_account_id"), ("subscriptions", "bad_type_start_date"),
+        ("subscriptions", "end_before_start"), ("subscriptions", "bad_type_mrr"),
+        ("subscriptions", "nonpositive_quantity"), ("subscriptions", "duplicate_subscription_id"),
+    ])
+    assert io.reject_counts(out.rejected) == {"subscriptions": {
+        "missing_account_id": 1, "bad_type_start_date": 1, "end_before_start": 1, "bad_type_mrr": 1,
+        "nonpositive_quantity": 1, "duplicate_subscription_id": 1}}
+    # The raw record travels with its reason so nothing is lost.
+    rec = out.rejected.where("reason = 'bad_type_mrr'").first()["record"]
+    assert '"subscription_id":"s6"' in rec and '"mrr":"ten"' in rec
+
+
+def test_conform_missing_columns_is_one_clear_error(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a1",)], "account_id string")
+    with pytest.raises(ContractError, match=r"accounts: missing columns: created_at, country \(found: account_id\)"):
+        io.conform(df, schemas.ACCOUNTS, "accounts", extra_columns=["country"])
+
+
+def test_read_input_from_csv_and_parquet(spark: SparkSession, settings: Settings, tmp_path) -> None:
+    csv_dir, pq_dir = str(tmp_path / "acc_csv"), str(tmp_path / "acc_pq")
+    raw = spark.createDataFrame(
+        [("a1", "2023-01-05 10:00:00", "DE", "web", "retail"), ("a2", "yesterday", "FR", "sales", "tech")],
+        "account_id string, created_at string, country string, channel string, industry string",
+    )
+    raw.write.option("header", "true").csv(csv_dir)
+    raw.write.parquet(pq_dir)
+    for fmt, path in [("csv", csv_dir), ("parquet", pq_dir)]:
+        s = settings.model_copy(update={"inputs": settings.inputs.model_copy(
+            update={"accounts": TableSource(format=fmt, path=path)})})  # type: ignore[arg-type]
+        out = io.read_input(spark, s, "accounts")
+        assert out is not None
+        assert [r["account_id"] for r in out.good.collect()] == ["a1"]
+        assert out.good.first()["created_at"] == dt.datetime(2023, 1, 5, 10, 0)
+        assert io.reject_counts(out.rejected) == {"accounts": {"bad_type_created_at": 1}}
+
+
+def test_disabled_input_reads_as_absent(spark: SparkSession, settings: Settings) -> None:
+    s = settings.model_copy(update={"inputs": settings.inputs.model_copy(
+        update={"support_tickets": TableSource(path="raw/support_tickets", enabled=False)})})
+    assert io.read_input(spark, s, "support_tickets") is None
+
+
+def _labels(spark: SparkSession, rows):
+    return spark.createDataFrame(rows, schemas.CHURN_LABELS)
+
+
+def test_write_slice_is_idempotent_and_leaves_other_slices(spark: SparkSession, tmp_path) -> None:
+    path = str(tmp_path / "labels")
+    a = _labels(spark, [("a1", D(2024, 1, 1), 0, None, 10), ("a2", D(2024, 1, 1), 1, D(2024, 3, 1), 20)])
+    b = _labels(spark, [("a1", D(2024, 2, 1), None, None, 41)])
+    pred_a = io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]})
+    pred_b = io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]})
+    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
+    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
+    io.write_slice(b, path, pred_b, ["as_of_date"], schemas.CHURN_LABELS)
+    got = spark.read.format("delta").load(path)
+    assert_df_equality(got, a.unionByName(b), ignore_row_order=True, ignore_nullable=True)
+    # Rewriting slice A with new content replaces exactly slice A.
+    a2 = _labels(spark, [("a3", D(2024, 1, 1), 0, None, 5)])
+    io.write_slice(a2, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
+    assert_df_equality(spark.read.format("delta").load(path), a2.unionByName(b), ignore_row_order=True,
+                       ignore_nullable=True)
+    assert io.table_version(spark, path) == 3
+
+
+def test_write_slice_refuses_rows_outside_the_slice_and_leaves_table(spark: SparkSession, tmp_path) -> None:
+    path = str(tmp_path / "labels")
+    a = _labels(spark, [("a1", D(2024, 1, 1), 0, None, 10)])
+    io.write_slice(a, path, io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]}), ["as_of_date"])
+    stray = _labels(spark, [("a9", D(2024, 5, 1), 0, None, 10)])
+    with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+        io.write_slice(stray, path, io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]}), ["as_of_date"])
+    assert_df_equality(spark.read.format("delta").load(path), a, ignore_nullable=True)
+    assert io.table_version(spark, path) == 0
+
+
+def test_write_slice_asserts_schema(spark: SparkSession, tmp_path) -> None:
+    df = spark.createDataFrame([("a1", D(2024, 1, 1))], "account_id string, as_of_date date")
+    with pytest.raises(ContractError, match="missing columns: label, churn_date, tenure_days"):
+        io.write_slice(df, str(tmp_path / "x"), "as_of_date = '2024-01-01'", ["as_of_date"], schemas.CHURN_LABELS)
+
+
+def test_merge_by_key_upserts_without_duplicates(spark: SparkSession, tmp_path) -> None:
+    path = str(tmp_path / "m")
+    first = spark.createDataFrame([("e1", 1), ("e2", 2)], "event_id string, v int")
+    io.merge_by_key(spark, first, path, ["event_id"])
+    io.merge_by_key(spark, spark.createDataFrame([("e2", 20), ("e3", 3)], "event_id string, v int"), path,
+                    ["event_id"])
+    io.merge_by_key(spark, spark.createDataFrame([("e3", 30)], "event_id string, v int"), path, ["event_id"],
+                    update=False)
+    expected = spark.createDataFrame([("e1", 1), ("e2", 20), ("e3", 3)], "event_id string, v int")
+    assert_df_equality(spark.read.format("delta").load(path), expected, ignore_row_order=True)
+
+
+def test_slice_predicate_quotes_literals() -> None:
+    assert io.slice_predicate({"model_version": "v'1"}, {"as_of_date": [D(2024, 2, 1), D(2024, 1, 1)]}) == (
+        "`model_version` = 'v''1' AND `as_of_date` IN ('2024-01-01', '2024-02-01')")
