@@ -202,14 +202,19 @@ def main(argv: list[str] | None = None) -> int:
 GLOBAL_FLAGS = ("--config", "--lakehouse", "--master")
 
 
-def run_entrypoint(command: str, argv: list[str] | None = None) -> int:
-    """For `jobs/*.py`: accept global flags anywhere (as a SparkApplication's `arguments` pass them)."""
+def entrypoint_argv(command: str, argv: list[str]) -> list[str]:
+    """Move global flags (given anywhere, as a SparkApplication's `arguments` may) before `command`."""
     parser = argparse.ArgumentParser(add_help=False)
     for flag in GLOBAL_FLAGS:
         parser.add_argument(flag)
     parser.add_argument("--debug", action="store_true")
-    known, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    known, rest = parser.parse_known_args(argv)
     front = [x for flag in GLOBAL_FLAGS if (v := getattr(known, flag[2:])) for x in (flag, v)]
     if known.debug:
         front.append("--debug")
-    return main([*front, command, *rest])
+    return [*front, command, *rest]
+
+
+def run_entrypoint(command: str, argv: list[str] | None = None) -> int:
+    """For `jobs/*.py`: the same arguments as `churn-spark COMMAND`, global flags accepted anywhere."""
+    return main(entrypoint_argv(command, list(sys.argv[1:] if argv is None else argv)))
