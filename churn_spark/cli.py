@@ -36,6 +36,20 @@ app = typer.Typer(
 JobFn = Callable[[Any, Settings], dict[str, Any]]
 
 
+DATE_KEYWORDS = ("today", "yesterday", "month-start")
+
+
+def resolve_date(value: str | None, today: dt.date | None = None) -> str | None:
+    """An ISO date as given, or a keyword resolved in UTC: a schedule (ScheduledSparkApplication, cron)
+    cannot template dates, so `today`, `yesterday` and `month-start` (first day of the current month)
+    name the run date instead."""
+    if value is None or value not in DATE_KEYWORDS:
+        return value
+    day = today or dt.datetime.now(dt.UTC).date()
+    resolved = {"today": day, "yesterday": day - dt.timedelta(days=1), "month-start": day.replace(day=1)}[value]
+    return resolved.isoformat()
+
+
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj["settings"]
 
@@ -131,14 +145,15 @@ def ingest(
 @app.command()
 def features(
     ctx: typer.Context,
-    date_from: str = typer.Option(None, "--from", help="First snapshot date (YYYY-MM-DD)."),
-    date_to: str = typer.Option(None, "--to", help="Last snapshot date (YYYY-MM-DD)."),
+    date_from: str = typer.Option(None, "--from", help="First snapshot date (YYYY-MM-DD|today|yesterday|month-start)."),
+    date_to: str = typer.Option(None, "--to", help="Last snapshot date (YYYY-MM-DD|today|yesterday|month-start)."),
 ) -> None:
     """Compute churn labels and point-in-time features for the snapshots in [from, to]."""
     from churn_spark.features.job import run_features
 
-    overrides = {"churn.snapshots.start": date_from, "churn.snapshots.end": date_to}
-    _run(ctx, "features", run_features, overrides, {"from": date_from, "to": date_to})
+    start, end = resolve_date(date_from), resolve_date(date_to)
+    overrides = {"churn.snapshots.start": start, "churn.snapshots.end": end}
+    _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
 
 
 @app.command()
@@ -152,12 +167,13 @@ def train(ctx: typer.Context) -> None:
 @app.command()
 def score(
     ctx: typer.Context,
-    as_of: str = typer.Option(..., "--as-of", help="Snapshot date to score (YYYY-MM-DD)."),
+    as_of: str = typer.Option(..., "--as-of", help="Snapshot date to score (YYYY-MM-DD|today|yesterday|month-start)."),
     model_version: str = typer.Option(None, "--model-version", help="Registered model version (default: current)."),
 ) -> None:
     """Score eligible accounts at a date and write the budget-constrained target list."""
     from churn_spark.score.job import run_score
 
+    as_of = resolve_date(as_of) or as_of
     day = dt.date.fromisoformat(as_of)
 
     def job(spark: Any, settings: Settings) -> dict[str, Any]:
@@ -172,6 +188,63 @@ def demo(ctx: typer.Context) -> None:
     from churn_spark.demo import run_demo
 
     run_demo(_settings(ctx), execute)
+
+
+k8s_app = typer.Typer(no_args_is_help=True,
+                      help="Kubernetes: the operator's spark-submit for a manifest; run it locally.")
+app.add_typer(k8s_app, name="k8s")
+
+
+def _k8s_app(path: str, name: str | None) -> tuple[Any, list[dict[str, Any]]]:
+    from churn_spark.k8s.manifests import load_documents, select_app
+
+    docs = load_documents(path)
+    return select_app(docs, name), docs
+
+
+@k8s_app.command("submit-args")
+def k8s_submit_args(
+    manifest: str = typer.Argument(..., help="SparkApplication YAML, or a kustomize folder (rendered)."),
+    app_name: str = typer.Option(None, "--app", help="Which application, when there are several."),
+) -> None:
+    """Print the spark-submit command the Spark operator runs for a SparkApplication."""
+    import shlex
+
+    from churn_spark.k8s.submit import submit_args
+
+    selected, _ = _k8s_app(manifest, app_name)
+    typer.echo(shlex.join(["spark-submit", *submit_args(selected.as_spark_application())]))
+
+
+@k8s_app.command("run")
+def k8s_run(
+    ctx: typer.Context,
+    manifest: str = typer.Argument(..., help="SparkApplication YAML, or a kustomize overlay folder (rendered)."),
+    app_name: str = typer.Option(None, "--app", help="Which application, when there are several."),
+    master: str = typer.Option("local[2]", "--master", help="local[N] or spark://host:port."),
+    workdir: str = typer.Option(None, "--workdir", help="Scratch folder (default: <lakehouse>/../k8s-run)."),
+    driver_memory: str = typer.Option(None, "--driver-memory", help="Override the manifest's driver memory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the local command and the changes; do not run."),
+) -> None:
+    """Run a SparkApplication locally as the operator would submit it (lakehouse: the global --lakehouse)."""
+    import shlex
+
+    from churn_spark.k8s.runner import local_plan, resolve_config_maps, run_plan, spark_submit_executable
+
+    selected, docs = _k8s_app(manifest, app_name)
+    lake = Lakehouse.from_settings(_settings(ctx)).root
+    work = workdir or f"{lake.rstrip('/')}/../k8s-run"
+    plan = local_plan(selected, workdir=work, lakehouse=lake, master=master,
+                      config_maps=resolve_config_maps(docs), driver_memory=driver_memory)
+    for change in plan.changes:
+        typer.echo(f"   local: {change}", err=True)
+    typer.echo(shlex.join([spark_submit_executable(), *plan.argv]), err=dry_run is False)
+    if dry_run:
+        return
+    code = run_plan(plan)
+    if code != 0:
+        raise ChurnSparkError(f"{selected.name}: spark-submit exited {code}")
+    typer.echo(f"== {selected.name}: succeeded")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,221 @@
+"""Every manifest and every rendered overlay passes the operator's CRD schema, Kubernetes' core schemas,
+the operator's admission rules and the security checks; and each check catches what it is for."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pyspark
+import pytest
+import yaml
+
+from churn_spark.config import load_settings
+from churn_spark.k8s.manifests import load_documents, spark_applications
+from churn_spark.k8s.validate import (
+    admission_errors,
+    all_errors,
+    core_errors,
+    crd_errors,
+    radanalytics_errors,
+    security_errors,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+MANIFEST_FILES = sorted(p for p in (K8S / "sparkapplications").glob("*.yaml") if p.stem != "kustomization") + [
+    K8S / "overlays" / "dev" / "generate.yaml"]
+OVERLAYS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+JOB_APPS = {"churn-ingest": "ingest_events.py", "churn-features": "build_features.py",
+            "churn-train": "train.py", "churn-score": "score.py", "churn-nightly": "nightly.py"}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    """Each overlay rendered once with the real kustomize."""
+    return {name: load_documents(path) for name, path in OVERLAYS.items()}
+
+
+def _apps_file(name: str) -> dict[str, Any]:
+    return yaml.safe_load((K8S / "sparkapplications" / name).read_text())
+
+
+@pytest.mark.parametrize("path", MANIFEST_FILES, ids=lambda p: p.name)
+def test_each_manifest_file_passes_every_check(path: Path) -> None:
+    docs = load_documents(path)
+    assert docs
+    assert [e for d in docs for e in all_errors(d)] == []
+
+
+@pytest.mark.parametrize("overlay", list(OVERLAYS))
+def test_each_rendered_overlay_passes_every_check(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = rendered[overlay]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds.count("SparkApplication") == (5 if overlay == "dev" else 4)
+    assert {"ConfigMap", "Role", "RoleBinding", "ServiceAccount", "ScheduledSparkApplication"} <= set(kinds)
+    assert [e for d in docs for e in all_errors(d)] == []
+
+
+def test_radanalytics_manifests_pass_their_json_schemas() -> None:
+    docs = load_documents(K8S / "radanalytics")
+    kinds = sorted(d["kind"] for d in docs if d["apiVersion"] == "radanalytics.io/v1")
+    assert kinds == ["SparkApplication"] * 4 + ["SparkCluster"]
+    assert [e for d in docs for e in all_errors(d)] == []
+    args = {d["metadata"]["name"]: d["spec"]["arguments"] for d in docs if d["kind"] == "SparkApplication"}
+    for app in spark_applications(load_documents(K8S / "sparkapplications")):
+        if app.kind == "SparkApplication":
+            assert args[app.name].endswith(" ".join(app.spec["arguments"][2:])), app.name
+
+
+@pytest.mark.parametrize("name", list(JOB_APPS))
+def test_application_shape(name: str) -> None:
+    apps = {a.name: a for a in spark_applications(load_documents(K8S / "sparkapplications"))}
+    spec = apps[name].spec
+    assert (spec["type"], spec["mode"], spec["sparkVersion"]) == ("Python", "cluster", pyspark.__version__)
+    assert spec["image"] == f"churn-spark:{VERSION}"
+    assert spec["mainApplicationFile"] == f"local:///opt/churn-spark/jobs/{JOB_APPS[name]}"
+    assert (ROOT / "jobs" / JOB_APPS[name]).is_file()
+    assert spec["arguments"][:2] == ["--config", "/etc/churn-spark/config.yaml"]
+    mount = spec["driver"]["volumeMounts"][0]
+    volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+    assert (mount["mountPath"], volume["configMap"]["name"]) == ("/etc/churn-spark", "churn-spark-config")
+    assert spec["restartPolicy"]["type"] == "OnFailure"
+    assert 0 < spec["restartPolicy"]["onFailureRetries"] <= 3
+    assert 0 < spec["restartPolicy"]["onSubmissionFailureRetries"] <= 5
+    assert spec["timeToLiveSeconds"] > 0
+    assert spec["monitoring"]["prometheus"]["jmxExporterJar"].startswith("/opt/churn-spark/monitoring/")
+    assert spec["sparkConf"]["spark.eventLog.enabled"] == "true"
+    assert spec["sparkConf"]["spark.eventLog.dir"].startswith("s3a://")
+    assert spec["sparkConf"]["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert spec["hadoopConf"]["fs.s3a.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    for role in ("driver", "executor"):
+        env = {e["name"]: e for e in spec[role]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "churn-spark-s3"
+        assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_nightly_schedule() -> None:
+    doc = _apps_file("nightly.yaml")
+    spec = doc["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert (spec["successfulRunHistoryLimit"], spec["failedRunHistoryLimit"]) == (3, 5)
+    assert len(spec["schedule"].split()) == 5
+    assert len(doc["metadata"]["name"]) <= 63 - len("-driver") - 20
+    assert spec["template"]["arguments"][2:4] == ["--as-of", "month-start"]
+
+
+def test_driver_service_account_is_bound_to_the_role(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        namespace = by_kind[("ServiceAccount", "churn-spark")]["metadata"]["namespace"]
+        binding = by_kind[("RoleBinding", "churn-spark-driver")]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "churn-spark", "namespace": namespace}]
+        assert binding["roleRef"]["name"] == "churn-spark-driver"
+        rules = {r: set(rule["verbs"]) for rule in by_kind[("Role", "churn-spark-driver")]["rules"]
+                 for r in rule["resources"]}
+        assert set(rules) == {"pods", "services", "configmaps", "persistentvolumeclaims"}
+        assert {"create", "get", "list", "watch", "delete"} <= rules["pods"]
+        assert not any("*" in v for v in rules.values()), overlay
+        for app in spark_applications(docs):
+            assert app.spec["driver"]["serviceAccount"] == "churn-spark"
+            assert app.namespace == namespace
+
+
+def test_overlays_set_namespace_image_executors_lakehouse_and_config(
+        rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    expected = {"base": ("churn-spark", "churn-spark", {2, 3}, "s3a://churn-lakehouse/"),
+                "dev": ("churn-spark-dev", "registry.example.com/data/churn-spark", {1}, "s3a://churn-lakehouse-dev/"),
+                "prod": ("churn-spark-prod", "registry.example.com/data/churn-spark", {6},
+                         "s3a://churn-lakehouse-prod/")}
+    for overlay, (namespace, image, executors, lake) in expected.items():
+        docs = rendered[overlay]
+        assert {d["metadata"]["namespace"] for d in docs} == {namespace}
+        config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+        assert re.fullmatch(r"churn-spark-config-[a-z0-9]{10}", config_map["metadata"]["name"])
+        apps = spark_applications(docs)
+        assert {a.spec["image"] for a in apps} == {f"{image}:{VERSION}"}
+        assert {a.spec["executor"]["instances"] for a in apps} == executors
+        assert {a.spec["sparkConf"]["spark.eventLog.dir"] for a in apps} == {f"{lake}spark-events"}
+        assert {a.spec["volumes"][0]["configMap"]["name"] for a in apps} == {config_map["metadata"]["name"]}
+        config = tmp_path / f"{overlay}.yaml"
+        config.write_text(config_map["data"]["config.yaml"])
+        settings = load_settings(config)
+        assert settings.lakehouse.startswith(lake)
+
+
+def test_cluster_config_covers_the_manifest_snapshot_range() -> None:
+    settings = load_settings(K8S / "base" / "config.yaml")
+    args = _apps_file("features.yaml")["spec"]["arguments"]
+    start, end = (dt.date.fromisoformat(args[args.index(f) + 1]) for f in ("--from", "--to"))
+    assert (settings.churn.snapshots.start, settings.churn.snapshots.end) == (start, end)
+
+
+# --- the checks themselves catch what they are for -------------------------------------------------
+
+
+def _ingest() -> dict[str, Any]:
+    return copy.deepcopy(_apps_file("ingest.yaml"))
+
+
+def test_crd_check_catches_a_misspelt_field_and_a_wrong_type() -> None:
+    doc = _ingest()
+    doc["spec"]["driver"]["memoryOverHead"] = "1g"
+    doc["spec"]["executor"]["instances"] = "two"
+    errors = crd_errors(doc)
+    assert any("memoryOverHead" in e for e in errors)
+    assert any("spec.executor.instances" in e for e in errors)
+    doc = _ingest()
+    doc["spec"]["mode"] = "batch"
+    assert any("spec.mode" in e for e in crd_errors(doc))
+
+
+def test_core_check_catches_a_bad_rolebinding() -> None:
+    binding = load_documents(K8S / "sparkapplications" / "rbac.yaml")[2]
+    assert core_errors(binding) == []
+    del binding["roleRef"]
+    assert core_errors(binding)
+
+
+def test_admission_check_catches_names_and_denied_conf() -> None:
+    doc = _ingest()
+    doc["metadata"]["name"] = "Churn_Ingest"
+    doc["spec"]["sparkConf"]["spark.kubernetes.container.image"] = "other:1"
+    doc["spec"]["sparkConf"]["spark.kubernetes.authenticate.driver.serviceAccountName"] = "default"
+    doc["spec"]["sparkConf"]["spark.kubernetes.namespace"] = "elsewhere"
+    errors = " | ".join(admission_errors(doc))
+    for needle in ("DNS-1035", "spark.kubernetes.container.image", "serviceAccountName", "spark.kubernetes.namespace"):
+        assert needle in errors
+    nightly = _apps_file("nightly.yaml")
+    nightly["metadata"]["name"] = "churn-nightly-ingest-features-and-score"  # 38 > 63 - 7 - 20
+    assert admission_errors(nightly)
+
+
+def test_security_check_catches_root_latest_plaintext_secrets_and_missing_limits() -> None:
+    doc = _ingest()
+    doc["spec"]["image"] = "churn-spark:latest"
+    doc["spec"]["driver"]["securityContext"]["runAsUser"] = 0
+    doc["spec"]["driver"]["securityContext"]["allowPrivilegeEscalation"] = True
+    doc["spec"]["executor"]["securityContext"]["capabilities"] = {"drop": []}
+    doc["spec"]["executor"]["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "abc"})
+    doc["spec"]["hadoopConf"]["fs.s3a.secret.key"] = "abc"
+    del doc["spec"]["executor"]["coreLimit"]
+    errors = " | ".join(security_errors(doc))
+    for needle in ("latest", "uid 0", "allowPrivilegeEscalation", "capabilities", "literal value",
+                   "fs.s3a.secret.key", "coreLimit"):
+        assert needle in errors, needle
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                  "data": {"config.yaml": "kafka:\n  sasl_password: hunter2\n"}}
+    assert security_errors(config_map)
+
+
+def test_radanalytics_check_catches_a_bad_enum_and_unknown_field() -> None:
+    doc = load_documents(K8S / "radanalytics" / "ingest.yaml")[0]
+    doc["spec"]["mode"] = "batch"
+    doc["spec"]["sparkConf"] = {"a": "b"}
+    errors = " | ".join(radanalytics_errors(doc))
+    assert "mode" in errors and "sparkConf" in errors
