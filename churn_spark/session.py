@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def build_spark(settings: SparkSettings, app_name: str | None = None) -> SparkSe
     else:
         check_java()
         os.environ.setdefault("SPARK_LOCAL_IP", settings.bind_address)
+        # Python workers (local or a dev cluster on this machine) run this same environment.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = SparkConf()
     for key, value in default_conf(settings, app_name).items():
         conf.setIfMissing(key, value)
