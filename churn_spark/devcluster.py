@@ -131,6 +131,25 @@ def stop_cluster(cluster: StandaloneCluster) -> None:
         kill_process_group(pid, signal.SIGKILL)
 
 
+def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str] | None = None) -> list[str]:
+    """The spark-submit command for `jobs/<job>.py` against `master`, shipping the Delta/Kafka jars.
+
+    The package reaches executors as an installed environment: `spark.pyspark.python` names the
+    Python that has churn-spark installed (the same venv on every worker of a dev cluster).
+    """
+    from churn_spark.session import maven_packages
+
+    root = Path(__file__).resolve().parent.parent
+    confs = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+             "spark.jars.ivy": str(Path("~/.cache/churn-spark/ivy").expanduser()),
+             "spark.driver.host": HOST, "spark.driver.bindAddress": HOST, **(conf or {})}
+    argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master,
+            "--packages", ",".join(maven_packages())]
+    for key, value in confs.items():
+        argv += ["--conf", f"{key}={value}"]
+    return [*argv, str(root / "jobs" / f"{job}.py"), *job_args]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m churn_spark.devcluster",
                                      description="A Spark standalone cluster on 127.0.0.1.")
