@@ -1,0 +1,404 @@
+"""Event stream ingestion: Kafka or a landing folder of JSON lines into `bronze.events`, exactly once.
+
+Grain: one row per distinct `event_id` in bronze; one row per rejected input record in quarantine.
+
+How exactly-once holds (DESIGN.md §6, README "Ingesting events"):
+
+* The source position lives in a checkpoint per source (offsets for Kafka, seen files for the landing
+  folder), so a restarted query re-reads exactly the micro-batch that was in flight.
+* Every micro-batch is written by `foreachBatch` as an insert-only MERGE into bronze on `event_id`:
+  a duplicate within the batch, from an earlier batch, or from a replayed batch after a crash
+  matches an existing row and is absorbed. No streaming state is kept for this, so nothing depends
+  on a watermark: a duplicate arriving months later is still caught by the table.
+* Quarantine rows have no key (two identical bad lines are two records), so the quarantine append
+  is made idempotent with Delta's `txnAppId`/`txnVersion` = (query id, batch id): a replayed batch
+  is skipped by Delta instead of written twice.
+
+Records are read as text (landing) or bytes (Kafka) so the raw record is kept for quarantine; they
+are parsed with `try_parse_json` into a VARIANT, which never fails and tolerates extra fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from churn_spark import schemas
+from churn_spark.config import IngestSettings, Settings
+from churn_spark.errors import ContractError
+from churn_spark.io import table_version
+from churn_spark.lakehouse import Lakehouse
+
+log = logging.getLogger("churn_spark")
+
+EVENT_COLUMNS = [f.name for f in schemas.EVENTS.fields]
+BRONZE_COLUMNS = [f.name for f in schemas.BRONZE_EVENTS.fields]
+QUARANTINE_COLUMNS = [f.name for f in schemas.EVENTS_QUARANTINE.fields]
+
+REASONS = (
+    "oversized_record", "empty_record", "invalid_json", "missing_event_id", "missing_account_id",
+    "missing_event_type", "bad_timestamp", "future_timestamp", "too_old_timestamp", "bad_value_type",
+    "bad_properties_type", "unknown_event_type",
+)
+"""Quarantine reason codes, in the order they are checked (a record gets the first that applies)."""
+
+_NUMERIC_VARIANT = r"^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL.*)$"
+
+
+# --- sources: raw records with their position ----------------------------------------------
+
+
+def kafka_records(spark: SparkSession, settings: IngestSettings) -> DataFrame:
+    """Streaming (raw, source, _pos_*) from the configured Kafka topic; the value bytes as UTF-8 text."""
+    k = settings.kafka
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", k.bootstrap_servers)
+        .option("subscribe", k.topic)
+        .option("startingOffsets", k.starting_offsets)
+    )
+    if k.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(k.max_offsets_per_trigger))
+    for key, value in k.options.items():
+        reader = reader.option(key, value)
+    return reader.load().select(
+        F.col("value").cast("string").alias("raw"),
+        F.format_string("kafka:%s/%d/%d", "topic", "partition", "offset").alias("source"),
+        F.format_string("%010d", "partition").alias("_pos_a"),
+        F.col("offset").alias("_pos_b"),
+    )
+
+
+def landing_records(spark: SparkSession, settings: IngestSettings, path: str) -> DataFrame:
+    """Streaming (raw, source, _pos_*) from JSON-lines files: one record per line, source = the file."""
+    reader = spark.readStream.format("text").option("recursiveFileLookup", "true")
+    if settings.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", str(settings.max_files_per_trigger))
+    return reader.load(path).select(
+        F.col("value").alias("raw"),
+        F.col("_metadata.file_path").alias("source"),
+        F.col("_metadata.file_path").alias("_pos_a"),
+        F.lit(0).cast("long").alias("_pos_b"),
+    )
+
+
+# --- parsing and validation (pure) ---------------------------------------------------------
+
+
+def _field(doc: Column, name: str, type_: str) -> Column:
+    return F.try_variant_get(doc, f"$.{name}", type_)
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def with_parsed_event(records: DataFrame) -> DataFrame:
+    """Adds the contract columns parsed from `raw` (null where absent or unparsable) plus helpers.
+
+    `_doc` is the VARIANT of the record (null when `raw` is not JSON); `_value_type` and
+    `_properties_present` let the checks tell a wrong type from an absent field.
+    """
+    doc = F.col("_doc")
+    raw_value = F.try_variant_get(doc, "$.value", "variant")
+    raw_props = F.try_variant_get(doc, "$.properties", "variant")
+    return (
+        records.withColumn("_doc", F.try_parse_json("raw"))
+        .withColumn("event_id", _field(doc, "event_id", "string"))
+        .withColumn("account_id", _field(doc, "account_id", "string"))
+        .withColumn("event_type", _field(doc, "event_type", "string"))
+        .withColumn("_event_time_raw", _field(doc, "event_time", "string"))
+        .withColumn("event_time", F.try_to_timestamp(F.col("_event_time_raw")))
+        .withColumn("_value_type", F.schema_of_variant(raw_value))
+        .withColumn("value", _field(doc, "value", "double"))
+        .withColumn("_properties_present", raw_props.isNotNull() & ~F.is_variant_null(raw_props))
+        .withColumn("properties", _field(doc, "properties", "map<string,string>"))
+    )
+
+
+def reject_reason(settings: IngestSettings) -> Column:
+    """The first reason (REASONS order) a parsed record breaks the events contract; null when it is good.
+
+    Time bounds: `event_time` may not be after `ingested_at` + `max_future_seconds`, nor before
+    `min_event_time` (UTC).
+    """
+    min_time = F.lit(settings.min_event_time.replace(tzinfo=None).isoformat(sep=" ")).cast("timestamp")
+    max_time = F.col("ingested_at") + F.make_interval(secs=F.lit(settings.max_future_seconds))
+    is_object = F.col("_doc").isNotNull() & F.ltrim(F.col("raw")).startswith("{")
+    value_type = F.col("_value_type")
+    checks: list[tuple[str, Column]] = [
+        ("oversized_record", F.octet_length("raw") > settings.max_record_bytes),
+        ("empty_record", _blank(F.col("raw"))),
+        ("invalid_json", ~is_object),
+        ("missing_event_id", _blank(F.col("event_id"))),
+        ("missing_account_id", _blank(F.col("account_id"))),
+        ("missing_event_type", _blank(F.col("event_type"))),
+        ("bad_timestamp", F.col("event_time").isNull()),
+        ("future_timestamp", F.col("event_time") > max_time),
+        ("too_old_timestamp", F.col("event_time") < min_time),
+        ("bad_value_type", value_type.isNotNull() & (value_type != "VOID") & ~value_type.rlike(_NUMERIC_VARIANT)),
+        ("bad_properties_type", F.col("_properties_present") & F.col("properties").isNull()),
+    ]
+    if settings.allowed_event_types is not None:
+        checks.append(("unknown_event_type", ~F.col("event_type").isin(*settings.allowed_event_types)))
+    reason: Column = F.lit(None).cast("string")
+    for name, cond in reversed(checks):
+        reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(name)).otherwise(reason)
+    return reason
+
+
+def validated_events(records: DataFrame, settings: IngestSettings) -> DataFrame:
+    """(raw, source, ingested_at, _pos_*) -> parsed contract columns + `reason` (null = good)."""
+    return records.transform(with_parsed_event).withColumn("reason", reject_reason(settings))
+
+
+def bronze_rows(validated: DataFrame) -> DataFrame:
+    """Good records in the bronze schema, one per `event_id` (the first by source position)."""
+    first = Window.partitionBy("event_id").orderBy("_pos_a", "_pos_b", "raw")
+    return (
+        validated.where(F.col("reason").isNull())
+        .withColumn("_rank", F.row_number().over(first))
+        .where(F.col("_rank") == 1)
+        .withColumn("event_date", F.to_date("event_time"))
+        .select(*BRONZE_COLUMNS)
+    )
+
+
+def quarantine_rows(validated: DataFrame) -> DataFrame:
+    """Every rejected record, raw and with its reason, in the quarantine schema."""
+    return (
+        validated.where(F.col("reason").isNotNull())
+        .withColumn("ingest_date", F.to_date("ingested_at"))
+        .select(*QUARANTINE_COLUMNS)
+    )
+
+
+# --- exactly-once sink ---------------------------------------------------------------------
+
+
+def ensure_tables(spark: SparkSession, lake: Lakehouse) -> None:
+    """Create the (empty, partitioned) bronze and quarantine tables once, before the first batch."""
+    for path, schema, part in (
+        (lake.bronze_events, schemas.BRONZE_EVENTS, "event_date"),
+        (lake.bronze_events_quarantine, schemas.EVENTS_QUARANTINE, "ingest_date"),
+    ):
+        DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(part).execute()
+
+
+def _query_id(spark: SparkSession, checkpoint: str) -> str:
+    """The stream's id from its checkpoint: stable across restarts, new for a new checkpoint."""
+    jvm: Any = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint.rstrip('/')}/metadata")
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    stream = fs.open(path)
+    try:
+        reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
+        return str(json.loads(reader.readLine())["id"])
+    finally:
+        stream.close()
+
+
+@dataclass
+class Tally:
+    """Counts over the micro-batches of one run (driver side; small)."""
+
+    batches: int = 0
+    records_in: int = 0
+    bronze_written: int = 0
+    duplicates: int = 0
+    late_arrivals: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    max_event_time: dt.datetime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches, "records_in": self.records_in, "bronze_written": self.bronze_written,
+            "duplicates": self.duplicates, "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())), "late_arrivals": self.late_arrivals,
+        }
+
+
+def _batch_counts(validated: DataFrame, late_before: dt.datetime | None) -> list[Any]:
+    """Per-reason counts, the latest good event time and good events older than `late_before`."""
+    late = F.col("reason").isNull() & (F.col("event_time") < F.lit(late_before)) if late_before else F.lit(False)
+    return (
+        validated.groupBy("reason")
+        .agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("max_time"),
+             F.sum(late.cast("long")).alias("late"))
+        .collect()
+    )
+
+
+def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings, checkpoint: str,
+                 tally: Tally) -> Callable[[DataFrame, int], None]:
+    """The `foreachBatch` function: MERGE good rows into bronze, append rejects idempotently."""
+    watermark = _interval_seconds(spark, settings.watermark)
+    app: dict[str, str] = {}
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        if not app:
+            app["id"] = f"churn-spark-ingest-{_query_id(spark, checkpoint)}"
+        validated = batch.transform(lambda df: validated_events(df, settings)).persist()
+        try:
+            with tally.lock:
+                late_before = tally.max_event_time - dt.timedelta(seconds=watermark) if tally.max_event_time else None
+            counts = _batch_counts(validated, late_before)
+            if not counts:
+                return
+            merged = (
+                DeltaTable.forPath(spark, lake.bronze_events).alias("t")
+                .merge(validated.transform(bronze_rows).alias("s"), "t.event_id = s.event_id")
+                .whenNotMatchedInsertAll()
+                .execute()
+                .first()
+            )
+            inserted = int(merged["num_inserted_rows"]) if merged else 0
+            (
+                validated.transform(quarantine_rows).write.format("delta").mode("append")
+                .option("txnAppId", app["id"]).option("txnVersion", batch_id)
+                .save(lake.bronze_events_quarantine)
+            )
+        finally:
+            validated.unpersist()
+        _add_counts(tally, counts, inserted)
+
+    return write
+
+
+def _add_counts(tally: Tally, counts: list[Any], inserted: int) -> None:
+    with tally.lock:
+        tally.batches += 1
+        for row in counts:
+            n = int(row["n"])
+            tally.records_in += n
+            if row["reason"] is None:
+                tally.bronze_written += inserted
+                tally.duplicates += n - inserted
+                tally.late_arrivals += int(row["late"] or 0)
+                if row["max_time"] is not None and (tally.max_event_time is None
+                                                    or row["max_time"] > tally.max_event_time):
+                    tally.max_event_time = row["max_time"]
+            else:
+                tally.quarantined[row["reason"]] = tally.quarantined.get(row["reason"], 0) + n
+
+
+def _interval_seconds(spark: SparkSession, interval: str) -> float:
+    """Seconds in a Spark interval string such as '2 days' (Spark parses it, as it would a watermark)."""
+    text = interval.replace("'", "")
+    row = spark.sql(f"SELECT unix_seconds(TIMESTAMP'2000-01-01' + INTERVAL '{text}') - 946684800 AS s").first()
+    return float(row["s"]) if row else 0.0
+
+
+# --- the job -------------------------------------------------------------------------------
+
+
+def checkpoint_path(lake: Lakehouse, settings: IngestSettings) -> str:
+    """One checkpoint folder per source (a Kafka checkpoint per topic)."""
+    name = "landing" if settings.source == "landing" else f"kafka-{settings.kafka.topic}"
+    return f"{lake.checkpoints}/ingest/{name}"
+
+
+def source_records(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The configured source as a stream of (raw, source, ingested_at, _pos_*)."""
+    ingest, lake = settings.ingest, Lakehouse.from_settings(settings)
+    if ingest.source == "kafka":
+        records = kafka_records(spark, ingest)
+    else:
+        path = lake.path(ingest.landing_path)
+        if lake.is_local and not _local_dir_exists(path):
+            raise ContractError(f"landing folder not found: {path} (run `churn-spark generate` first)")
+        records = landing_records(spark, ingest, path)
+    # In a stream, current_timestamp() is the micro-batch's timestamp from the offset log: a replayed
+    # batch gets the same ingested_at.
+    return records.withColumn("ingested_at", F.current_timestamp())
+
+
+def _local_dir_exists(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path.removeprefix("file:"))
+
+
+@dataclass
+class IngestRun:
+    """A started ingest stream: the query, its counts, and where it keeps its checkpoint."""
+
+    query: StreamingQuery
+    tally: Tally
+    source: str
+    trigger: str
+    checkpoint: str
+    started: float = field(default_factory=time.monotonic)
+
+    def stop(self) -> None:
+        self.query.stop()
+
+    def summary(self, spark: SparkSession, lake: Lakehouse) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        with self.tally.lock:
+            counts = self.tally.as_dict()
+        return {
+            "source": self.source, "trigger": self.trigger, "checkpoint": self.checkpoint, **counts,
+            "duration_s": round(elapsed, 2),
+            "events_per_s": round(counts["records_in"] / elapsed, 1) if elapsed > 0 else None,
+            "bronze_version": table_version(spark, lake.bronze_events),
+            "quarantine_version": table_version(spark, lake.bronze_events_quarantine),
+        }
+
+
+def start_ingest(spark: SparkSession, settings: Settings, once: bool) -> IngestRun:
+    """Start the stream: `once` drains what is there (availableNow), else micro-batches every interval."""
+    lake, ingest = Lakehouse.from_settings(settings), settings.ingest
+    ensure_tables(spark, lake)
+    checkpoint = checkpoint_path(lake, ingest)
+    tally = Tally()
+    writer = (
+        source_records(spark, settings).writeStream
+        .queryName(f"churn-spark-ingest-{ingest.source}")
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(batch_writer(spark, lake, ingest, checkpoint, tally))
+    )
+    if once:
+        writer, trigger = writer.trigger(availableNow=True), "availableNow"
+    else:
+        writer, trigger = writer.trigger(processingTime=ingest.trigger_interval), f"every {ingest.trigger_interval}"
+    log.info("ingest: %s -> %s (%s, checkpoint %s)", ingest.source, lake.bronze_events, trigger, checkpoint)
+    return IngestRun(writer.start(), tally, ingest.source, trigger, checkpoint)
+
+
+def run_ingest(spark: SparkSession, settings: Settings, once: bool = False,
+               max_seconds: float | None = None) -> dict[str, Any]:
+    """Ingest events into bronze; `once`: drain and stop, else run until interrupted (or `max_seconds`).
+
+    Returns the run summary: records in, bronze rows written, duplicates absorbed, quarantined by
+    reason, late arrivals (older than `watermark` behind the latest event seen; still ingested).
+    """
+    run = start_ingest(spark, settings, once)
+    try:
+        if once:
+            run.query.awaitTermination()
+        else:
+            run.query.awaitTermination(None if max_seconds is None else max(1, round(max_seconds)))
+    except KeyboardInterrupt:
+        log.info("ingest: interrupted, stopping the stream")
+    finally:
+        run.stop()
+    error = run.query.exception()
+    if error is not None:
+        raise RuntimeError(f"ingest stream failed: {(str(error).strip().splitlines() or ['unknown error'])[0]}")
+    summary = run.summary(spark, Lakehouse.from_settings(settings))
+    log.info("ingest: %d in, %d to bronze, %d duplicates, %d quarantined", summary["records_in"],
+             summary["bronze_written"], summary["duplicates"], summary["quarantined"])
+    return summary
