@@ -132,6 +132,8 @@ def ingest(
     ctx: typer.Context,
     source: str = typer.Option(None, "--source", help="landing or kafka (default: config)."),
     once: bool = typer.Option(False, "--once", help="Drain what is there, then stop (availableNow)."),
+    bootstrap_servers: str = typer.Option(None, "--bootstrap-servers", help="Kafka brokers (default: config)."),
+    topic: str = typer.Option(None, "--topic", help="Kafka topic (default: config)."),
 ) -> None:
     """Stream events from Kafka or the landing folder into bronze Delta, exactly once."""
     from churn_spark.ingest import run_ingest
@@ -139,7 +141,26 @@ def ingest(
     def job(spark: Any, settings: Settings) -> dict[str, Any]:
         return run_ingest(spark, settings, once=once)
 
-    _run(ctx, "ingest", job, {"ingest.source": source}, {"source": source, "once": once})
+    overrides = {"ingest.source": source, "ingest.kafka.bootstrap_servers": bootstrap_servers,
+                 "ingest.kafka.topic": topic}
+    _run(ctx, "ingest", job, overrides, {"source": source, "once": once, "topic": topic})
+
+
+@app.command("replay-kafka")
+def replay_kafka(
+    ctx: typer.Context,
+    bootstrap_servers: str = typer.Option(None, "--bootstrap-servers", help="Kafka brokers (default: config)."),
+    topic: str = typer.Option(None, "--topic", help="Kafka topic (default: config)."),
+    path: str = typer.Option(None, "--from", help="Folder of JSON-lines files (default: the landing folder)."),
+) -> None:
+    """Replay the landing JSON-lines event files into a Kafka topic (the demo-with-Kafka path)."""
+    from churn_spark.ingest import replay_to_kafka
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return replay_to_kafka(spark, settings, path)
+
+    overrides = {"ingest.kafka.bootstrap_servers": bootstrap_servers, "ingest.kafka.topic": topic}
+    _run(ctx, "replay-kafka", job, overrides, {"topic": topic, "from": path})
 
 
 @app.command()

@@ -72,6 +72,8 @@ class GenerateSettings(_Section):
     duplicate_event_rate: float = Field(0.002, ge=0, le=0.5)
     malformed_event_rate: float = Field(0.001, ge=0, le=0.5)
     initial_accounts_fraction: float = Field(0.6, gt=0, le=1)
+    history_months: int = Field(24, ge=1, le=240)  # initial accounts are created this long before start
+    partitions: int | None = Field(None, ge=1)  # account partitions (None: from cluster size); output is the same
 
     @model_validator(mode="after")
     def _range(self) -> GenerateSettings:
@@ -124,13 +126,27 @@ class FeatureSettings(_Section):
     event_types: list[str] | None = None
     feature_set_version: str = "1"
     high_priorities: list[str] = Field(default_factory=lambda: ["high", "urgent"])
+    # windows (a subset of windows_days) with trend ratios: last w days vs the w before, and vs the lookback
+    trend_windows_days: list[int] = Field(default_factory=lambda: [7, 28, 90])
+    # windows (a subset of windows_days) whose event counts are also given per seat (quantity)
+    per_seat_windows_days: list[int] = Field(default_factory=lambda: [28, 90])
+    # windows for plan changes and MRR change ratios from subscriptions
+    change_windows_days: list[int] = Field(default_factory=lambda: [90, 182, 365])
 
-    @field_validator("windows_days")
+    @field_validator("windows_days", "change_windows_days")
     @classmethod
     def _windows_positive(cls, v: list[int]) -> list[int]:
         if not v or any(w <= 0 for w in v):
-            raise ValueError("windows_days must be a non-empty list of positive day counts")
+            raise ValueError("must be a non-empty list of positive day counts")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _subsets_of_windows(self) -> FeatureSettings:
+        for name in ("trend_windows_days", "per_seat_windows_days"):
+            extra = sorted(set(getattr(self, name)) - set(self.windows_days))
+            if extra:
+                raise ValueError(f"{name} must be a subset of windows_days; not in it: {extra}")
+        return self
 
 
 class ModelSettings(_Section):
@@ -145,6 +161,12 @@ class ModelSettings(_Section):
     promote_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     promote_tolerance: float = Field(0.0, ge=0)
     mlflow: bool = False
+    # Platt scaling fitted on the validation snapshots, saved as the pipeline's last stage:
+    # class weights distort raw probabilities, the calibrated ones are what scoring uses.
+    calibration: Literal["platt", "none"] = "platt"
+    class_weights: bool = True  # weight classes to balance them in training (weightCol)
+    missing_indicators: bool = True  # 0/1 columns for numeric features that had nulls in training
+    exclude_features: list[str] = Field(default_factory=list)  # feature columns never used by the model
 
 
 class TargetingSettings(_Section):

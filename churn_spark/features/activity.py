@@ -1,0 +1,204 @@
+"""Activity features from `bronze.events`, for all snapshots from ONE scan and one aggregation.
+
+How the cost stays flat in the number of snapshots and windows:
+
+1. Boundaries: every date a window of any snapshot starts or ends at (D, D-w, D-2w for trends, the
+   lookback start), sorted; they cut time into intervals `[B_i, B_i+1)` (at most 62 days each).
+2. One aggregation of the events to grain (account, interval): per event type a count, a fixed-point
+   value sum and a bit mask of active days (so distinct days add up across intervals).
+3. Running sums over an account's intervals give, for every boundary B_k, the totals of all days
+   before B_k; a window `[D-w, D)` is then `total(D) - total(D-w)`, exactly (integers only).
+
+The as-of rule (asof.py) holds by construction: a boundary's total only covers days before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from churn_spark import asof
+from churn_spark.config import ChurnSettings, FeatureSettings
+from churn_spark.features import catalog as cat
+
+KEYS = ["account_id", "as_of_date"]
+MAX_INTERVAL_DAYS = 62  # a day mask per interval must fit in a signed 64-bit long
+VALUE_SCALE = 10_000  # values are summed as integers of 1e-4 units: exact, order-independent sums
+EPOCH = dt.date(1970, 1, 1)
+END = "end"
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Sorted boundary dates and, per snapshot, which boundary index each role (end, w<w>, t<w>, lb) uses."""
+
+    dates: list[dt.date]
+    roles: list[tuple[dt.date, str, int]]  # (as_of_date, role, boundary index)
+    role_names: list[str]
+
+    def span_days(self, as_of: dt.date) -> int:
+        """Days from the earliest boundary of `as_of` to `as_of`: how far back its features look."""
+        return max((as_of - self.dates[k]).days for d, _, k in self.roles if d == as_of)
+
+
+def snapshot_roles(as_of: dt.date, features: FeatureSettings, churn: ChurnSettings) -> dict[str, dt.date]:
+    """The window boundaries of one snapshot: D itself, D-w per window, D-2w per trend, the lookback start."""
+    roles = {END: as_of}
+    roles.update({f"w{w}": as_of - dt.timedelta(days=w) for w in features.windows_days})
+    roles.update({f"t{w}": as_of - dt.timedelta(days=2 * w) for w in features.trend_windows_days})
+    roles["lb"] = asof.add_months(as_of, -churn.lookback_months)
+    return roles
+
+
+def boundaries(snapshots: Sequence[dt.date], features: FeatureSettings, churn: ChurnSettings) -> Boundaries:
+    per_snapshot = {d: snapshot_roles(d, features, churn) for d in sorted(set(snapshots))}
+    dates = sorted({b for roles in per_snapshot.values() for b in roles.values()})
+    filled = [dates[0]]
+    for b in dates[1:]:
+        while (b - filled[-1]).days > MAX_INTERVAL_DAYS:
+            filled.append(filled[-1] + dt.timedelta(days=MAX_INTERVAL_DAYS))
+        filled.append(b)
+    index = {b: k for k, b in enumerate(filled)}
+    roles = [(d, r, index[b]) for d, rs in per_snapshot.items() for r, b in rs.items()]
+    return Boundaries(filled, roles, list(next(iter(per_snapshot.values())).keys()))
+
+
+def interval_calendar(spark: SparkSession, bounds: Boundaries) -> DataFrame:
+    """Grain: day in [B_0, B_last): its interval index `idx` and day `offset` inside the interval."""
+    rows = []
+    for i in range(len(bounds.dates) - 1):
+        start, stop = bounds.dates[i], bounds.dates[i + 1]
+        rows += [(start + dt.timedelta(days=o), i, o) for o in range((stop - start).days)]
+    return spark.createDataFrame(rows, "day date, idx int, offset int")
+
+
+def role_table(spark: SparkSession, bounds: Boundaries) -> DataFrame:
+    """Grain (boundary index k, as_of_date, role): tiny, broadcast."""
+    return spark.createDataFrame([(k, d, r) for d, r, k in bounds.roles], "k int, as_of_date date, role string")
+
+
+def events_in_range(events: DataFrame, bounds: Boundaries) -> DataFrame:
+    """Events with a UTC day in [B_0, B_last): `account_id`, `event_type`, `day`, `value` (pruned scan)."""
+    lo, hi = bounds.dates[0], bounds.dates[-1]
+    return (
+        events.where((F.col("event_date") >= lo - dt.timedelta(days=1)) & (F.col("event_date") <= hi))
+        .where((F.col("event_time") >= asof.start_of(F.lit(lo))) & asof.time_known_at(F.col("event_time"), F.lit(hi)))
+        .select("account_id", "event_type", F.to_date("event_time").alias("day"), "value")
+    )
+
+
+def _metric_names(slugs: Sequence[str]) -> list[str]:
+    return [f"{s}__{m}" for s in [cat.ANY_TYPE, *slugs] for m in ("n", "v", "d") if (s, m) != (cat.ANY_TYPE, "v")]
+
+
+def account_interval_activity(events: DataFrame, calendar: DataFrame, slugs: Mapping[str, str]) -> DataFrame:
+    """Grain (account, interval idx): per type `<slug>__n` events, `__v` value sum (1e-4 units), `__d` days.
+
+    `last_day` is the interval's last event day (days since 1970-01-01). Events of types not in
+    `slugs` count only towards the any-type metrics.
+    """
+    bit = F.expr("shiftleft(CAST(1 AS BIGINT), offset)")
+    fixed = F.round(F.col("value") * VALUE_SCALE).try_cast("long")
+    aggs = [F.count("*").alias("events__n"), F.bit_or(bit).alias("events__mask"),
+            F.max(F.datediff("day", F.lit(EPOCH))).alias("last_day")]
+    for event_type, slug in slugs.items():
+        is_t = F.col("event_type") == event_type
+        aggs += [F.count_if(is_t).alias(f"{slug}__n"), F.sum(F.when(is_t, fixed)).alias(f"{slug}__v"),
+                 F.bit_or(F.when(is_t, bit)).alias(f"{slug}__mask")]
+    grouped = events.join(F.broadcast(calendar), "day").groupBy("account_id", "idx").agg(*aggs)
+    days = [F.coalesce(F.bit_count(f"{s}__mask"), F.lit(0)).cast("long").alias(f"{s}__d")
+            for s in [cat.ANY_TYPE, *slugs.values()]]
+    sums = [F.coalesce(f"{s}__v", F.lit(0)).alias(f"{s}__v") for s in slugs.values()]
+    counts = [F.col(f"{s}__n") for s in [cat.ANY_TYPE, *slugs.values()]]
+    return grouped.select("account_id", "idx", "last_day", *counts, *sums, *days)
+
+
+def totals_at_roles(intervals: DataFrame, bounds: Boundaries, roles: DataFrame, slugs: Sequence[str]) -> DataFrame:
+    """Grain (account, as_of_date): `<role>_<metric>` = total of the metric over all days before the role's date.
+
+    Running sums over intervals, exploded to the boundaries each running total is valid for, then
+    one pivot; all of it stays partitioned by account (no shuffle after the running sums).
+    """
+    order = Window.partitionBy("account_id").orderBy("idx")
+    running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    metrics = _metric_names(slugs)
+    last_k = len(bounds.dates) - 1
+    running_totals = intervals.select(
+        "account_id", "idx", F.coalesce(F.lead("idx").over(order), F.lit(last_k)).alias("__next"),
+        F.max("last_day").over(running).alias("last_day"),
+        *[F.sum(m).over(running).alias(m) for m in metrics],
+    )
+    cumulative = running_totals.withColumn("k", F.explode(F.sequence(F.col("idx") + 1, F.col("__next"))))
+    return (
+        cumulative.join(F.broadcast(roles), "k")
+        .groupBy(*KEYS).pivot("role", list[str | int | float | bool](bounds.role_names))
+        .agg(*[F.max(m).alias(m) for m in ["last_day", *metrics]])
+    )
+
+
+def _total(role: str, metric: str) -> Column:
+    return F.coalesce(F.col(f"{role}_{metric}"), F.lit(0))
+
+
+def _between(metric: str, newer: str, older: str) -> Column:
+    """Total of `metric` over the days in [older role date, newer role date)."""
+    return _total(newer, metric) - _total(older, metric)
+
+
+def lookback_days(as_of: Column, churn: ChurnSettings) -> Column:
+    return F.datediff(as_of, F.add_months(as_of, -churn.lookback_months))
+
+
+def activity_columns(slugs: Sequence[str], features: FeatureSettings, churn: ChurnSettings) -> list[Column]:
+    """The activity feature columns (without per-seat rates) from the role totals."""
+    cols: list[Column] = []
+    for slug in [cat.ANY_TYPE, *slugs]:
+        for w in features.windows_days:
+            cols.append(_between(f"{slug}__n", END, f"w{w}").cast("double").alias(cat.count_col(slug, w)))
+            if slug != cat.ANY_TYPE:
+                cols.append((_between(f"{slug}__v", END, f"w{w}") / VALUE_SCALE).alias(cat.value_sum_col(slug, w)))
+            cols.append(_between(f"{slug}__d", END, f"w{w}").cast("double").alias(cat.days_active_col(slug, w)))
+        lb_rate = _between(f"{slug}__n", END, "lb") / lookback_days(F.col("as_of_date"), churn)
+        for w in features.trend_windows_days:
+            recent = _between(f"{slug}__n", END, f"w{w}")
+            cols.append(F.try_divide(recent, _between(f"{slug}__n", f"w{w}", f"t{w}")).cast("double")
+                        .alias(cat.trend_prev_col(slug, w)))
+            cols.append(F.try_divide(recent / w, lb_rate).cast("double").alias(cat.trend_lookback_col(slug, w)))
+    return cols
+
+
+def days_since_last_event(bounds: Boundaries) -> Column:
+    """Days from the last event day before D to D, null when none within D's span (same for every run)."""
+    last = F.col(f"{END}_last_day")
+    age = F.datediff(F.col("as_of_date"), F.lit(EPOCH)) - last
+    span = F.col("__span_days")
+    return F.when(last.isNotNull() & (age <= span), age).cast("double").alias(cat.DAYS_SINCE_LAST_EVENT)
+
+
+def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Mapping[str, str],
+                      features: FeatureSettings, churn: ChurnSettings) -> DataFrame:
+    """Grain (account, as_of_date) for accounts with any event in the snapshot spans; see module doc.
+
+    Accounts without events get no row: the job's left join fills counts with 0.
+    """
+    spark = events.sparkSession
+    bounds = boundaries(snapshots, features, churn)
+    spans = spark.createDataFrame([(d, bounds.span_days(d)) for d in sorted(set(snapshots))],
+                                  "as_of_date date, __span_days int")
+    intervals = account_interval_activity(events_in_range(events, bounds), interval_calendar(spark, bounds), slugs)
+    totals = totals_at_roles(intervals, bounds, role_table(spark, bounds), list(slugs.values()))
+    return totals.join(F.broadcast(spans), "as_of_date").select(
+        *KEYS, *activity_columns(list(slugs.values()), features, churn), days_since_last_event(bounds)
+    )
+
+
+def with_per_seat_rates(df: DataFrame, slugs: Sequence[str], features: FeatureSettings) -> DataFrame:
+    """Adds `<slug>_count_per_seat_<w>d` = count / `quantity` (null without seats); needs both columns."""
+    return df.withColumns({
+        cat.per_seat_col(s, w): F.try_divide(F.col(cat.count_col(s, w)), F.col("quantity").cast("double"))
+        for s in [cat.ANY_TYPE, *slugs] for w in features.per_seat_windows_days
+    })

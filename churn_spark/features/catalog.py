@@ -1,0 +1,213 @@
+"""The feature catalogue: name, family, window, type and definition of every `gold.churn_features` column.
+
+The family modules name their output columns with these functions, the job selects columns in
+catalogue order, and the README's table is generated from `readme_table()` (a test checks both).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from churn_spark.config import ChurnSettings, FeatureSettings, Settings
+from churn_spark.errors import ConfigError
+
+Dtype = Literal["numeric", "categorical"]
+TYPE_PLACEHOLDER = "{event_type}"
+ANY_TYPE = "events"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    family: str
+    window_days: int | None
+    dtype: Dtype
+    definition: str
+    zero_when_absent: bool = False  # a count: 0 (not null) for an account with no events/tickets
+
+
+def type_slug(event_type: str) -> str:
+    """A column-safe name for an event type: lower case, runs of other characters as `_`."""
+    slug = re.sub(r"[^a-z0-9]+", "_", event_type.lower()).strip("_")
+    return slug or "unnamed"
+
+
+def event_type_slugs(event_types: Sequence[str]) -> dict[str, str]:
+    """{event_type: slug}; two types with the same slug are a config error (their columns would clash)."""
+    out: dict[str, str] = {}
+    for t in sorted(set(event_types)):
+        slug = type_slug(t)
+        if slug in out.values() or slug in (ANY_TYPE, "days"):
+            raise ConfigError(f"event type {t!r} gives the column prefix {slug!r}, which is already taken")
+        out[t] = slug
+    return out
+
+
+# --- activity ----------------------------------------------------------------------------------
+
+
+def count_col(slug: str, w: int) -> str:
+    return f"{slug}_count_{w}d"
+
+
+def value_sum_col(slug: str, w: int) -> str:
+    return f"{slug}_value_sum_{w}d"
+
+
+def days_active_col(slug: str, w: int) -> str:
+    return f"{slug}_days_active_{w}d" if slug != ANY_TYPE else f"days_active_{w}d"
+
+
+def trend_prev_col(slug: str, w: int) -> str:
+    return f"{slug}_trend_{w}d_vs_prev_{w}d"
+
+
+def trend_lookback_col(slug: str, w: int) -> str:
+    return f"{slug}_trend_{w}d_vs_lookback"
+
+
+def per_seat_col(slug: str, w: int) -> str:
+    return f"{slug}_count_per_seat_{w}d"
+
+
+DAYS_SINCE_LAST_EVENT = "days_since_last_event"
+
+
+def _activity_for(slug: str, what: str, f: FeatureSettings, churn: ChurnSettings) -> list[FeatureSpec]:
+    lb = f"the lookback ({churn.lookback_months} months before D)"
+    specs = []
+    for w in f.windows_days:
+        win = f"[D-{w}d, D)"
+        specs.append(FeatureSpec(count_col(slug, w), "activity", w, "numeric", f"number of {what} in {win}", True))
+        if slug != ANY_TYPE:
+            specs.append(FeatureSpec(value_sum_col(slug, w), "activity", w, "numeric",
+                                     f"sum of `value` of {what} in {win} (0 when none)", True))
+        specs.append(FeatureSpec(days_active_col(slug, w), "activity", w, "numeric",
+                                 f"distinct UTC days with {what} in {win}", True))
+    for w in f.trend_windows_days:
+        specs.append(FeatureSpec(trend_prev_col(slug, w), "activity", w, "numeric",
+                                 f"{what} in [D-{w}d, D) / {what} in [D-{2 * w}d, D-{w}d); null when the latter is 0"))
+        specs.append(FeatureSpec(trend_lookback_col(slug, w), "activity", w, "numeric",
+                                 f"daily rate of {what} in [D-{w}d, D) / daily rate over {lb}; null when no events"))
+    for w in f.per_seat_windows_days:
+        specs.append(FeatureSpec(per_seat_col(slug, w), "activity", w, "numeric",
+                                 f"{what} in [D-{w}d, D) / seats (`quantity`) active at D"))
+    return specs
+
+
+def activity_specs(f: FeatureSettings, churn: ChurnSettings, slugs: Sequence[str]) -> list[FeatureSpec]:
+    specs = _activity_for(ANY_TYPE, "events of any type", f, churn)
+    specs.append(FeatureSpec(DAYS_SINCE_LAST_EVENT, "activity", None, "numeric",
+                             "days from the last event day before D to D; null when no event in the lookback "
+                             "span of D (the longest window, trend span or lookback)"))
+    for slug in slugs:
+        specs.extend(_activity_for(slug, f"`{slug}` events", f, churn))
+    return specs
+
+
+# --- account -------------------------------------------------------------------------------------
+
+
+def plan_changes_col(w: int) -> str:
+    return f"plan_changes_{w}d"
+
+
+def mrr_change_col(w: int) -> str:
+    return f"mrr_change_ratio_{w}d"
+
+
+def account_specs(f: FeatureSettings, attributes: Sequence[str]) -> list[FeatureSpec]:
+    specs = [
+        FeatureSpec("tenure_days", "account", None, "numeric", "days from the account's creation date to D"),
+        FeatureSpec("mrr", "account", None, "numeric", "sum of `mrr` of subscriptions active at D"),
+        FeatureSpec("quantity", "account", None, "numeric", "sum of `quantity` (seats) of subscriptions active at D"),
+        FeatureSpec("active_subscriptions", "account", None, "numeric", "subscriptions active at D"),
+        FeatureSpec("mrr_per_seat", "account", None, "numeric", "`mrr` / `quantity` at D"),
+        FeatureSpec("product_id", "account", None, "categorical",
+                    "product of the main subscription active at D (highest mrr, then latest start)"),
+        FeatureSpec("bill_period_months", "account", None, "categorical",
+                    "billing period (months) of the main subscription active at D, as text"),
+    ]
+    for w in f.change_windows_days:
+        specs.append(FeatureSpec(plan_changes_col(w), "account", w, "numeric",
+                                 f"subscriptions started in (D-{w}d, D] other than the account's first "
+                                 "(renewals, upgrades, downgrades)"))
+        specs.append(FeatureSpec(mrr_change_col(w), "account", w, "numeric",
+                                 f"(mrr at D - mrr at D-{w}d) / mrr at D-{w}d; null when no mrr at D-{w}d"))
+    for attr in attributes:
+        specs.append(FeatureSpec(attr, "account", None, "categorical", f"declared account attribute `{attr}`"))
+    return specs
+
+
+# --- support -------------------------------------------------------------------------------------
+
+
+def tickets_col(w: int) -> str:
+    return f"tickets_{w}d"
+
+
+def tickets_high_col(w: int) -> str:
+    return f"tickets_high_priority_{w}d"
+
+
+def tone_col(w: int) -> str:
+    return f"ticket_tone_mean_{w}d"
+
+
+TICKETS_OPEN = "tickets_open"
+
+
+def resolution_col(f: FeatureSettings) -> str:
+    return f"ticket_resolution_hours_mean_{max(f.windows_days)}d"
+
+
+def support_specs(f: FeatureSettings) -> list[FeatureSpec]:
+    high = ", ".join(f.high_priorities)
+    specs = []
+    for w in f.windows_days:
+        specs.append(FeatureSpec(tickets_col(w), "support", w, "numeric", f"tickets opened in [D-{w}d, D)", True))
+        specs.append(FeatureSpec(tickets_high_col(w), "support", w, "numeric",
+                                 f"tickets opened in [D-{w}d, D) with priority in ({high})", True))
+        specs.append(FeatureSpec(tone_col(w), "support", w, "numeric",
+                                 f"mean VADER compound tone (-1..1) of ticket texts opened in [D-{w}d, D); "
+                                 "null when none"))
+    specs.append(FeatureSpec(TICKETS_OPEN, "support", None, "numeric",
+                             "tickets opened before D and not closed before D (closed at or after D = open)", True))
+    w = max(f.windows_days)
+    specs.append(FeatureSpec(resolution_col(f), "support", w, "numeric",
+                             f"mean hours from opening to closing of tickets opened in [D-{w}d, D) and closed "
+                             "before D; null when none"))
+    return specs
+
+
+# --- the whole catalogue -------------------------------------------------------------------------
+
+
+def feature_catalog(settings: Settings, event_types: Sequence[str], with_support: bool) -> list[FeatureSpec]:
+    """Every feature column in table order: account, activity (any type, then per type), support."""
+    slugs = list(event_type_slugs(event_types).values())
+    specs = account_specs(settings.features, settings.inputs.account_attributes)
+    specs += activity_specs(settings.features, settings.churn, slugs)
+    if with_support:
+        specs += support_specs(settings.features)
+    names = [s.name for s in specs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ConfigError(f"feature names clash (check inputs.account_attributes): {', '.join(clashes)}")
+    return specs
+
+
+def readme_table(settings: Settings | None = None) -> str:
+    """The catalogue as a Markdown table for the default config, per-type features as `{event_type}_...`."""
+    settings = settings or Settings()
+    specs = account_specs(settings.features, settings.inputs.account_attributes)
+    specs += activity_specs(settings.features, settings.churn, [TYPE_PLACEHOLDER])
+    specs += support_specs(settings.features)
+    lines = ["| feature | family | window (days) | type | definition |", "|---|---|---|---|---|"]
+    for s in specs:
+        win = "" if s.window_days is None else str(s.window_days)
+        lines.append(f"| `{s.name}` | {s.family} | {win} | {s.dtype} | {s.definition.replace('|', '/')} |")
+    return "\n".join(lines)

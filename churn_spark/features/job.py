@@ -1,0 +1,200 @@
+"""The features job: `gold.churn_labels` and `gold.churn_features` for a range of snapshots.
+
+Extract (raw inputs through io.read_input, `bronze.events` once) -> transform (labels, then the
+feature families joined on the eligible accounts) -> load (replace exactly the snapshots computed).
+`build_labels_and_features` is the transform alone, reused by scoring for a single date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import asof, io, schemas
+from churn_spark.config import Settings
+from churn_spark.errors import ContractError
+from churn_spark.features import catalog as cat
+from churn_spark.features.account import account_features, tenure_as_double
+from churn_spark.features.activity import activity_features, with_per_seat_rates
+from churn_spark.features.support import support_features
+from churn_spark.labels import churn_labels, snapshot_dates
+from churn_spark.lakehouse import Lakehouse
+
+log = logging.getLogger("churn_spark")
+
+KEYS = ["account_id", "as_of_date"]
+SUPPORT_DISABLED = "disabled (inputs.support_tickets.enabled is false): support features omitted"
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """The job's inputs in their contracts; `tickets` is None when support tickets are configured absent."""
+
+    accounts: DataFrame
+    subscriptions: DataFrame
+    tickets: DataFrame | None
+    events: DataFrame
+    rejected: DataFrame | None
+
+
+def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
+    """`bronze.events` as a lazy DataFrame (scanned once by the activity aggregation)."""
+    path = Lakehouse.from_settings(settings).bronze_events
+    if not io.table_exists(spark, path):
+        raise ContractError(f"bronze.events not found at {path}: run `churn-spark ingest` first")
+    events = spark.read.format("delta").load(path)
+    return io.assert_schema(events, schemas.BRONZE_EVENTS, "bronze.events", allow_extra=True)
+
+
+def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
+    conformed = {t: io.read_input(spark, settings, t) for t in ("accounts", "subscriptions", "support_tickets")}
+    accounts, subscriptions = conformed["accounts"], conformed["subscriptions"]
+    if accounts is None or subscriptions is None:
+        raise ContractError("features need the accounts and subscriptions inputs (enabled: true)")
+    tickets = conformed["support_tickets"]
+    rejected = [c.rejected for c in conformed.values() if c is not None]
+    return FeatureInputs(accounts.good, subscriptions.good, tickets.good if tickets else None,
+                         read_bronze_events(spark, settings), reduce(DataFrame.unionByName, rejected))
+
+
+def resolve_data_end(settings: Settings, events: DataFrame) -> dt.date:
+    """`churn.data_end`, else the UTC date of the latest event (Delta answers max() from file statistics)."""
+    if settings.churn.data_end is not None:
+        return settings.churn.data_end
+    latest = events.agg(F.max("event_time").alias("t")).first()
+    if latest is None or latest["t"] is None:
+        raise ContractError("bronze.events is empty: set churn.data_end to label snapshots")
+    return latest["t"].date()
+
+
+def resolve_event_types(settings: Settings, events: DataFrame) -> list[str]:
+    """`features.event_types`, else the distinct types in all of bronze (so every range gets the same columns)."""
+    if settings.features.event_types is not None:
+        return sorted(set(settings.features.event_types))
+    return sorted(r["event_type"] for r in events.select("event_type").distinct().collect())
+
+
+def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Sequence[cat.FeatureSpec],
+                      slugs: Sequence[str], settings: Settings) -> DataFrame:
+    """Eligible (account, D) rows left-joined with each family; counts of absent facts are 0, in catalogue order."""
+    joined = reduce(lambda acc, fam: acc.join(fam, KEYS, "left"), families, spine)
+    filled = joined.fillna(0.0, subset=[s.name for s in specs if s.zero_when_absent])
+    return (
+        filled.transform(tenure_as_double)
+        .transform(lambda df: with_per_seat_rates(df, slugs, settings.features))
+        .select(*KEYS, F.lit(settings.features.feature_set_version).alias("feature_set_version"),
+                *[F.col(s.name) for s in specs])
+    )
+
+
+def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
+                        data_end: dt.date, event_types: Sequence[str]) -> tuple[DataFrame, DataFrame]:
+    """The pure transform: (labels, features) for `snapshots`; features have a row per labelled account."""
+    spark = inputs.events.sparkSession
+    snaps = asof.snapshot_frame(spark, snapshots)
+    labels = churn_labels(inputs.subscriptions, inputs.accounts, snaps, settings.churn, data_end)
+    slugs = cat.event_type_slugs(event_types)
+    specs = cat.feature_catalog(settings, event_types, with_support=inputs.tickets is not None)
+    families = [
+        account_features(inputs.subscriptions, inputs.accounts, snaps, settings.features,
+                         settings.inputs.account_attributes),
+        activity_features(inputs.events, snapshots, slugs, settings.features, settings.churn),
+    ]
+    if inputs.tickets is not None:
+        families.append(support_features(inputs.tickets, snaps, snapshots, settings.features))
+    spine = labels.select(*KEYS, "tenure_days")
+    features = assemble_features(spine, families, specs, list(slugs.values()), settings)
+    return labels, features
+
+
+def build_labels_and_features(spark: SparkSession, settings: Settings,
+                              snapshots: list[dt.date]) -> tuple[DataFrame, DataFrame]:
+    """(labels, features) for `snapshots` exactly as the features job computes them; nothing is written.
+
+    Works for dates whose labels are censored (label null); accounts without events get 0 counts.
+    """
+    inputs = load_inputs(spark, settings)
+    data_end = resolve_data_end(settings, inputs.events)
+    return labels_and_features(inputs, settings, snapshots, data_end, resolve_event_types(settings, inputs.events))
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+def snapshot_stats(labels: DataFrame) -> list[dict[str, Any]]:
+    """Per snapshot: eligible accounts, churners, censored rows, label rate (small, one row per date)."""
+    rows = labels.groupBy("as_of_date").agg(
+        F.count("*").alias("eligible"), F.count_if(F.col("label") == 1).alias("churned"),
+        F.count_if(F.col("label").isNull()).alias("censored"), F.avg("label").alias("label_rate"),
+    ).orderBy("as_of_date").collect()
+    return [{"as_of_date": r["as_of_date"].isoformat(), "eligible": int(r["eligible"]), "churned": int(r["churned"]),
+             "censored": int(r["censored"]),
+             "label_rate": None if r["label_rate"] is None else round(float(r["label_rate"]), 4)} for r in rows]
+
+
+def null_rates(features: DataFrame, names: Sequence[str]) -> dict[str, float]:
+    """Share of null values per feature column (one aggregation)."""
+    row = features.agg(F.count("*").alias("__n"), *[F.count(F.col(n)).alias(n) for n in names]).first()
+    total = int(row["__n"]) if row else 0
+    return {n: round(1 - int(row[n]) / total, 4) if total and row else 0.0 for n in names}
+
+
+def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices."""
+    snapshots = snapshot_dates(settings.churn.snapshots)
+    if not snapshots:
+        raise ContractError("churn.snapshots selects no snapshot date")
+    lake = Lakehouse.from_settings(settings)
+    inputs = load_inputs(spark, settings)
+    data_end = resolve_data_end(settings, inputs.events)
+    event_types = resolve_event_types(settings, inputs.events)
+    log.info("features: %d snapshots %s..%s, data_end %s, event types %s", len(snapshots), snapshots[0],
+             snapshots[-1], data_end, event_types)
+    if inputs.tickets is None:
+        log.warning("features: support tickets %s", SUPPORT_DISABLED)
+    labels, features = labels_and_features(inputs, settings, snapshots, data_end, event_types)
+    where = io.slice_predicate(within={"as_of_date": snapshots})
+    io.write_slice(labels, lake.churn_labels, where, ["as_of_date"], schema=schemas.CHURN_LABELS)
+    io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
+    io.write_slice(features, lake.churn_features, where, ["as_of_date"])
+    log.info("features: wrote %d snapshots of labels and features", len(snapshots))
+    written = spark.read.format("delta").load(lake.churn_features).where(F.col("as_of_date").isin(snapshots))
+    names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
+    per_snapshot = snapshot_stats(spark.read.format("delta").load(lake.churn_labels)
+                                  .where(F.col("as_of_date").isin(snapshots)))
+    counts = written.groupBy("as_of_date").count().collect()
+    feature_rows = {r["as_of_date"].isoformat(): int(r["count"]) for r in counts}
+    for s in per_snapshot:
+        s["feature_rows"] = feature_rows.get(s["as_of_date"], 0)
+    return {
+        "snapshots": len(snapshots), "from": snapshots[0].isoformat(), "to": snapshots[-1].isoformat(),
+        "data_end": data_end.isoformat(), "event_types": event_types,
+        "feature_set_version": settings.features.feature_set_version, "features": len(names),
+        "support": "enabled" if inputs.tickets is not None else SUPPORT_DISABLED,
+        "label_rows": sum(s["eligible"] for s in per_snapshot),
+        "censored_rows": sum(s["censored"] for s in per_snapshot),
+        "per_snapshot": per_snapshot,
+        "null_rate": null_rates(written, names),
+        "rejected": io.reject_counts(inputs.rejected) if inputs.rejected is not None else {},
+        "labels_version": io.table_version(spark, lake.churn_labels),
+        "features_version": io.table_version(spark, lake.churn_features),
+    }
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The run summary as a short text table: one line per snapshot, then the features most often null."""
+    lines = [f"{'as_of_date':<12}{'eligible':>10}{'churned':>9}{'censored':>10}{'label_rate':>12}"]
+    for s in result.get("per_snapshot", []):
+        rate = "-" if s["label_rate"] is None else f"{s['label_rate']:.4f}"
+        lines.append(f"{s['as_of_date']:<12}{s['eligible']:>10}{s['churned']:>9}{s['censored']:>10}{rate:>12}")
+    nulls = sorted(((v, k) for k, v in result.get("null_rate", {}).items() if v > 0), reverse=True)[:8]
+    if nulls:
+        lines.append("most often null: " + ", ".join(f"{k} {v:.1%}" for v, k in nulls))
+    return "\n".join(lines)
