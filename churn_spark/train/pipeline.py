@@ -1,0 +1,281 @@
+"""The churn model as ONE MLlib Pipeline: encoding, classifier and calibration saved together.
+
+Stages (STYLE.md habit 7): numeric columns cast to double, non-finite values to null and 0/1
+missing indicators (one SQLTransformer), median imputation, StringIndexer + OneHotEncoder with
+`handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, a
+StandardScaler for logistic regression, the classifier (class-weighted through `weightCol`) and
+finally :class:`PlattCalibration`, which turns the probability vector into `churn_probability`.
+Scoring loads the PipelineModel and calls :func:`predict`; it never re-implements a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
+from pyspark.ml.classification import GBTClassifier, LogisticRegression
+from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    ByteType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StringType,
+    StructType,
+)
+
+KEY_COLUMNS = ("account_id", "as_of_date", "feature_set_version")
+LABEL_COL = "label"
+WEIGHT_COL = "class_weight"
+ASSEMBLED_COL = "assembled_features"
+FEATURES_COL = "features"
+PROBABILITY_COL = "probability"
+OUTPUT_COL = "churn_probability"
+RAW_OUTPUT_COL = "churn_probability_raw"
+NUMERIC_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType, BooleanType)
+EPS = 1e-6
+
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "gbt": {"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "subsamplingRate": 0.8, "minInstancesPerNode": 20,
+            "maxBins": 32},
+    "lr": {"regParam": 0.01, "elasticNetParam": 0.0, "maxIter": 100},
+}
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    """Model inputs: numeric columns, categorical (string) columns, numeric columns with an is-missing flag."""
+
+    numeric: list[str]
+    categorical: list[str]
+    missing_indicators: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"numeric": self.numeric, "categorical": self.categorical,
+                "missing_indicators": self.missing_indicators}
+
+
+def feature_columns(schema: StructType, exclude: Sequence[str] = ()) -> FeatureColumns:
+    """Every numeric column is a numeric feature, every string column but the keys a categorical one."""
+    skip = set(KEY_COLUMNS) | {LABEL_COL, WEIGHT_COL} | set(exclude)
+    numeric = [f.name for f in schema.fields if f.name not in skip and isinstance(f.dataType, NUMERIC_TYPES)]
+    categorical = [f.name for f in schema.fields if f.name not in skip and isinstance(f.dataType, StringType)]
+    return FeatureColumns(numeric, categorical)
+
+
+def feature_schema(schema: StructType, columns: FeatureColumns) -> dict[str, str]:
+    """name -> Spark SQL type of the columns the model reads (recorded with the model, checked by scoring)."""
+    used = set(columns.numeric) | set(columns.categorical)
+    return {f.name: f.dataType.simpleString() for f in schema.fields if f.name in used}
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _numeric_sql(name: str) -> str:
+    """Double value of a numeric column, null when missing, NaN or infinite (the Imputer fills it)."""
+    v = f"CAST({_q(name)} AS DOUBLE)"
+    return f"CASE WHEN isnan({v}) OR abs({v}) = double('inf') THEN NULL ELSE {v} END"
+
+
+def prepare_statement(columns: FeatureColumns) -> str:
+    """SQLTransformer statement: `dbl__<c>` doubles for the Imputer, `missing__<c>` 0/1 indicators."""
+    parts = ["*"] + [f"{_numeric_sql(c)} AS {_q('dbl__' + c)}" for c in columns.numeric]
+    parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {_q('missing__' + c)}"
+              for c in columns.missing_indicators]
+    return f"SELECT {', '.join(parts)} FROM __THIS__"
+
+
+def classifier(model_type: str, params: dict[str, Any], seed: int, weighted: bool) -> Estimator:
+    """The classifier with defaults for `model_type`, overridden by `params` (MLlib param names)."""
+    est: Any = (GBTClassifier(seed=seed) if model_type == "gbt"
+                else LogisticRegression(family="binomial", standardization=False))
+    est.setFeaturesCol(FEATURES_COL).setLabelCol(LABEL_COL).setProbabilityCol(PROBABILITY_COL)
+    est.setRawPredictionCol("raw_prediction").setPredictionCol("prediction")
+    if weighted:
+        est.setWeightCol(WEIGHT_COL)
+    merged = {**DEFAULT_PARAMS[model_type], **params}
+    unknown = [k for k in merged if not est.hasParam(k)]
+    if unknown:
+        from churn_spark.errors import ConfigError
+
+        raise ConfigError(f"model.params: unknown {model_type} parameter(s): {', '.join(unknown)}")
+    est.setParams(**merged)
+    return est
+
+
+def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, Any], seed: int,
+                   weighted: bool = True) -> tuple[Pipeline, Estimator]:
+    """The unfitted Pipeline and its classifier stage (the search sets params on the latter)."""
+    stages: list[Any] = [SQLTransformer(statement=prepare_statement(columns))]
+    vector_inputs: list[str] = []
+    if columns.numeric:
+        imputed = ["num__" + c for c in columns.numeric]
+        stages.append(Imputer(inputCols=["dbl__" + c for c in columns.numeric], outputCols=imputed,
+                              strategy="median"))
+        vector_inputs += imputed
+    vector_inputs += ["missing__" + c for c in columns.missing_indicators]
+    if columns.categorical:
+        indexed = ["idx__" + c for c in columns.categorical]
+        encoded = ["cat__" + c for c in columns.categorical]
+        stages.append(StringIndexer(inputCols=columns.categorical, outputCols=indexed, handleInvalid="keep",
+                                    stringOrderType="frequencyDesc"))
+        stages.append(OneHotEncoder(inputCols=indexed, outputCols=encoded, handleInvalid="keep", dropLast=True))
+        vector_inputs += encoded
+    if model_type == "lr":
+        stages.append(VectorAssembler(inputCols=vector_inputs, outputCol=ASSEMBLED_COL))
+        stages.append(StandardScaler(inputCol=ASSEMBLED_COL, outputCol=FEATURES_COL, withMean=True, withStd=True))
+    else:
+        stages.append(VectorAssembler(inputCols=vector_inputs, outputCol=FEATURES_COL))
+    clf = classifier(model_type, params, seed, weighted)
+    stages.append(clf)
+    return Pipeline(stages=stages), clf
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def positive_probability(probability: Column) -> Column:
+    """P(class 1) from MLlib's probability vector."""
+    return vector_to_array(probability).getItem(1)
+
+
+def logit(p: Column) -> Column:
+    """log(p / (1 - p)) with p clipped to [EPS, 1 - EPS] so 0 and 1 stay finite."""
+    clipped = F.least(F.greatest(p, F.lit(EPS)), F.lit(1 - EPS))
+    return F.log(clipped / (F.lit(1.0) - clipped))
+
+
+def platt(raw: Column, slope: float, intercept: float) -> Column:
+    """Calibrated probability sigmoid(slope * logit(raw) + intercept); slope 1, intercept 0 is the identity."""
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-(F.lit(slope) * logit(raw) + F.lit(intercept))))
+
+
+class PlattCalibration(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Last pipeline stage: `churn_probability_raw` = P(class 1), `churn_probability` = its Platt scaling.
+
+    A Python stage saved with the PipelineModel (DefaultParamsWritable), built from Column
+    expressions, so scoring applies exactly the calibration fitted at training time.
+    """
+
+    probabilityCol: Param[str] = Param(Params._dummy(), "probabilityCol", "probability vector column",
+                                       typeConverter=TypeConverters.toString)
+    slope: Param[float] = Param(Params._dummy(), "slope", "Platt slope on the raw logit",
+                                typeConverter=TypeConverters.toFloat)
+    intercept: Param[float] = Param(Params._dummy(), "intercept", "Platt intercept",
+                                    typeConverter=TypeConverters.toFloat)
+
+    def __init__(self, slope: float = 1.0, intercept: float = 0.0, probabilityCol: str = PROBABILITY_COL) -> None:
+        super().__init__()
+        self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0)
+        self._set(probabilityCol=probabilityCol, slope=slope, intercept=intercept)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
+        return (dataset.withColumn(RAW_OUTPUT_COL, raw)
+                .withColumn(OUTPUT_COL, platt(F.col(RAW_OUTPUT_COL), self.getOrDefault(self.slope),
+                                              self.getOrDefault(self.intercept))))
+
+
+def fit_platt(scored: DataFrame, seed: int = 0) -> tuple[float, float]:
+    """(slope, intercept) of an unweighted logistic regression of `label` on logit(raw probability).
+
+    `scored` has `label` and `churn_probability_raw` (the validation snapshots); with one class only
+    there is nothing to fit and the identity (1, 0) is returned.
+    """
+    classes = scored.agg(F.countDistinct(LABEL_COL).alias("n")).first()
+    if classes is None or classes["n"] < 2:
+        return 1.0, 0.0
+    data = scored.select(F.col(LABEL_COL).cast("double").alias(LABEL_COL),
+                         logit(F.col(RAW_OUTPUT_COL)).alias("raw_logit"))
+    vec = VectorAssembler(inputCols=["raw_logit"], outputCol="x").transform(data)
+    lr = LogisticRegression(featuresCol="x", labelCol=LABEL_COL, regParam=0.0, standardization=False,
+                            maxIter=100, tol=1e-10).fit(vec)
+    return float(lr.coefficients[0]), float(lr.intercept)
+
+
+def with_calibration(model: PipelineModel, slope: float, intercept: float) -> PipelineModel:
+    """`model` with a PlattCalibration stage appended (replacing an existing one)."""
+    stages = [s for s in model.stages if not isinstance(s, PlattCalibration)]
+    return PipelineModel(stages=[*stages, PlattCalibration(slope=slope, intercept=intercept)])
+
+
+def calibration_of(model: PipelineModel) -> dict[str, float]:
+    stage = next((s for s in model.stages if isinstance(s, PlattCalibration)), None)
+    if stage is None:
+        return {"slope": 1.0, "intercept": 0.0}
+    return {"slope": stage.getOrDefault(stage.slope), "intercept": stage.getOrDefault(stage.intercept)}
+
+
+# --- prediction and explanation ------------------------------------------------------------------
+
+
+def predict(model: PipelineModel, features_df: DataFrame) -> DataFrame:
+    """`features_df` plus `churn_probability` (calibrated), `churn_probability_raw` and the `features`
+    vector the classifier saw (standardised for LR: the scorer's reason codes multiply it by the
+    coefficients named in the metadata's `feature_names`)."""
+    if not any(isinstance(s, PlattCalibration) for s in model.stages):
+        model = with_calibration(model, 1.0, 0.0)
+    out = model.transform(features_df)
+    return out.select(*[F.col(_q(c)) for c in features_df.columns],
+                      F.col(OUTPUT_COL).cast("double").alias(OUTPUT_COL),
+                      F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL), F.col(FEATURES_COL))
+
+
+def readable_feature_name(attr: str) -> str:
+    """`num__tenure_days` -> `tenure_days`, `missing__x` -> `x is missing`, `cat__country_DE` -> `country=DE`."""
+    if attr.startswith("num__"):
+        return attr[len("num__"):]
+    if attr.startswith("missing__"):
+        return attr[len("missing__"):] + " is missing"
+    return attr
+
+
+def vector_feature_names(model: PipelineModel, sample: DataFrame, columns: FeatureColumns) -> list[str]:
+    """Names of the classifier's input vector, in order, from the assembler's output metadata.
+
+    Only the schema of `model.transform(sample)` is used (no Spark job).
+    """
+    schema = model.transform(sample).schema
+    attrs_by_type = schema[FEATURES_COL].metadata.get("ml_attr", {}).get("attrs", {})
+    if not attrs_by_type:  # StandardScaler drops the metadata: read it from the assembler's output
+        attrs_by_type = schema[ASSEMBLED_COL].metadata.get("ml_attr", {}).get("attrs", {})
+    attrs = sorted((a for group in attrs_by_type.values() for a in group), key=lambda a: a["idx"])
+    names = []
+    for a in attrs:
+        name = a.get("name", f"f{a['idx']}")
+        for c in columns.categorical:  # OneHotEncoder names slots `<output col>_<category>`
+            prefix = f"cat__{c}_"
+            if name.startswith(prefix):
+                name = f"{c}={name[len(prefix):]}"
+                break
+        names.append(readable_feature_name(name))
+    return names
+
+
+def classifier_model(model: PipelineModel) -> Any:
+    """The fitted classifier stage (LogisticRegressionModel or GBTClassificationModel)."""
+    return next(s for s in reversed(model.stages) if hasattr(s, "numFeatures") and hasattr(s, "predictRaw"))
+
+
+def explanation(model: PipelineModel, names: list[str]) -> dict[str, Any]:
+    """LR: coefficients (on standardised features) and intercept; GBT: feature importances; by name."""
+    clf = classifier_model(model)
+    if hasattr(clf, "coefficients"):
+        coefs = clf.coefficients.toArray().tolist()
+        return {"kind": "coefficients", "intercept": float(clf.intercept),
+                "values": dict(zip(names, [float(c) for c in coefs], strict=True))}
+    imps = clf.featureImportances.toArray().tolist()
+    return {"kind": "importances", "values": dict(zip(names, [float(v) for v in imps], strict=True))}

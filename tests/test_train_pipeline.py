@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark.train import pipeline as P
+
+D = dt.date(2023, 1, 1)
+SCHEMA = ("account_id string, as_of_date date, feature_set_version string, usage double, seats int, "
+          "mrr decimal(18,2), trial boolean, plan string, first_seen date, label int")
+
+
+@pytest.fixture(scope="module")
+def train_df(spark: SparkSession) -> DataFrame:
+    rows = [  # usage 1, 2, 3 and one null (median 2); plan: pro x3, basic x2, one null
+        ("a1", D, "1", 1.0, 1, Decimal("10.00"), True, "pro", D, 1),
+        ("a2", D, "1", 2.0, 2, Decimal("20.00"), False, "pro", D, 0),
+        ("a3", D, "1", 3.0, 3, Decimal("30.00"), False, "basic", D, 0),
+        ("a4", D, "1", None, 1, Decimal("15.00"), True, "pro", D, 1),
+        ("a5", D, "1", 1.5, 2, Decimal("12.00"), False, "basic", D, 1),
+        ("a6", D, "1", 2.5, 4, Decimal("40.00"), False, None, D, 0),
+    ]
+    return spark.createDataFrame(rows, SCHEMA).withColumn(P.WEIGHT_COL, F.lit(1.0))
+
+
+def test_feature_columns_from_schema(train_df: DataFrame) -> None:
+    cols = P.feature_columns(train_df.schema)
+    assert cols.numeric == ["usage", "seats", "mrr", "trial"]  # label, weight and keys are not features
+    assert cols.categorical == ["plan"]  # dates are not features
+    assert P.feature_columns(train_df.schema, exclude=["mrr"]).numeric == ["usage", "seats", "trial"]
+    assert P.feature_schema(train_df.schema, cols) == {
+        "usage": "double", "seats": "int", "mrr": "decimal(18,2)", "trial": "boolean", "plan": "string"}
+
+
+def _fit(train_df: DataFrame, model_type: str, params: dict) -> tuple[PipelineModel, P.FeatureColumns]:
+    cols = P.FeatureColumns(["usage", "seats"], ["plan"], ["usage"])
+    pipe, _ = P.build_pipeline(cols, model_type, params, seed=3)
+    return P.with_calibration(pipe.fit(train_df), 2.0, 0.0), cols
+
+
+def test_gbt_pipeline_imputes_encodes_and_handles_unseen_categories(spark: SparkSession, train_df: DataFrame,
+                                                                    tmp_path) -> None:
+    model, cols = _fit(train_df, "gbt", {"maxIter": 3, "maxDepth": 2, "minInstancesPerNode": 1})
+    new = spark.createDataFrame(
+        [("b1", D, "1", None, 2, Decimal("1.00"), None, "enterprise", D, None),  # unseen plan, null usage
+         ("b2", D, "1", float("nan"), None, None, None, None, D, None),
+         ("b3", D, "1", 3.0, 3, Decimal("1.00"), True, "basic", D, None)], SCHEMA)
+    out = P.predict(model, new)
+    assert out.columns == [*new.columns, "churn_probability", "churn_probability_raw", "features"]
+    # vector: usage (null/NaN -> median 2.0), seats (null -> median 2), usage-missing flag,
+    # plan one-hot over [pro, basic, __unknown] (frequency order; unseen and null share the last slot)
+    got = {r["account_id"]: r["features"].toArray().tolist() for r in out.select("account_id", "features").collect()}
+    assert got == {"b1": [2.0, 2.0, 1.0, 0.0, 0.0, 1.0], "b2": [2.0, 2.0, 1.0, 0.0, 0.0, 1.0],
+                   "b3": [3.0, 3.0, 0.0, 0.0, 1.0, 0.0]}
+    assert P.vector_feature_names(model, new, cols) == [
+        "usage", "seats", "usage is missing", "plan=pro", "plan=basic", "plan=__unknown"]
+    # churn_probability is the Platt mapping (slope 2) of the raw probability: p^2 / (p^2 + (1-p)^2)
+    for r in out.collect():
+        p = r["churn_probability_raw"]
+        assert 0 < p < 1 and r["churn_probability"] == pytest.approx(p * p / (p * p + (1 - p) ** 2), abs=1e-9)
+
+
+@pytest.mark.parametrize("model_type,params", [("lr", {}), ("gbt", {"maxIter": 3, "maxDepth": 2})])
+def test_save_load_gives_identical_predictions(spark: SparkSession, train_df: DataFrame, tmp_path,
+                                               model_type: str, params: dict) -> None:
+    model, _ = _fit(train_df, model_type, params)
+    model.write().overwrite().save(str(tmp_path / "m"))
+    loaded = PipelineModel.load(str(tmp_path / "m"))
+    assert isinstance(loaded.stages[-1], P.PlattCalibration)
+    assert P.calibration_of(loaded) == {"slope": 2.0, "intercept": 0.0}
+    before = P.predict(model, train_df).select("account_id", "churn_probability", "churn_probability_raw")
+    after = P.predict(loaded, train_df).select("account_id", "churn_probability", "churn_probability_raw")
+    assert_df_equality(before, after, ignore_row_order=True)
+    assert before.where(F.col("churn_probability").isNull()).count() == 0
+
+
+def test_lr_explanation_names_coefficients_of_standardised_features(train_df: DataFrame) -> None:
+    model, cols = _fit(train_df, "lr", {})
+    names = P.vector_feature_names(model, train_df, cols)
+    expl = P.explanation(model, names)
+    clf = P.classifier_model(model)
+    assert expl["kind"] == "coefficients" and list(expl["values"]) == names
+    assert list(expl["values"].values()) == clf.coefficients.toArray().tolist()
+    assert expl["intercept"] == clf.intercept
+    # the LR input is standardised: the non-null usages 1, 2, 3, 1.5, 2.5 plus the median 2 for a4
+    usage = [r["features"][0] for r in P.predict(model, train_df).collect()]
+    assert sum(usage) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_platt_stage_by_hand(spark: SparkSession) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    df = spark.createDataFrame([(Vectors.dense([0.8, 0.2]),), (Vectors.dense([0.5, 0.5]),)], ["probability"])
+    out = P.PlattCalibration(slope=2.0, intercept=0.0).transform(df).drop("probability")
+    # logit(0.2) = ln(1/4); doubled = ln(1/16) -> 1/17. logit(0.5) = 0 -> 0.5.
+    expected = spark.createDataFrame([(0.2, 1 / 17), (0.5, 0.5)], "churn_probability_raw double, churn_probability double")
+    assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True)
+    shifted = P.PlattCalibration(slope=1.0, intercept=math.log(3)).transform(df).select("churn_probability")
+    assert [r[0] for r in shifted.collect()] == pytest.approx([3 * .2 / (3 * .2 + .8), 0.75])
+
+
+def test_fit_platt_recovers_the_slope_of_a_two_point_design(spark: SparkSession) -> None:
+    # raw 0.2 with observed rate 0.1, raw 0.8 with observed rate 0.9 (10 rows each): the MLE maps
+    # logit(0.2) = -ln 4 to logit(0.1) = -ln 9, so slope = ln 9 / ln 4 and intercept 0.
+    rows = [(0.2, 1 if i == 0 else 0) for i in range(10)] + [(0.8, 0 if i == 0 else 1) for i in range(10)]
+    df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
+    slope, intercept = P.fit_platt(df)
+    assert slope == pytest.approx(math.log(9) / math.log(4), abs=1e-4)
+    assert intercept == pytest.approx(0.0, abs=1e-4)
+    one_class = spark.createDataFrame([(0.2, 0), (0.3, 0)], "churn_probability_raw double, label int")
+    assert P.fit_platt(one_class) == (1.0, 0.0)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+
+from churn_spark.errors import ConfigError
+from churn_spark.train.split import add_months, filter_snapshots, label_window_end, plan_time_split
+
+D = dt.date
+
+
+def months(start: dt.date, n: int) -> list[dt.date]:
+    return [add_months(start, i) for i in range(n)]
+
+
+def test_add_months_clamps_to_month_end() -> None:
+    assert add_months(D(2024, 1, 31), 1) == D(2024, 2, 29)
+    assert add_months(D(2023, 1, 31), 1) == D(2023, 2, 28)
+    assert add_months(D(2023, 11, 15), 3) == D(2024, 2, 15)
+    assert label_window_end(D(2023, 1, 1), 6, 30) == D(2023, 7, 31)
+
+
+def test_split_of_monthly_snapshots_by_hand() -> None:
+    # 2022-07 .. 2024-05 labelled (23 snapshots), horizon 6 months + 30 days grace.
+    split = plan_time_split(months(D(2022, 7, 1), 23), 6, 30, validation_snapshots=2, test_snapshots=3)
+    assert split.test == (D(2024, 3, 1), D(2024, 4, 1), D(2024, 5, 1))
+    # window_end(2023-08-01) = 2024-03-02 > 2024-03-01, so validation stops at 2023-07-01.
+    assert split.validation == (D(2023, 6, 1), D(2023, 7, 1))
+    # window_end(2022-11-01) = 2023-05-31 <= 2023-06-01; window_end(2022-12-01) = 2023-07-01 > 2023-06-01.
+    assert split.train == tuple(months(D(2022, 7, 1), 5))
+    assert split.folds == ((tuple(months(D(2022, 7, 1), 5)), (D(2023, 6, 1),)),
+                           (tuple(months(D(2022, 7, 1), 6)), (D(2023, 7, 1),)))
+
+
+def test_train_end_limits_training_snapshots() -> None:
+    split = plan_time_split(months(D(2023, 1, 1), 6), 1, 0, 1, 1, train_end=D(2023, 2, 15))
+    assert split.test == (D(2023, 6, 1),)
+    assert split.validation == (D(2023, 5, 1),)
+    assert split.train == (D(2023, 1, 1), D(2023, 2, 1))
+
+
+@pytest.mark.parametrize("horizon,grace,n_val,n_test,step_days",
+                         list(itertools.product([1, 3, 6], [0, 30], [1, 2], [1, 3], [30, 7])))
+def test_no_test_snapshot_or_overlapping_label_window_reaches_training(
+        horizon: int, grace: int, n_val: int, n_test: int, step_days: int) -> None:
+    snaps = [D(2022, 1, 1) + dt.timedelta(days=step_days * i) for i in range(60 if step_days == 30 else 200)]
+    split = plan_time_split(snaps, horizon, grace, n_val, n_test)
+    assert split.test == tuple(snaps[-n_test:])
+    assert len(split.validation) == n_val and split.train
+    assert not set(split.train) & (set(split.validation) | set(split.test))
+    for t in split.train:  # every training label window ends before validation and test begin
+        assert label_window_end(t, horizon, grace) <= split.validation[0] <= split.test[0]
+    for v in split.validation:
+        assert label_window_end(v, horizon, grace) <= split.test[0]
+    # the latest snapshot that would not overlap is used (no needless gap)
+    later = [s for s in snaps if s > split.train[-1] and s < split.validation[0]]
+    assert all(label_window_end(s, horizon, grace) > split.validation[0] for s in later)
+    for fit, (ev,) in split.folds:
+        assert all(label_window_end(t, horizon, grace) <= ev for t in fit)
+        assert not set(fit) & set(split.test)
+
+
+def test_too_few_snapshots_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="1 validation snapshot.*first test snapshot 2023-03-01"):
+        plan_time_split(months(D(2023, 1, 1), 3), 6, 0, 1, 1)
+    with pytest.raises(ConfigError, match="need at least 3 labelled snapshots"):
+        plan_time_split(months(D(2023, 1, 1), 2), 1, 0, 1, 3)
+
+
+def test_filter_snapshots_keeps_only_those_dates(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a", D(2023, 1, 1)), ("a", D(2023, 2, 1)), ("b", D(2023, 3, 1)), ("c", None)],
+                               "account_id string, as_of_date date")
+    expected = spark.createDataFrame([("a", D(2023, 1, 1)), ("b", D(2023, 3, 1))], "account_id string, as_of_date date")
+    assert_df_equality(filter_snapshots(df, [D(2023, 1, 1), D(2023, 3, 1)]), expected, ignore_row_order=True)
