@@ -1,0 +1,189 @@
+"""Reason codes: the three features that raise an account's churn risk the most.
+
+Both methods name *source* features (a column of `gold.churn_features`), never a vector slot: the
+slots of the model's assembled vector are mapped back through the assembler's ML attributes
+(`num__x` and `missing__x` -> `x`, one-hot `cat__c_<value>` -> `c`) and summed per source.
+
+* Logistic regression: the pipeline standardises the vector (StandardScaler with mean and std of
+  the training data), so `coefficient * standardised value` is each slot's contribution to the
+  log-odds relative to the average training account. A feature's contribution is the sum over its
+  slots; the reasons are the largest positive ones (those that raise the risk). Platt calibration
+  is monotone, so it does not change the order.
+* Trees (GBT): there are no additive coefficients, so we use occlusion: for each of the model's
+  top-K features by importance, the account's value is replaced by the training baseline -- the
+  median the pipeline's Imputer learnt for a numeric feature, the most frequent category its
+  StringIndexer learnt for a categorical one -- and the account is re-scored. The reasons are the
+  features whose replacement lowers the probability the most (only positive drops). All K
+  occluded copies are scored in one Spark pass over a union (K+1 rows per account) and folded
+  back with one group-by: no per-row Python, no collect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import reduce
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import ImputerModel, StringIndexerModel, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+Predict = Callable[[DataFrame], DataFrame]
+"""Adds `churn_probability` (and the classifier's input vector `features`) to a features frame."""
+
+REASONS = ["reason_1", "reason_2", "reason_3"]
+PROBABILITY = "churn_probability"
+VECTOR = "features"
+_OCCLUDED = "__occluded"
+
+
+# --- the model's inputs, read from its fitted stages -----------------------------------------------
+
+
+def classifier_stage(model: PipelineModel) -> Any:
+    """The fitted classifier (the last stage that predicts raw scores)."""
+    return next(s for s in reversed(model.stages) if hasattr(s, "numFeatures") and hasattr(s, "predictRaw"))
+
+
+def numeric_baselines(model: PipelineModel) -> dict[str, float]:
+    """{source feature: training median} from the Imputer (inputs are named `dbl__<feature>`)."""
+    out: dict[str, float] = {}
+    for stage in model.stages:
+        if isinstance(stage, ImputerModel):
+            row = stage.surrogateDF.first()  # one row: the medians
+            for col in stage.getInputCols():
+                if row is not None and row[col] is not None:
+                    out[col.removeprefix("dbl__")] = float(row[col])
+    return out
+
+
+def categorical_baselines(model: PipelineModel) -> dict[str, str]:
+    """{source feature: most frequent training category} from the StringIndexer (frequencyDesc order)."""
+    out: dict[str, str] = {}
+    for stage in model.stages:
+        if isinstance(stage, StringIndexerModel):
+            for col, labels in zip(stage.getInputCols(), stage.labelsArray, strict=True):
+                if labels:
+                    out[col] = labels[0]
+    return out
+
+
+def slot_sources(model: PipelineModel, sample: DataFrame) -> list[str]:
+    """Source feature of every slot of the classifier's input vector, in slot order.
+
+    Read from the ML attributes of the assembler's output (schema only, no Spark job); the
+    StandardScaler after it keeps slot positions.
+    """
+    assembler = next(s for s in model.stages if isinstance(s, VectorAssembler))
+    attrs_by_type = model.transform(sample).schema[assembler.getOutputCol()].metadata["ml_attr"]["attrs"]
+    attrs = sorted((a for group in attrs_by_type.values() for a in group), key=lambda a: a["idx"])
+    categorical = sorted(categorical_baselines(model), key=len, reverse=True)
+    return [_source_of(a.get("name", ""), categorical) for a in attrs]
+
+
+def _source_of(slot: str, categorical: Sequence[str]) -> str:
+    for prefix in ("num__", "missing__"):
+        if slot.startswith(prefix):
+            return slot[len(prefix):]
+    for c in categorical:  # longest first, so `plan` never claims `plan_type`'s slots
+        if slot.startswith(f"cat__{c}_"):
+            return c
+    return slot
+
+
+def source_importances(model: PipelineModel, sample: DataFrame) -> dict[str, float]:
+    """{source: importance}: tree importances, or |coefficient| for LR (inputs standardised), summed per source."""
+    clf = classifier_stage(model)
+    values = (clf.featureImportances.toArray() if hasattr(clf, "featureImportances")
+              else abs(clf.coefficients.toArray()))
+    out: dict[str, float] = {}
+    for source, v in zip(slot_sources(model, sample), values, strict=True):
+        out[source] = out.get(source, 0.0) + float(v)
+    return out
+
+
+def top_sources(importances: dict[str, float], k: int) -> list[str]:
+    """The k most important sources with non-zero importance (ties by name, deterministic)."""
+    ranked = sorted((s for s, v in importances.items() if v > 0), key=lambda s: (-importances[s], s))
+    return ranked[:k]
+
+
+# --- choosing the three reasons ---------------------------------------------------------------------
+
+
+def top_three_positive(effects: Column) -> list[Column]:
+    """reason_1..3 from an array<struct<effect double, feature string>>: largest positive effects first.
+
+    Sorting (-effect, feature) ascending orders by effect descending, ties by name.
+    """
+    positive = F.filter(effects, lambda e: e["effect"] > 0)
+    keyed = F.transform(positive, lambda e: F.struct((-e["effect"]).alias("k"), e["feature"].alias("f")))
+    ordered = F.sort_array(keyed)
+    return [F.get(ordered, i)["f"].alias(name) for i, name in enumerate(REASONS)]  # get: null past the end
+
+
+def lr_contributions(model: PipelineModel, sample: DataFrame) -> dict[str, Column]:
+    """{source feature: sum over its slots of coefficient * standardised value}, on a predicted frame."""
+    coefs = classifier_stage(model).coefficients.toArray()
+    slots = vector_to_array(F.col(VECTOR))
+    terms: dict[str, list[Column]] = {}
+    for j, source in enumerate(slot_sources(model, sample)):
+        if coefs[j] != 0.0:
+            terms.setdefault(source, []).append(F.lit(float(coefs[j])) * slots.getItem(j))
+    return {s: reduce(lambda a, b: a + b, t) for s, t in terms.items()}
+
+
+def with_lr_reasons(predicted: DataFrame, model: PipelineModel, sample: DataFrame) -> DataFrame:
+    """Add reason_1..3 to a frame predicted by an LR pipeline (needs the `features` vector)."""
+    contributions = lr_contributions(model, sample)
+    effects = F.array(*[F.struct(c.alias("effect"), F.lit(s).alias("feature")) for s, c in contributions.items()]) \
+        if contributions else F.array().cast("array<struct<effect:double,feature:string>>")
+    return predicted.select("*", *top_three_positive(effects))
+
+
+def occluded_copies(features: DataFrame, baselines: dict[str, Any], sources: Sequence[str]) -> DataFrame:
+    """The features once as they are (`__occluded` null) and once per source with that column at its baseline."""
+    dtypes = dict(features.dtypes)
+    original = features.withColumn(_OCCLUDED, F.lit(None).cast("string"))
+    copies = [
+        features.withColumn(s, F.lit(baselines[s]).cast(dtypes[s])).withColumn(_OCCLUDED, F.lit(s))
+        for s in sources if s in baselines and s in dtypes
+    ]
+    return reduce(DataFrame.unionByName, copies, original)
+
+
+def occlusion_reasons(features: DataFrame, model: PipelineModel, predict: Predict, sources: Sequence[str],
+                      keys: Sequence[str], carry: Sequence[str] = ()) -> DataFrame:
+    """Grain `keys`: `churn_probability`, reason_1..3 and the `carry` columns, by occlusion of `sources`.
+
+    effect(feature) = p(account) - p(account with that feature at its training baseline).
+    """
+    baselines: dict[str, Any] = {**numeric_baselines(model), **categorical_baselines(model)}
+    scored = predict(occluded_copies(features, baselines, sources))
+    original = F.col(_OCCLUDED).isNull()
+    folded = scored.groupBy(*keys).agg(
+        F.max(F.when(original, F.col(PROBABILITY))).alias(PROBABILITY),
+        *[F.max(F.when(original, F.col(c))).alias(c) for c in carry],
+        F.collect_list(F.when(~original, F.struct(F.col(PROBABILITY).alias("p"), F.col(_OCCLUDED).alias("feature"))))
+        .alias("__occ"),
+    )
+    effects = F.transform(F.col("__occ"), lambda o: F.struct((F.col(PROBABILITY) - o["p"]).alias("effect"),
+                                                            o["feature"].alias("feature")))
+    return folded.select(*keys, PROBABILITY, *carry, *top_three_positive(effects))
+
+
+def is_linear(model: PipelineModel) -> bool:
+    return hasattr(classifier_stage(model), "coefficients")
+
+
+def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Predict, candidates: int,
+                        keys: Sequence[str], carry: Sequence[str] = ()) -> DataFrame:
+    """Grain `keys`: churn_probability + reason_1..3 (+ `carry`), by the method that fits the model."""
+    sample = features.limit(0)
+    if is_linear(model):
+        predicted = predict(features)
+        return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *carry, *REASONS)
+    sources = top_sources(source_importances(model, sample), candidates)
+    return occlusion_reasons(features, model, predict, sources, keys, carry)

@@ -1,0 +1,145 @@
+"""Reason codes agree with the model: LR contributions by hand, tree occlusion by a plain per-feature loop."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark.score.reasons import (
+    REASONS,
+    categorical_baselines,
+    classifier_stage,
+    lr_contributions,
+    numeric_baselines,
+    scores_with_reasons,
+    slot_sources,
+    source_importances,
+)
+from churn_spark.train.pipeline import FeatureColumns, build_pipeline, predict
+
+SCHEMA = "account_id string, as_of_date date, feature_set_version string, x1 double, x2 double, c string"
+COLUMNS = FeatureColumns(numeric=["x1", "x2"], categorical=["c"])
+# c: 'a' x6, 'b' x5, 'z' x3 (distinct frequencies -> index order a, b, z); x1 raises risk, x2 lowers it.
+# One-hot slots: a, b, z and the indexer's unseen-category slot (constant 0 in training, std 0 -> scaled to 0).
+TRAIN = [
+    (1.0, 9.0, "a", 0), (2.0, 7.0, "a", 0), (3.0, 8.0, "b", 0), (4.0, 5.0, "a", 0), (5.0, 6.0, "z", 1),
+    (6.0, 4.0, "b", 0), (7.0, 3.0, "a", 1), (8.0, 5.0, "z", 1), (9.0, 2.0, "b", 1), (10.0, 1.0, "a", 1),
+    (2.5, 6.5, "a", 0), (8.5, 2.5, "b", 1), (3.5, 3.0, "z", 1), (7.5, 8.0, "a", 0), (5.5, 5.5, "b", 0),
+]
+SCORE = [("s1", 9.5, 1.5, "z"), ("s2", 1.5, 8.5, "a"), ("s3", 5.0, 2.0, "b"), ("s4", None, 9.0, "new")]
+
+
+def _train_df(spark: SparkSession) -> DataFrame:
+    rows = [(f"t{i}", None, "1", x1, x2, c, y) for i, (x1, x2, c, y) in enumerate(TRAIN)]
+    df = spark.createDataFrame(rows, SCHEMA + ", label int")
+    return df.withColumn("as_of_date", F.lit("2024-01-01").cast("date"))
+
+
+def _score_df(spark: SparkSession) -> DataFrame:
+    rows = [(a, None, "1", x1, x2, c) for a, x1, x2, c in SCORE]
+    return spark.createDataFrame(rows, SCHEMA).withColumn("as_of_date", F.lit("2024-02-01").cast("date"))
+
+
+def _fit(spark: SparkSession, model_type: str, params: dict[str, object]) -> PipelineModel:
+    pipeline, _ = build_pipeline(COLUMNS, model_type, params, seed=3, weighted=False)
+    return pipeline.fit(_train_df(spark))
+
+
+@pytest.fixture(scope="module")
+def lr_model(spark: SparkSession) -> PipelineModel:
+    return _fit(spark, "lr", {"regParam": 0.05})
+
+
+@pytest.fixture(scope="module")
+def gbt_model(spark: SparkSession) -> PipelineModel:
+    return _fit(spark, "gbt", {"maxIter": 8, "maxDepth": 2, "minInstancesPerNode": 1, "subsamplingRate": 1.0})
+
+
+def _hand_contributions(model: PipelineModel) -> dict[str, dict[str, float]]:
+    """coefficient * (value - training mean) / training std (sample std), summed per source, in plain Python."""
+    beta = classifier_stage(model).coefficients.toArray()
+    x1s, x2s, cs = [r[0] for r in TRAIN], [r[1] for r in TRAIN], [r[2] for r in TRAIN]
+    x1_median = sorted(x1s)[len(x1s) // 2]  # the Imputer's median of 15 values: the 8th
+    slots = [("x1", lambda r: r[1] if r[1] is not None else x1_median, x1s), ("x2", lambda r: r[2], x2s)]
+    for cat in ["a", "b", "z"]:
+        slots.append(("c", lambda r, cat=cat: 1.0 if r[3] == cat else 0.0, [1.0 if c == cat else 0.0 for c in cs]))
+    slots.append(("c", lambda r: 1.0 if r[3] not in ("a", "b", "z") else 0.0, [0.0] * len(cs)))
+    out: dict[str, dict[str, float]] = {}
+    for row in SCORE:
+        per: dict[str, float] = {}
+        for j, (source, value, train_values) in enumerate(slots):
+            std = statistics.stdev(train_values)
+            z = (value(row) - statistics.mean(train_values)) / std if std > 0 else 0.0
+            per[source] = per.get(source, 0.0) + beta[j] * z
+        out[row[0]] = per
+    return out
+
+
+def test_lr_slots_map_back_to_source_features(spark: SparkSession, lr_model: PipelineModel) -> None:
+    assert slot_sources(lr_model, _score_df(spark).limit(0)) == ["x1", "x2", "c", "c", "c", "c"]
+
+
+def test_lr_contributions_equal_coefficient_times_standardised_value(spark: SparkSession,
+                                                                     lr_model: PipelineModel) -> None:
+    scored = _score_df(spark)
+    contributions = lr_contributions(lr_model, scored.limit(0))
+    got = predict(lr_model, scored).select("account_id", *[c.alias(s) for s, c in contributions.items()])
+    hand = _hand_contributions(lr_model)
+    for row in got.collect():  # four accounts
+        assert {s: row[s] for s in ("x1", "x2", "c")} == pytest.approx(hand[row["account_id"]], abs=1e-9)
+
+
+def test_lr_reasons_are_the_largest_positive_contributions(spark: SparkSession, lr_model: PipelineModel) -> None:
+    scored = _score_df(spark)
+    got = scores_with_reasons(scored, lr_model, lambda df: predict(lr_model, df), 10, ["account_id"])
+    expected_rows = []
+    for account, per in _hand_contributions(lr_model).items():
+        positive = sorted((s for s, v in per.items() if v > 0), key=lambda s: -per[s])
+        expected_rows.append((account, *(positive + [None, None, None])[:3]))
+    expected = spark.createDataFrame(expected_rows, "account_id string, reason_1 string, reason_2 string, "
+                                                    "reason_3 string")
+    assert_df_equality(got.select("account_id", *REASONS), expected, ignore_row_order=True, ignore_nullable=True)
+    # Not vacuous: at least one account has three reasons and one has fewer than three.
+    assert {sum(r is not None for r in row[1:]) for row in expected_rows} >= {3} and any(
+        row[3] is None for row in expected_rows)
+
+
+def test_tree_baselines_are_the_training_median_and_mode(gbt_model: PipelineModel) -> None:
+    assert numeric_baselines(gbt_model) == {"x1": statistics.median(r[0] for r in TRAIN),
+                                            "x2": statistics.median(r[1] for r in TRAIN)}
+    assert categorical_baselines(gbt_model) == {"c": "a"}
+
+
+def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, gbt_model: PipelineModel) -> None:
+    scored = _score_df(spark)
+    importances = source_importances(gbt_model, scored.limit(0))
+    assert set(importances) <= {"x1", "x2", "c"} and sum(importances.values()) == pytest.approx(1.0)
+    got = scores_with_reasons(scored, gbt_model, lambda df: predict(gbt_model, df), 10, ["account_id"],
+                              carry=["x2"])
+    # The same thing the slow way: one prediction per occluded feature, compared in Python.
+    def probs(df: DataFrame) -> dict[str, float]:
+        return {r["account_id"]: r["churn_probability"] for r in predict(gbt_model, df).collect()}
+
+    base = probs(scored)
+    baselines = {"x1": statistics.median(r[0] for r in TRAIN), "x2": statistics.median(r[1] for r in TRAIN), "c": "a"}
+    drops: dict[str, dict[str, float]] = {a: {} for a in base}
+    for source in (s for s, v in importances.items() if v > 0):
+        occluded = probs(scored.withColumn(source, F.lit(baselines[source])))
+        for a in base:
+            drops[a][source] = base[a] - occluded[a]
+    expected_rows = []
+    for a, per in drops.items():
+        positive = sorted((s for s, v in per.items() if v > 0), key=lambda s: (-per[s], s))
+        x2 = next(r[2] for r in SCORE if r[0] == a)
+        expected_rows.append((a, base[a], x2, *(positive + [None, None, None])[:3]))
+    expected = spark.createDataFrame(expected_rows, "account_id string, churn_probability double, x2 double, "
+                                                    "reason_1 string, reason_2 string, reason_3 string")
+    assert_df_equality(got.select("account_id", "churn_probability", "x2", *REASONS), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+    # s4's x1 is null (imputed with the median): occluding it changes nothing, so it is never a reason.
+    assert "x1" not in [got.where("account_id = 's4'").first()[r] for r in REASONS]
