@@ -47,7 +47,8 @@ def test_reactivation_after_grace_is_churn(spark):
 
 def test_upgrade_mid_period_is_a_new_row_not_churn(spark):
     rows = [
-        ("s1", "stays", D(2022, 6, 1), D(2023, 2, 10), 100, 1, "basic"), ("s2", "stays", D(2023, 2, 10), None, 300, 1, "pro"),
+        ("s1", "stays", D(2022, 6, 1), D(2023, 2, 10), 100, 1, "basic"),
+        ("s2", "stays", D(2023, 2, 10), None, 300, 1, "pro"),
         # upgrades, then leaves inside the horizon: the period ends at the upgrade's end
         ("s3", "leaves", D(2022, 6, 1), D(2023, 2, 10), 100, 1, "basic"),
         ("s4", "leaves", D(2023, 2, 10), D(2023, 5, 1), 300, 1, "pro"),
