@@ -1,0 +1,42 @@
+"""Account features: MRR, seats, main product, billing period, plan changes, MRR change, attributes."""
+
+from __future__ import annotations
+
+from chispa import assert_df_equality
+from featuredata import D, T, accounts, subs
+
+from churn_spark import asof
+from churn_spark.config import FeatureSettings
+from churn_spark.features.account import account_features
+
+AS_OF = D(2023, 3, 1)
+FEATURES = FeatureSettings(windows_days=[7, 28], trend_windows_days=[7], per_seat_windows_days=[7],
+                           change_windows_days=[28])  # D - 28 days = 2023-02-01
+
+SUBS = [
+    ("s1", "a", D(2022, 1, 1), D(2023, 1, 15), 100, 2, "basic", 1),
+    ("s2", "a", D(2023, 1, 15), None, 250, 5, "pro", 12),  # upgrade (a new row)
+    ("s3", "a", D(2023, 2, 10), D(2023, 6, 1), 50, 1, "addon", 1),  # concurrent add-on; its end is the future
+    ("s4", "a", D(2023, 4, 1), None, 999, 9, "enterprise", 12),  # starts after D: unknown at D
+    ("s5", "b", D(2022, 5, 1), AS_OF, 100, 1, "basic", 1),  # ends on D: not active at D
+    ("s6", "b", D(2023, 2, 20), None, 80, 1, "basic", 1),
+    ("s7", "c", D(2022, 1, 1), D(2023, 2, 15), 100, 1, "basic", 1),  # ended before D (not eligible)
+]
+COLUMNS = ("account_id string, as_of_date date, mrr double, quantity double, active_subscriptions double, "
+           "plan_changes_28d double, mrr_per_seat double, product_id string, bill_period_months string, "
+           "mrr_change_ratio_28d double, country string")
+
+
+def test_account_features_as_of_d(spark):
+    acc = accounts(spark, [("a", T(2022, 1, 1), "DE"), ("b", T(2022, 5, 1), None), ("c", T(2022, 1, 1), "FR")],
+                   ("country",))
+    got = account_features(subs(spark, SUBS), acc, asof.snapshot_frame(spark, [AS_OF]), FEATURES, ["country"])
+    want = spark.createDataFrame([
+        # active s2 + s3: mrr 300, 6 seats; main = s2 (highest mrr); s3 started in (D-28, D]; mrr at D-28 = 250
+        ("a", AS_OF, 300.0, 6.0, 2.0, 1.0, 50.0, "pro", "12", (300 - 250) / 250, "DE"),
+        # active s6 only; s6 is a plan change; mrr at D-28 = 100 (s5)
+        ("b", AS_OF, 80.0, 1.0, 1.0, 1.0, 80.0, "basic", "1", (80 - 100) / 100, None),
+        # nothing active at D: no contract values (the job drops c, which is not eligible)
+        ("c", AS_OF, None, None, 0.0, 0.0, None, None, None, None, "FR"),
+    ], COLUMNS)
+    assert_df_equality(got.select(*want.columns), want, ignore_row_order=True, ignore_nullable=True)
