@@ -170,11 +170,12 @@ def features(
     date_to: str = typer.Option(None, "--to", help="Last snapshot date (YYYY-MM-DD|today|yesterday|month-start)."),
 ) -> None:
     """Compute churn labels and point-in-time features for the snapshots in [from, to]."""
-    from churn_spark.features.job import run_features
+    from churn_spark.features.job import run_features, summary_table
 
     start, end = resolve_date(date_from), resolve_date(date_to)
     overrides = {"churn.snapshots.start": start, "churn.snapshots.end": end}
-    _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
+    summary = _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
+    typer.echo(summary_table(summary.get("result", {})))
 
 
 @app.command()
@@ -201,6 +202,23 @@ def score(
         return run_score(spark, settings, day, model_version)
 
     _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
+
+
+@app.command()
+def explore(
+    ctx: typer.Context,
+    out: str = typer.Option(None, "--out", help="HTML file to write (default: <lakehouse>/reports/explore.html)."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train (and register) a new model for the model "
+                                                          "section instead of showing the current one."),
+) -> None:
+    """Write the exploration views (churn rates, features, churn definition, a first model) as one
+    self-contained HTML report with the plots inline."""
+    from churn_spark.explore import ExploreOptions, run_explore
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return run_explore(spark, settings, out, ExploreOptions(retrain=retrain))
+
+    _run(ctx, "explore", job, None, {"out": out, "retrain": retrain})
 
 
 @app.command()
@@ -235,6 +253,22 @@ def k8s_submit_args(
 
     selected, _ = _k8s_app(manifest, app_name)
     typer.echo(shlex.join(["spark-submit", *submit_args(selected.as_spark_application())]))
+
+
+@k8s_app.command("validate")
+def k8s_validate(
+    paths: list[str] = typer.Argument(..., help="Manifest files, folders or kustomize overlays (rendered)."),
+) -> None:
+    """Check manifests: operator CRD schema, Kubernetes schemas, admission rules, security."""
+    from churn_spark.k8s.manifests import load_documents
+    from churn_spark.k8s.validate import all_errors
+
+    problems = [e for path in paths for doc in load_documents(path) for e in all_errors(doc)]
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise ChurnSparkError(f"{len(problems)} problem(s) in {', '.join(paths)}")
+    typer.echo(f"ok: {', '.join(paths)}")
 
 
 @k8s_app.command("run")

@@ -59,6 +59,9 @@ def crd_folder() -> Path:
     return folder
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _strict(schema: Any) -> Any:
     """Reject unknown fields: objects with declared properties get additionalProperties: false."""
     if isinstance(schema, list):
@@ -77,7 +80,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> strict JSON schema of the whole object, from every CRD file in the folder."""
     schemas = {}
     for path in sorted(crd_folder().glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=_LOADER)  # libyaml when present: the CRDs are ~1 MB each
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
@@ -95,11 +98,17 @@ def _label(doc: dict[str, Any]) -> str:
     return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
 
 
+@functools.cache
+def _crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator | None:
+    schema = crd_schemas().get((api_version, kind))
+    return None if schema is None else jsonschema.Draft7Validator(schema)
+
+
 def crd_errors(doc: dict[str, Any]) -> list[str]:
-    schema = crd_schemas().get((doc.get("apiVersion", ""), doc.get("kind", "")))
-    if schema is None:
+    validator = _crd_validator(doc.get("apiVersion", ""), doc.get("kind", ""))
+    if validator is None:
         return [f"{_label(doc)}: no CRD schema for {doc.get('apiVersion')} {doc.get('kind')}"]
-    return _errors(jsonschema.Draft7Validator(schema), doc, _label(doc))
+    return _errors(validator, doc, _label(doc))
 
 
 def core_errors(doc: dict[str, Any], version: str = K8S_VERSION) -> list[str]:
