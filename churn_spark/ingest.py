@@ -402,3 +402,29 @@ def run_ingest(spark: SparkSession, settings: Settings, once: bool = False,
     log.info("ingest: %d in, %d to bronze, %d duplicates, %d quarantined", summary["records_in"],
              summary["bronze_written"], summary["duplicates"], summary["quarantined"])
     return summary
+
+
+# --- the demo-with-Kafka path --------------------------------------------------------------
+
+
+def replay_to_kafka(spark: SparkSession, settings: Settings, path: str | None = None) -> dict[str, Any]:
+    """Replay landing JSON-lines files into the configured Kafka topic, one message per line.
+
+    The message key is the line's `account_id` when it has one (an account's events stay in one
+    partition, in order); malformed lines are sent as they are, so ingest quarantines them. Replaying
+    twice sends everything twice: ingest absorbs the duplicates.
+    """
+    lake, k = Lakehouse.from_settings(settings), settings.ingest.kafka
+    source = lake.path(path or settings.ingest.landing_path)
+    if lake.is_local and not _local_dir_exists(source):
+        raise ContractError(f"landing folder not found: {source} (run `churn-spark generate` first)")
+    lines = spark.read.format("text").option("recursiveFileLookup", "true").load(source)
+    messages = lines.select(F.get_json_object("value", "$.account_id").alias("key"), F.col("value"))
+    writer = messages.write.format("kafka").option("kafka.bootstrap.servers", k.bootstrap_servers)
+    for key, value in k.options.items():
+        if key.startswith("kafka."):  # producer settings (security etc.); reader-only options do not apply
+            writer = writer.option(key, value)
+    writer.option("topic", k.topic).save()
+    sent = lines.count()
+    log.info("replay-kafka: %d lines from %s -> %s/%s", sent, source, k.bootstrap_servers, k.topic)
+    return {"records_sent": sent, "from": source, "topic": k.topic, "bootstrap_servers": k.bootstrap_servers}

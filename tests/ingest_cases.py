@@ -135,19 +135,23 @@ def bronze_contents(spark: SparkSession, lake: Lakehouse) -> DataFrame:
     return spark.read.format("delta").load(lake.bronze_events).select(*EXPECTED_BRONZE.fieldNames()).orderBy("event_id")
 
 
-def assert_ingested(spark: SparkSession, lake: Lakehouse, produced: list[tuple[str, Record]]) -> None:
+def assert_ingested(spark: SparkSession, lake: Lakehouse, produced: list[tuple[str | None, Record]]) -> None:
     """input = bronze + quarantine, record by record.
 
-    `produced` pairs each input record with its source (file path or kafka:topic/partition/offset).
-    Bronze holds each distinct good id once with exactly its values, from one of the sources it came
-    from; quarantine holds every bad record once, raw, with its reason and its own source.
+    `produced` pairs each input record with its source (file path or kafka:topic/partition/offset;
+    None when unknown). Bronze holds each distinct good id once with exactly its values, from one of
+    the sources it came from; quarantine holds every bad record once, raw, with its reason and source.
     """
     records = [r for _, r in produced]
     assert_df_equality(bronze_contents(spark, lake), expected_bronze(spark, records), ignore_nullable=True)
-    expected_q = spark.createDataFrame([(r.raw, r.reason, s) for s, r in produced if r.reason], EXPECTED_QUARANTINE)
-    actual_q = spark.read.format("delta").load(lake.bronze_events_quarantine).select("raw", "reason", "source")
-    order = ["source", "raw", "reason"]
-    assert_df_equality(actual_q.orderBy(*order), expected_q.orderBy(*order), ignore_nullable=True)
+    with_sources = all(s is not None for s, _ in produced)
+    columns = ["raw", "reason", "source"] if with_sources else ["raw", "reason"]
+    expected_q = spark.createDataFrame([(r.raw, r.reason, s) for s, r in produced if r.reason],
+                                       EXPECTED_QUARANTINE).select(*columns)
+    actual_q = spark.read.format("delta").load(lake.bronze_events_quarantine).select(*columns)
+    assert_df_equality(actual_q.orderBy(*columns), expected_q.orderBy(*columns), ignore_nullable=True)
+    if not with_sources:
+        return
     sources = spark.createDataFrame([(r.event_id, s) for s, r in produced if r.reason is None],
                                     "event_id string, source string")
     bronze = spark.read.format("delta").load(lake.bronze_events).select("event_id", "source").orderBy("event_id")
