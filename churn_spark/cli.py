@@ -279,6 +279,8 @@ def k8s_run(
     master: str = typer.Option("local[2]", "--master", help="local[N] or spark://host:port."),
     workdir: str = typer.Option(None, "--workdir", help="Scratch folder (default: <lakehouse>/../k8s-run)."),
     driver_memory: str = typer.Option(None, "--driver-memory", help="Override the manifest's driver memory."),
+    conf: list[str] = typer.Option([], "--conf", help="KEY=VALUE to override locally (e.g. spark.executor.memory=1g "
+                                                      "for a small standalone cluster); repeatable."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the local command and the changes; do not run."),
 ) -> None:
     """Run a SparkApplication locally as the operator would submit it (lakehouse: the global --lakehouse)."""
@@ -289,8 +291,11 @@ def k8s_run(
     selected, docs = _k8s_app(manifest, app_name)
     lake = Lakehouse.from_settings(_settings(ctx)).root
     work = workdir or f"{lake.rstrip('/')}/../k8s-run"
-    plan = local_plan(selected, workdir=work, lakehouse=lake, master=master,
-                      config_maps=resolve_config_maps(docs), driver_memory=driver_memory)
+    bad = [c for c in conf if "=" not in c]
+    if bad:
+        raise ChurnSparkError(f"--conf needs KEY=VALUE, got {bad[0]!r}")
+    plan = local_plan(selected, workdir=work, lakehouse=lake, master=master, config_maps=resolve_config_maps(docs),
+                      driver_memory=driver_memory, extra_conf=dict(c.split("=", 1) for c in conf))
     for change in plan.changes:
         typer.echo(f"   local: {change}", err=True)
     typer.echo(shlex.join([spark_submit_executable(), *plan.argv]), err=dry_run is False)

@@ -1,0 +1,37 @@
+"""The feature catalogue: README table generated from it; names are unique and say their window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from churn_spark.config import Settings
+from churn_spark.errors import ConfigError
+from churn_spark.features import catalog as cat
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_feature_table_is_generated_from_the_catalogue():
+    text = README.read_text()
+    assert cat.readme_table() in text, "README feature table is stale: paste catalog.readme_table() output"
+
+
+def test_catalogue_names_unique_and_windowed_names_carry_their_window():
+    specs = cat.feature_catalog(Settings(), ["login", "Report Export"], with_support=True)
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names))
+    assert "report_export_count_28d" in names and "login_days_active_90d" in names
+    for s in specs:
+        if s.window_days is not None:
+            assert f"{s.window_days}d" in s.name, s.name
+    assert {s.family for s in specs} == {"account", "activity", "support"}
+
+
+def test_clashing_event_types_and_attributes_are_config_errors():
+    with pytest.raises(ConfigError, match="column prefix"):
+        cat.event_type_slugs(["page-view", "page view"])
+    clash = Settings.model_validate({"inputs": {"account_attributes": ["mrr"]}})
+    with pytest.raises(ConfigError, match="clash"):
+        cat.feature_catalog(clash, ["login"], with_support=False)
