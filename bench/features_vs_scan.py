@@ -1,0 +1,87 @@
+"""Benchmark: features job time / time of one full scan-and-aggregate of `bronze.events`, same session.
+
+    flock /tmp/churn-heavy.lock .venv/bin/python bench/features_vs_scan.py \
+        --source /work/data/lake100k --work /work/data/lake100k_features --last 2024-06-01 --counts 1 12 24
+
+`--source` is a lakehouse with raw inputs and bronze.events (only read). `--work` is the lakehouse the
+job writes gold tables to; its `bronze/` is a symlink to the source's bronze, raw inputs are read
+from the source by absolute path. For each count N the job computes N monthly snapshots ending at
+`--last`. The scan baseline reads every event and aggregates it per (account, type, day); it runs
+before and after the jobs and the faster of the two is used. Prints a table of ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark.asof import add_months
+from churn_spark.config import Settings, SparkSettings, with_overrides
+from churn_spark.features.job import read_bronze_events, resolve_event_types, run_features
+from churn_spark.session import build_spark
+
+
+def scan_and_aggregate_seconds(spark: SparkSession, settings: Settings) -> float:
+    """One full scan of bronze.events aggregated per (account, event type, UTC day), executed (noop sink)."""
+    started = time.time()
+    (read_bronze_events(spark, settings).groupBy("account_id", "event_type", F.to_date("event_time").alias("day"))
+     .agg(F.count("*").alias("n"), F.sum("value").alias("v"))
+     .write.format("noop").mode("overwrite").save())
+    return time.time() - started
+
+
+def work_settings(args: argparse.Namespace) -> Settings:
+    os.makedirs(args.work, exist_ok=True)
+    bronze_link = os.path.join(args.work, "bronze")
+    if not os.path.exists(bronze_link):
+        os.symlink(os.path.join(os.path.abspath(args.source), "bronze"), bronze_link)
+    raw = {f"inputs.{t}.path": os.path.join(os.path.abspath(args.source), "raw", t)
+           for t in ("accounts", "subscriptions", "support_tickets", "churn_truth")}
+    spark_settings = SparkSettings(master=args.master, shuffle_partitions=args.shuffle_partitions,
+                                   driver_memory=args.driver_memory, show_progress=False)
+    return with_overrides(Settings(lakehouse=args.work, spark=spark_settings), raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--last", type=dt.date.fromisoformat, default=dt.date(2024, 6, 1))
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 12, 24])
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--shuffle-partitions", type=int, default=8)
+    parser.add_argument("--driver-memory", default="8g")
+    args = parser.parse_args(argv)
+    settings = work_settings(args)
+    spark = build_spark(settings.spark, app_name="bench-features-vs-scan")
+    # Pin the event types as a production config would (the distinct scan is not part of the job's cost).
+    types = resolve_event_types(settings, read_bronze_events(spark, settings))
+    settings = with_overrides(settings, {"features.event_types": types})
+    scans = [scan_and_aggregate_seconds(spark, settings)]
+    results: list[dict[str, Any]] = []
+    for n in args.counts:
+        first = add_months(args.last, -(n - 1))
+        run = with_overrides(settings, {"churn.snapshots.start": first.isoformat(),
+                                        "churn.snapshots.end": args.last.isoformat()})
+        started = time.time()
+        summary = run_features(spark, run)
+        results.append({"snapshots": n, "job_s": time.time() - started, "rows": summary["label_rows"]})
+        print(f"  job with {n} snapshots: {results[-1]['job_s']:.1f}s, {summary['label_rows']} rows", flush=True)
+    scans.append(scan_and_aggregate_seconds(spark, settings))
+    scan = min(scans)
+    print(f"scan-and-aggregate of bronze.events: {scan:.1f}s (runs: {', '.join(f'{s:.1f}' for s in scans)})")
+    print(f"{'snapshots':>10}{'rows':>12}{'job_s':>10}{'ratio':>8}")
+    for r in results:
+        print(f"{r['snapshots']:>10}{r['rows']:>12}{r['job_s']:>10.1f}{r['job_s'] / scan:>8.2f}")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
