@@ -15,6 +15,7 @@ from bench.spec import KEYS, RaceSpec
 
 README_START = "<!-- bench:latest-full:start -->"
 README_END = "<!-- bench:latest-full:end -->"
+PEER_KEYS = ("status", "seconds", "time_vs_ours", "peak_rss_mb", "memory_vs_ours")
 
 
 # --- are the racers' numbers ours? ---------------------------------------------------------------
@@ -89,9 +90,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "feature_job_vs_scan_ratio_by_snapshots": _get(results, "floor", "ratio"),
         "growth_loglog_slope": _get(results, "growth", "loglog_slope"),
         "speedup_local2_vs_local1": _get(results, "peers", "speedup_local2_vs_local1"),
-        "peers": {name: {k: r.get(k) for k in ("status", "seconds", "time_vs_ours", "peak_rss_mb", "memory_vs_ours")}
-                  | {"matches_ours": (r.get("matches_ours") or {}).get("equal")}
-                  for name, r in racers.items() if name != "ours_local1"},
+        "peer_ratios": {name: {k: r.get(k) for k in PEER_KEYS}
+                        | {"matches_ours": (r.get("matches_ours") or {}).get("equal")}
+                        for name, r in racers.items() if name != "ours_local1"},
         "training_time_ratio_mllib_vs_sklearn": _get(results, "training", "time_ratio_mllib_vs_sklearn"),
         "training_auc_diff_mllib_minus_sklearn": _get(results, "training", "auc_diff_mllib_minus_sklearn"),
         "scoring_accounts_per_s": _get(results, "score", "accounts_per_s"),

@@ -125,15 +125,13 @@ def stage_data(spark: Any, settings: Any, work: Path, fresh: bool) -> dict[str, 
 # --- 2. floor ------------------------------------------------------------------------------------
 
 
-def scan_job(spark: Any, settings: Any) -> Callable[[], Any]:
-    """The floor: one full scan-and-aggregate of bronze.events (features helper's, when it is there)."""
+def scan_seconds(spark: Any, settings: Any) -> float:
+    """The floor: one full scan-and-aggregate of bronze.events, timed (the features helper's function)."""
     try:
-        from bench import features_vs_scan as fvs  # written by the features helper
-    except ImportError:
-        fvs = None
-    if fvs is not None and hasattr(fvs, "scan_and_aggregate"):
-        return lambda: fvs.scan_and_aggregate(spark, settings)
-    return lambda: _scan_and_aggregate(spark, settings)
+        from bench.features_vs_scan import scan_and_aggregate_seconds
+    except ImportError:  # not there: the same scan, defined here
+        return timed(lambda: _scan_and_aggregate(spark, settings))[0]
+    return float(scan_and_aggregate_seconds(spark, settings))
 
 
 def _scan_and_aggregate(spark: Any, settings: Any) -> None:
@@ -148,16 +146,25 @@ def _scan_and_aggregate(spark: Any, settings: Any) -> None:
      .write.format("noop").mode("overwrite").save())
 
 
+def with_pinned_event_types(spark: Any, settings: Any) -> Any:
+    """Event types pinned as a production config would (as bench/features_vs_scan.py does)."""
+    from churn_spark.config import with_overrides
+    from churn_spark.features.job import read_bronze_events, resolve_event_types
+
+    types = resolve_event_types(settings, read_bronze_events(spark, settings))
+    return with_overrides(settings, {"features.event_types": types})
+
+
 def stage_floor(spark: Any, settings: Any, repeats: int) -> dict[str, Any]:
     from churn_spark.features.job import run_features
 
-    scan = scan_job(spark, settings)
-    scans = [timed(scan)[0]]
+    settings = with_pinned_event_types(spark, settings)
+    scans = [scan_seconds(spark, settings)]
     features: dict[str, float] = {}
     for n in (1, 12, 24):
         features[str(n)] = min(timed(lambda n=n: run_features(spark, with_snapshots(settings, n)))[0]
                                for _ in range(repeats))
-    scans.append(timed(scan)[0])
+    scans.append(scan_seconds(spark, settings))
     scan_s = min(scans)
     return {
         "scan_s": round(scan_s, 2), "scan_runs_s": [round(s, 2) for s in scans],
@@ -165,6 +172,8 @@ def stage_floor(spark: Any, settings: Any, repeats: int) -> dict[str, Any]:
         "ratio": {k: round(v / scan_s, 2) for k, v in features.items()},
         "feature_job_vs_scan_ratio": round(features["12"] / scan_s, 2),
         "events": bronze_count(spark, settings),
+        "method": "run_features (labels + all features, Delta writes, run summary) / the faster of two "
+                  "scan_and_aggregate_seconds (bench/features_vs_scan.py) runs, event types pinned",
     }
 
 
@@ -202,13 +211,14 @@ def stage_growth(spark: Any, settings: Any, mode: Mode, work: Path, floor: dict[
 
     points = []
     for fraction in mode.growth_fractions:
-        sub = with_snapshots(subset_lake(spark, settings, fraction, work / f"lake_{int(fraction * 100)}pct"), 12)
+        sub = with_snapshots(with_pinned_event_types(spark, subset_lake(
+            spark, settings, fraction, work / f"lake_{int(fraction * 100)}pct")), 12)
         seconds, _ = timed(lambda sub=sub: run_features(spark, sub))
         points.append({"fraction": fraction, "events": bronze_count(spark, sub), "features_s": round(seconds, 2)})
     if floor and "features_s" in floor:
         points.append({"fraction": 1.0, "events": floor["events"], "features_s": floor["features_s"]["12"]})
     else:
-        full = with_snapshots(settings, 12)
+        full = with_snapshots(with_pinned_event_types(spark, settings), 12)
         seconds, _ = timed(lambda: run_features(spark, full))
         points.append({"fraction": 1.0, "events": bronze_count(spark, full), "features_s": round(seconds, 2)})
     return {"job": "features, 12 snapshots, local[2]", "points": points,
@@ -344,9 +354,12 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
             out[c] = pd.Categorical(df[c].astype("string"), categories=sorted(tr[c].dropna().astype(str).unique()))
         return out
 
+    # HGB needs every categorical's cardinality below max_bins (MLlib one-hot encodes them instead)
+    cardinality = max([tr[c].nunique() for c in columns.categorical] or [0])
+    max_bins = min(255, max(params["maxBins"], cardinality + 1))
     clf = HistGradientBoostingClassifier(
         max_iter=mode.gbt_iter, max_depth=params["maxDepth"], learning_rate=params["stepSize"],
-        min_samples_leaf=params["minInstancesPerNode"], max_bins=params["maxBins"],
+        min_samples_leaf=params["minInstancesPerNode"], max_bins=max_bins,
         categorical_features="from_dtype", early_stopping=False, random_state=ms.seed)
     x_train, x_test = frame(tr), frame(te)
     sk_s, _ = timed(lambda: clf.fit(x_train, tr["label"], sample_weight=tr[P.WEIGHT_COL]))
@@ -354,7 +367,8 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
     return {
         "rows": rows, "train_snapshots": len(split.train), "test_snapshots": len(split.test),
         "features": {"numeric": len(columns.numeric), "categorical": len(columns.categorical)},
-        "params": params, "mllib_gbt_s": round(mllib_s, 2), "sklearn_hgb_s": round(sk_s, 3),
+        "params": params, "sklearn_max_bins": max_bins,
+        "mllib_gbt_s": round(mllib_s, 2), "sklearn_hgb_s": round(sk_s, 3),
         "time_ratio_mllib_vs_sklearn": round(mllib_s / sk_s, 1) if sk_s > 0 else None,
         "mllib_test_auc": round(mllib_auc, 4), "sklearn_test_auc": round(sk_auc, 4),
         "auc_diff_mllib_minus_sklearn": round(mllib_auc - sk_auc, 4),
