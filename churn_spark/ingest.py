@@ -37,7 +37,7 @@ from pyspark.sql.streaming import StreamingQuery
 from churn_spark import schemas
 from churn_spark.config import IngestSettings, Settings
 from churn_spark.errors import ContractError
-from churn_spark.io import table_version
+from churn_spark.io import assert_schema, table_version
 from churn_spark.lakehouse import Lakehouse
 
 log = logging.getLogger("churn_spark")
@@ -257,16 +257,19 @@ def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings,
             counts = _batch_counts(validated, late_before)
             if not counts:
                 return
+            good = assert_schema(validated.transform(bronze_rows), schemas.BRONZE_EVENTS, "bronze.events")
+            bad = assert_schema(validated.transform(quarantine_rows), schemas.EVENTS_QUARANTINE,
+                                "bronze.events_quarantine")
             merged = (
                 DeltaTable.forPath(spark, lake.bronze_events).alias("t")
-                .merge(validated.transform(bronze_rows).alias("s"), "t.event_id = s.event_id")
+                .merge(good.alias("s"), "t.event_id = s.event_id")
                 .whenNotMatchedInsertAll()
                 .execute()
                 .first()
             )
             inserted = int(merged["num_inserted_rows"]) if merged else 0
             (
-                validated.transform(quarantine_rows).write.format("delta").mode("append")
+                bad.write.format("delta").mode("append")
                 .option("txnAppId", app["id"]).option("txnVersion", batch_id)
                 .save(lake.bronze_events_quarantine)
             )
