@@ -1,0 +1,131 @@
+"""`churn-spark generate`: write the raw tables, the churn truth and the landing event files.
+
+Everything is computed by Spark from `spark.range(accounts)`; the driver only builds expressions
+and collects a handful of counts for the run summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import io, schemas
+from churn_spark.config import Settings
+from churn_spark.generate import activity, mechanism
+from churn_spark.generate.mechanism import Calendar
+from churn_spark.lakehouse import Lakehouse
+
+log = logging.getLogger("churn_spark")
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The generator's lazily defined outputs; `accounts` is the persisted per-account simulation."""
+
+    calendar: Calendar
+    sim: DataFrame
+    months: DataFrame
+    accounts: DataFrame
+    subscriptions: DataFrame
+    support_tickets: DataFrame
+    churn_truth: DataFrame
+    events: DataFrame
+
+
+def _partitions(spark: SparkSession, settings: Settings) -> int:
+    if settings.generate.partitions is not None:
+        return settings.generate.partitions
+    # ~20k accounts per task keeps tasks short; at least one task per core.
+    return max(spark.sparkContext.defaultParallelism, -(-settings.generate.accounts // 20_000))
+
+
+def simulate(spark: SparkSession, settings: Settings) -> Simulation:
+    """Define every generated table (lazily); the per-account lifecycle is persisted once."""
+    g = settings.generate
+    cal = Calendar.from_settings(settings)
+    draws = mechanism.account_draws(spark, settings, cal, _partitions(spark, settings))
+    sim = mechanism.with_lifecycle(draws, settings, cal).persist(StorageLevel.MEMORY_AND_DISK)
+    months = mechanism.account_months(sim, cal)
+    active = activity.active_months(months, cal)
+    end_ts = F.to_timestamp(F.lit(cal.end_excl.isoformat()))
+    return Simulation(
+        calendar=cal,
+        sim=sim,
+        months=months,
+        accounts=mechanism.accounts_table(sim),
+        subscriptions=mechanism.subscriptions_table(sim),
+        support_tickets=activity.support_tickets(active, g.seed, end_ts),
+        churn_truth=mechanism.churn_truth(months, settings, cal),
+        events=activity.events(active, g.seed, g.events_per_account_month),
+    )
+
+
+def _write_event_files(simulation: Simulation, settings: Settings, path: str) -> dict[str, Any]:
+    """Write the landing JSON-lines files: `event_files` files, each covering a range of months.
+
+    The small account-month rows are range-partitioned by month before events are exploded, so
+    files follow time like a real landing zone and no event-sized shuffle is needed.
+    """
+    g = settings.generate
+    active = activity.active_months(simulation.months, simulation.calendar).repartitionByRange(g.event_files, "m")
+    lines = activity.event_lines(activity.events(active, g.seed, g.events_per_account_month), g.seed,
+                                 g.duplicate_event_rate, g.malformed_event_rate)
+    obs = Observation("event_lines")
+    counted = lines.observe(
+        obs,
+        F.count(F.lit(1)).alias("lines"),
+        *[F.sum(F.when(F.col("kind") == k, 1).otherwise(0)).alias(k) for k in
+          ("ok", "duplicate", *activity.MALFORMED_KINDS)],
+    )
+    counted.select("value").write.mode("overwrite").text(path)
+    stats = {k: int(v or 0) for k, v in obs.get.items()}
+    return stats
+
+
+def run_generate(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """Generate raw/accounts, raw/subscriptions, raw/support_tickets, raw/churn_truth and landing/events."""
+    g = settings.generate
+    lake = Lakehouse.from_settings(settings)
+    simulation = simulate(spark, settings)
+    log.info("generate: %d accounts, %s .. %s, seed %d", g.accounts, g.start, g.end, g.seed)
+    tables = {
+        "accounts": (simulation.accounts, lake.raw_accounts, schemas.ACCOUNTS),
+        "subscriptions": (simulation.subscriptions, lake.raw_subscriptions, schemas.SUBSCRIPTIONS),
+        "support_tickets": (simulation.support_tickets.select(*schemas.SUPPORT_TICKETS.fieldNames()),
+                            lake.raw_support_tickets, schemas.SUPPORT_TICKETS),
+        "churn_truth": (simulation.churn_truth, lake.raw_churn_truth, schemas.CHURN_TRUTH),
+    }
+    rows: dict[str, int] = {}
+    try:
+        for name, (df, path, schema) in tables.items():
+            log.info("generate: writing raw/%s", name)
+            io.overwrite_table(df, path, schema=schema)
+            rows[name] = spark.read.format("delta").load(path).count()
+        log.info("generate: writing event files under %s", lake.landing_events)
+        lines = _write_event_files(simulation, settings, lake.landing_events)
+        active_share = activity.active_months(simulation.months, simulation.calendar).agg(F.sum("active_share"))
+        active_account_months = float(active_share.collect()[0][0] or 0.0)
+    finally:
+        simulation.sim.unpersist()
+    files = len(spark.read.text(lake.landing_events).inputFiles())
+    summary = {
+        "seed": g.seed,
+        "accounts": g.accounts,
+        "start": g.start.isoformat(),
+        "end": g.end.isoformat(),
+        "rows": rows,
+        "event_lines": lines.get("lines", 0),
+        "events": lines.get("ok", 0),
+        "duplicate_lines": lines.get("duplicate", 0),
+        "malformed_lines": {k: lines.get(k, 0) for k in activity.MALFORMED_KINDS},
+        "event_files": files,
+    }
+    if active_account_months:
+        summary["events_per_active_account_month"] = round(lines.get("ok", 0) / active_account_months, 1)
+    log.info("generate: done: %s", summary)
+    return summary
