@@ -201,7 +201,16 @@ def score(
     def job(spark: Any, settings: Settings) -> dict[str, Any]:
         return run_score(spark, settings, day, model_version)
 
-    _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
+    summary = _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
+    _print_target_list(summary)
+
+
+def _print_target_list(summary: dict[str, Any]) -> None:
+    """The top of the target list (a run summary's `top_targets` is too long for the generic printer)."""
+    from churn_spark.score.report import target_list_table
+
+    if summary.get("status") == "succeeded" and "targets" in summary.get("result", {}):
+        typer.echo(target_list_table(summary["result"]))
 
 
 @app.command()
@@ -226,7 +235,10 @@ def demo(ctx: typer.Context) -> None:
     """Generate a small dataset and run every stage on it, printing the summary."""
     from churn_spark.demo import run_demo
 
-    run_demo(_settings(ctx), execute)
+    summaries = run_demo(_settings(ctx), execute)
+    for summary in summaries:
+        if summary.get("job") == "score":
+            _print_target_list(summary)
 
 
 k8s_app = typer.Typer(no_args_is_help=True,

@@ -175,11 +175,15 @@ class TargetingSettings(_Section):
     cost_per_contact: float = Field(25.0, ge=0)
     success_rate: float = Field(0.2, ge=0, le=1)
     value_months: float = Field(12.0, gt=0)
+    mrr_column: str = "mrr"  # feature column holding the account's MRR at D (account value = MRR x value_months)
 
 
 class ScoringSettings(_Section):
     psi_warning_threshold: float = Field(0.2, gt=0)
     drift_top_features: int = Field(10, ge=0)
+    psi_bins: int = Field(10, ge=2)  # numeric drift bins: quantiles of the training data
+    reason_candidates: int = Field(10, ge=1)  # trees: top-K features by importance tried by occlusion
+    allow_extra_features: bool = False  # true: feature columns unknown to the model are ignored, not an error
     targeting: TargetingSettings = TargetingSettings()
 
 

@@ -139,6 +139,11 @@ CHURN_TARGETS = StructType(
         _f("expected_value", DoubleType(), False),
         _f("contact_cost", DoubleType(), False),
         _f("target_rank", LongType(), False),
+        _f("reason_1", StringType(), True),
+        _f("reason_2", StringType(), True),
+        _f("reason_3", StringType(), True),
         _f("scored_at", TimestampType(), False),
     ]
 )
+"""The budget-constrained contact list for one `as_of_date` (best expected value first), with the reasons to
+talk about; re-scoring the date replaces it."""

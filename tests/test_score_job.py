@@ -1,0 +1,205 @@
+"""`run_score` end to end on a tiny lakehouse: every eligible account scored (also without events),
+idempotent slices, the target list, and the checks that refuse a mismatched model before writing.
+
+Seven eligible accounts at D = 2023-07-01 (a6, a7 have no events at all; a8's subscription ended
+before D, so it is not eligible). The model is an LR pipeline built with the training code on the
+features of D0 = 2023-06-01 and registered with the registry's own functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pytest
+from chispa import assert_df_equality
+from conftest import TEST_SPARK
+from featuredata import D, T, accounts, events, subs, write_inputs
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import io, schemas
+from churn_spark.config import Settings, with_overrides
+from churn_spark.errors import ContractError
+from churn_spark.features.job import build_labels_and_features
+from churn_spark.lakehouse import Lakehouse
+from churn_spark.score.job import run_score
+from churn_spark.score.reasons import scores_with_reasons
+from churn_spark.train import pipeline as P
+from churn_spark.train import registry as R
+from churn_spark.train.job import profile_columns
+
+D0, D1 = D(2023, 6, 1), D(2023, 7, 1)
+OVERRIDES: dict[str, Any] = {
+    "churn.lookback_months": 2, "churn.data_end": "2023-08-01",
+    "features.windows_days": [7, 28], "features.trend_windows_days": [7], "features.per_seat_windows_days": [7],
+    "features.change_windows_days": [28], "features.event_types": ["login"],
+    "inputs.support_tickets.enabled": False,
+    "scoring.targeting.max_contacts": 3, "scoring.targeting.cost_per_contact": 10.0,
+    "scoring.targeting.success_rate": 0.5, "scoring.targeting.value_months": 12.0,
+    "scoring.drift_top_features": 3,
+}
+MRR = {"a1": 100, "a2": 200, "a3": 50, "a4": 300, "a5": 80, "a6": 120, "a7": 10, "a8": 90}
+LOGINS = {"a1": 20, "a2": 12, "a3": 8, "a4": 4, "a5": 1}  # logins per month; a6, a7: none
+TRAIN_LABELS = {"a1": 0, "a2": 0, "a3": 0, "a4": 1, "a5": 1, "a6": 1, "a7": 1}
+
+
+def _events(spark: SparkSession) -> DataFrame:
+    rows = []
+    for acc, per_month in LOGINS.items():
+        for month in (4, 5, 6):
+            rows += [(f"{acc}-{month}-{i}", acc, "login", T(2023, month, 1 + i, 10)) for i in range(per_month)]
+    return events(spark, rows)
+
+
+def _register(spark: SparkSession, s: Settings, version: str, model: Any, meta: dict[str, Any],
+              current: bool = False) -> None:
+    R.save_version(spark, s, version, model, {**meta, "version": version}, {})
+    if current:
+        R.write_pointer(spark, s, version, "test", "roc_auc", None)
+
+
+@pytest.fixture(scope="module")
+def lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    s = with_overrides(Settings(lakehouse=str(tmp_path_factory.mktemp("score") / "lakehouse"), spark=TEST_SPARK),
+                       OVERRIDES)
+    ids = sorted(MRR)
+    write_inputs(
+        s,
+        accounts(spark, [(a, T(2022, 12, 1), "DE" if i % 2 else "FR", "web", "retail") for i, a in enumerate(ids)],
+                 ("country", "channel", "industry")),
+        subs(spark, [(f"s-{a}", a, D(2023, 1, 1), D(2023, 5, 1) if a == "a8" else None, MRR[a]) for a in ids]),
+        _events(spark), None)
+    # The training snapshot D0 goes to gold.churn_features, whose Delta version is the model's lineage.
+    lh = Lakehouse.from_settings(s)
+    _, train_features = build_labels_and_features(spark, s, [D0])
+    io.write_slice(train_features, lh.churn_features, io.slice_predicate(equals={"as_of_date": D0}), ["as_of_date"])
+    stored = spark.read.format("delta").load(lh.churn_features)
+    label = F.create_map(*[x for a, y in TRAIN_LABELS.items() for x in (F.lit(a), F.lit(y))])
+    train = stored.withColumn("label", label[F.col("account_id")])
+    columns, empty = profile_columns(train, P.feature_columns(stored.schema), True)
+    pipeline, _ = P.build_pipeline(columns, "lr", {"regParam": 0.1}, seed=1, weighted=False)
+    model = pipeline.fit(train)
+    meta = {"model_type": "lr", "feature_set_version": "1", "feature_columns": columns.as_dict(),
+            "feature_schema": P.feature_schema(stored.schema, columns), "dropped_features": empty,
+            "config": {"model": {"exclude_features": []}},
+            "lineage": {"tables": {"features": {"path": lh.churn_features,
+                                                "delta_version": io.table_version(spark, lh.churn_features)}},
+                        "split": {"train": {"dates": [D0.isoformat()]}}}}
+    _register(spark, s, "v-lr", model, meta, current=True)
+    bad = dict(meta["feature_schema"])
+    dropped = next(iter(bad))
+    bad.pop(dropped)
+    bad.update({"ghost_feature": "double", "mrr": "string"})
+    _register(spark, s, "v-bad-schema", model, {**meta, "feature_schema": bad})
+    _register(spark, s, "v-old-features", model, {**meta, "feature_set_version": "0"})
+    return {"settings": s, "model": model, "lake": lh, "dropped": dropped}
+
+
+def _seed_other_slices(spark: SparkSession, lh: Lakehouse) -> None:
+    """Rows that re-scoring D with v-lr must never touch: D with another model, and D0 with v-lr."""
+    at = dt.datetime(2023, 1, 1)
+    scores = spark.createDataFrame(
+        [("a1", D1, "v-other", 0.5, 1, 1, None, None, None, at), ("a1", D0, "v-lr", 0.25, 1, 1, "x", None, None, at)],
+        schemas.CHURN_SCORES)
+    io.write_slice(scores, lh.churn_scores, "as_of_date IS NOT NULL", ["as_of_date"], schema=schemas.CHURN_SCORES)
+    targets = spark.createDataFrame([("a1", D0, "v-lr", 0.25, 10.0, 5.0, 10.0, 1, None, None, None, at)],
+                                    schemas.CHURN_TARGETS)
+    io.write_slice(targets, lh.churn_targets, "as_of_date IS NOT NULL", ["as_of_date"], schema=schemas.CHURN_TARGETS)
+
+
+@pytest.fixture(scope="module")
+def scored(spark: SparkSession, lake: dict[str, Any]) -> dict[str, Any]:
+    _seed_other_slices(spark, lake["lake"])
+    first = run_score(spark, lake["settings"], D1)
+    lh = lake["lake"]
+    after_first = {t: spark.read.format("delta").load(p).drop("scored_at").collect()
+                   for t, p in (("scores", lh.churn_scores), ("targets", lh.churn_targets))}
+    second = run_score(spark, lake["settings"], D1, "v-lr")
+    return {"first": first, "second": second, "after_first": after_first}
+
+
+def _expected_probabilities(spark: SparkSession, lake: dict[str, Any]) -> dict[str, float]:
+    _, features = build_labels_and_features(spark, lake["settings"], [D1])
+    return {r["account_id"]: r["churn_probability"] for r in P.predict(lake["model"], features).collect()}
+
+
+def test_every_eligible_account_is_scored_with_rank_and_decile(spark: SparkSession, lake: dict[str, Any],
+                                                               scored: dict[str, Any]) -> None:
+    probs = _expected_probabilities(spark, lake)
+    assert sorted(probs) == ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]  # a6, a7 have no events; a8 ineligible
+    order = sorted(probs, key=lambda a: (-probs[a], a))
+    expected = spark.createDataFrame(
+        [(a, D1, "v-lr", probs[a], math.floor(i * 10 / 7) + 1, i + 1) for i, a in enumerate(order)],
+        "account_id string, as_of_date date, model_version string, churn_probability double, risk_decile int, "
+        "rank long")
+    got = spark.read.format("delta").load(lake["lake"].churn_scores).where(
+        (F.col("as_of_date") == D1) & (F.col("model_version") == "v-lr"))
+    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+    counts = scored["first"]["counts"]
+    assert (counts["eligible"], counts["feature_rows"], counts["scored"]) == (7, 7, 7)
+    assert counts["eligible_without_recent_events"] == 2
+    assert sum(d["accounts"] for d in scored["first"]["score_distribution"]) == 7
+    # The written reasons are the LR contributions' top three for each account (see test_score_reasons).
+    _, features = build_labels_and_features(spark, lake["settings"], [D1])
+    model = lake["model"]
+    want = scores_with_reasons(features, model, lambda df: P.predict(model, df), 10, ["account_id"])
+    reasons = ["account_id", "reason_1", "reason_2", "reason_3"]
+    assert_df_equality(got.select(*reasons), want.select(*reasons), ignore_row_order=True, ignore_nullable=True)
+    assert want.where(F.col("reason_1").isNotNull()).count() > 0
+
+
+def test_rescoring_replaces_only_its_slice(spark: SparkSession, lake: dict[str, Any], scored: dict[str, Any]) -> None:
+    lh = lake["lake"]
+    for table, path in (("scores", lh.churn_scores), ("targets", lh.churn_targets)):
+        now = spark.read.format("delta").load(path).drop("scored_at")
+        before = spark.createDataFrame(scored["after_first"][table], now.schema)
+        assert_df_equality(now, before, ignore_row_order=True, ignore_nullable=True)
+    keys = spark.read.format("delta").load(lh.churn_scores).groupBy("account_id", "as_of_date", "model_version")
+    assert keys.count().where("count > 1").count() == 0
+    other = spark.read.format("delta").load(lh.churn_scores).where(
+        "model_version = 'v-other' OR as_of_date = '2023-06-01'")
+    assert sorted((r["as_of_date"], r["model_version"], r["churn_probability"]) for r in other.collect()) == [
+        (D0, "v-lr", 0.25), (D1, "v-other", 0.5)]
+    old_targets = spark.read.format("delta").load(lh.churn_targets).where(F.col("as_of_date") == D0)
+    assert [(r["account_id"], r["expected_value"]) for r in old_targets.collect()] == [("a1", 5.0)]
+
+
+def test_target_list_is_the_best_positive_expected_values_within_the_budget(
+        spark: SparkSession, lake: dict[str, Any], scored: dict[str, Any]) -> None:
+    probs = _expected_probabilities(spark, lake)
+    ev = {a: p * 0.5 * MRR[a] * 12.0 - 10.0 for a, p in probs.items()}
+    best = sorted((a for a in ev if ev[a] > 0), key=lambda a: (-ev[a], a))[:3]
+    expected = spark.createDataFrame([(a, D1, "v-lr", float(MRR[a] * 12), ev[a], 10.0, i + 1)
+                                      for i, a in enumerate(best)],
+                                     "account_id string, as_of_date date, model_version string, account_value double, "
+                                     "expected_value double, contact_cost double, target_rank long")
+    got = spark.read.format("delta").load(lake["lake"].churn_targets).where(F.col("as_of_date") == D1)
+    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+    summary = scored["second"]["targets"]
+    assert summary["count"] == len(best)
+    assert summary["total_expected_value"] == pytest.approx(sum(ev[a] for a in best), abs=0.01)
+    assert [t["account_id"] for t in scored["second"]["top_targets"]] == best
+
+
+def test_drift_is_reported_against_the_training_snapshot(scored: dict[str, Any]) -> None:
+    drift = scored["first"]["drift"]
+    assert drift["status"] == "ok" and drift["score_psi"] >= 0
+    assert 0 < len(drift["feature_psi"]) <= 3
+
+
+def test_schema_mismatch_is_one_clear_error_and_writes_nothing(spark: SparkSession, lake: dict[str, Any],
+                                                                scored: dict[str, Any]) -> None:
+    lh = lake["lake"]
+    versions = (io.table_version(spark, lh.churn_scores), io.table_version(spark, lh.churn_targets))
+    with pytest.raises(ContractError) as err:
+        run_score(spark, lake["settings"], D1, "v-bad-schema")
+    msg = str(err.value)
+    assert "training schema of model v-bad-schema" in msg
+    assert "missing columns: ghost_feature" in msg
+    assert "mistyped columns: mrr is double, model expects string" in msg
+    assert f"extra columns (unknown to the model): {lake['dropped']}" in msg
+    with pytest.raises(ContractError, match=r"trained on feature set version '0'.*built as version '1'"):
+        run_score(spark, lake["settings"], D1, "v-old-features")
+    assert (io.table_version(spark, lh.churn_scores), io.table_version(spark, lh.churn_targets)) == versions
