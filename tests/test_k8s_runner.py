@@ -148,6 +148,38 @@ def test_score(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -
     assert _summaries(lake, "score")[-1]["args"]["as_of"] == as_of.isoformat()
 
 
+@pytest.mark.cluster
+def test_score_on_a_standalone_cluster_matches_local(overlay: list[dict[str, Any]], lake: Path,
+                                                     spark: SparkSession) -> None:
+    """The same manifest against `spark://` (executors in their own JVMs) rewrites the same scores."""
+    from chispa import assert_approx_df_equality
+
+    from churn_spark.devcluster import start_cluster, stop_cluster
+
+    app = select_app(overlay, "churn-score")
+    _require_stage(app.name)
+    as_of = _arg(app, "--as-of")
+    cols = ["account_id", "model_version", "score"]
+    local = spark.createDataFrame(
+        _delta(spark, lake, "gold/churn_scores").where(f"as_of_date = '{as_of}'").select(*cols).collect(),
+        _delta(spark, lake, "gold/churn_scores").select(*cols).schema)
+    cluster = start_cluster(workers=1, cores=1, memory="2g", work_dir=str(lake / "cluster"))
+    try:
+        plan = local_plan(app, workdir=lake / "work", lakehouse=lake / "lakehouse", master=cluster.master_url,
+                          config_maps=resolve_config_maps(overlay), driver_memory="1g",
+                          extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
+                                      "spark.executor.cores": "1"})
+        log = lake / "churn-score-cluster.log"
+        code = run_plan(plan, cwd=lake, timeout=1200, log_file=log)
+        assert code == 0, "\n".join(log.read_text().splitlines()[-40:])
+    finally:
+        stop_cluster(cluster)
+    remote = _delta(spark, lake, "gold/churn_scores").where(f"as_of_date = '{as_of}'").select(*cols)
+    assert local.count() > 0
+    assert_approx_df_equality(remote.orderBy("account_id"), local.orderBy("account_id"), 1e-9)
+    assert _summaries(lake, "score")[-1]["status"] == "succeeded"
+
+
 def test_nightly(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -> None:
     app = select_app(overlay, "churn-nightly")
     assert app.kind == "ScheduledSparkApplication"
