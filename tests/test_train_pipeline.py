@@ -100,7 +100,8 @@ def test_platt_stage_by_hand(spark: SparkSession) -> None:
     df = spark.createDataFrame([(Vectors.dense([0.8, 0.2]),), (Vectors.dense([0.5, 0.5]),)], ["probability"])
     out = P.PlattCalibration(slope=2.0, intercept=0.0).transform(df).drop("probability")
     # logit(0.2) = ln(1/4); doubled = ln(1/16) -> 1/17. logit(0.5) = 0 -> 0.5.
-    expected = spark.createDataFrame([(0.2, 1 / 17), (0.5, 0.5)], "churn_probability_raw double, churn_probability double")
+    expected = spark.createDataFrame([(0.2, 1 / 17), (0.5, 0.5)],
+                                     "churn_probability_raw double, churn_probability double")
     assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True)
     shifted = P.PlattCalibration(slope=1.0, intercept=math.log(3)).transform(df).select("churn_probability")
     assert [r[0] for r in shifted.collect()] == pytest.approx([3 * .2 / (3 * .2 + .8), 0.75])

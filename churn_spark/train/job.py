@@ -1,0 +1,319 @@
+"""`churn-spark train`: read labels + features, split by time, search, fit, calibrate, evaluate,
+report and register -- extract -> transform -> load, with the transforms in pipeline/split/metrics.
+
+Reads the Delta versions it records (time travel), so the lineage in metadata.json is exact even if
+the features job writes while training runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.tuning import ParamGridBuilder
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import __version__, io
+from churn_spark.config import Settings
+from churn_spark.errors import ConfigError, ContractError, NotAvailableError
+from churn_spark.lakehouse import Lakehouse
+from churn_spark.train import metrics as M
+from churn_spark.train import pipeline as P
+from churn_spark.train import registry as R
+from churn_spark.train.report import build_report, score_histogram
+from churn_spark.train.split import TimeSplit, filter_snapshots, plan_time_split
+
+log = logging.getLogger("churn_spark")
+KEYS = ["account_id", "as_of_date"]
+HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct")
+
+
+# --- extract -------------------------------------------------------------------------------------
+
+
+def read_delta_at(spark: SparkSession, path: str, what: str) -> tuple[DataFrame, int]:
+    """The Delta table at `path` as of its latest version, and that version (for lineage)."""
+    version = io.table_version(spark, path)
+    if version is None:
+        raise NotAvailableError(f"{what} not found at {path}: run `churn-spark features` first")
+    return spark.read.format("delta").option("versionAsOf", version).load(path), version
+
+
+def read_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
+    """The generator's true probabilities, when the table exists (generated data only)."""
+    try:
+        conformed = io.read_input(spark, settings, "churn_truth")
+    except ContractError:
+        return None
+    return None if conformed is None else conformed.good
+
+
+# --- transform -----------------------------------------------------------------------------------
+
+
+def labelled_dataset(labels: DataFrame, features: DataFrame, feature_set_version: str) -> DataFrame:
+    """Grain (account_id, as_of_date): features of `feature_set_version` joined to non-null labels.
+
+    Censored snapshots (label null) can be scored, never trained or evaluated on.
+    """
+    return (features.where(F.col("feature_set_version") == feature_set_version)
+            .join(labels.where(F.col("label").isNotNull()).select(*KEYS, F.col("label").cast("int").alias("label")),
+                  KEYS))
+
+
+def with_class_weight(df: DataFrame, positive_rate: float) -> DataFrame:
+    """`class_weight` balancing the classes: each class carries half of the total weight."""
+    rate = min(max(positive_rate, 1e-9), 1 - 1e-9)
+    return df.withColumn(P.WEIGHT_COL, F.when(F.col("label") == 1, F.lit(0.5 / rate))
+                         .otherwise(F.lit(0.5 / (1 - rate))))
+
+
+def _missing(name: str) -> Column:
+    v = F.col(f"`{name}`").cast("double")
+    return v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))
+
+
+def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: bool) -> tuple[P.FeatureColumns,
+                                                                                            list[str]]:
+    """Drop numeric columns with no value in training (nothing to impute from); flag the ones with gaps."""
+    if not columns.numeric:
+        return columns, []
+    row = train.agg(F.count(F.lit(1)).alias("__n"),
+                    *[F.sum(_missing(c).cast("long")).alias(f"m{i}") for i, c in enumerate(columns.numeric)]).first()
+    assert row is not None
+    n = row["__n"]
+    missing = {c: row[f"m{i}"] for i, c in enumerate(columns.numeric)}
+    empty = [c for c in columns.numeric if missing[c] == n]
+    numeric = [c for c in columns.numeric if c not in empty]
+    flags = [c for c in numeric if missing[c] > 0] if indicators else []
+    return P.FeatureColumns(numeric, columns.categorical, flags), empty
+
+
+def snapshot_stats(dataset: DataFrame) -> dict[dt.date, tuple[int, int]]:
+    """{as_of_date: (rows, positives)}: one small aggregate, one row per snapshot."""
+    rows = dataset.groupBy("as_of_date").agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos")).collect()
+    return {r["as_of_date"]: (int(r["n"]), int(r["pos"] or 0)) for r in rows}
+
+
+def split_summary(split: TimeSplit, stats: dict[dt.date, tuple[int, int]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, days in (("train", split.train), ("validation", split.validation), ("test", split.test)):
+        n = sum(stats[d][0] for d in days)
+        pos = sum(stats[d][1] for d in days)
+        out[name] = {"from": days[0].isoformat(), "to": days[-1].isoformat(), "snapshots": len(days),
+                     "rows": n, "positives": pos, "label_rate": pos / n if n else 0.0}
+    return out
+
+
+def _split_lineage(split: TimeSplit, splits: dict[str, Any]) -> dict[str, Any]:
+    """Per role: dates, first/last snapshot, rows, positives and label rate; plus the gap and the folds."""
+    plan = split.as_dict()
+    return {**plan, **{role: {**plan[role], **splits[role]} for role in splits}}
+
+
+def param_maps(clf: Any, grid: dict[str, list[Any]]) -> list[dict[Any, Any]]:
+    builder = ParamGridBuilder()
+    for name, values in grid.items():
+        if not clf.hasParam(name):
+            raise ConfigError(f"model.param_grid: unknown parameter {name}")
+        builder = builder.addGrid(clf.getParam(name), values)
+    return builder.build()
+
+
+def search(pipeline: Pipeline, clf: Any, grid: dict[str, list[Any]], dataset: DataFrame, split: TimeSplit,
+           parallelism: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Expanding-window search: for each validation snapshot, fit every candidate on the snapshots
+    whose label window ends before it and score ROC AUC on it; the best mean AUC wins."""
+    maps = param_maps(clf, grid)
+    if len(maps) <= 1:
+        return ({p.name: v for p, v in maps[0].items()} if maps else {}), []
+    scores = [[] for _ in maps]  # type: list[list[float]]
+    for fit_days, eval_days in split.folds:
+        fit_df, eval_df = filter_snapshots(dataset, fit_days), filter_snapshots(dataset, eval_days)
+
+        def one(pm: dict[Any, Any], fit_df: DataFrame = fit_df, eval_df: DataFrame = eval_df) -> float:
+            return M.roc_auc(P.predict(pipeline.fit(fit_df, pm), eval_df))
+
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            for i, auc in enumerate(pool.map(one, maps)):
+                scores[i].append(auc)
+    table: list[dict[str, Any]] = [
+        {"params": {p.name: v for p, v in pm.items()}, "fold_roc_auc": s, "mean_roc_auc": sum(s) / len(s)}
+        for pm, s in zip(maps, scores, strict=True)]
+    best = max(range(len(table)), key=lambda i: (table[i]["mean_roc_auc"], -i))
+    return dict(table[best]["params"]), table
+
+
+def score_rows(model: PipelineModel, rows: DataFrame) -> DataFrame:
+    """Keys, label and both probabilities of `rows` under `model`."""
+    return P.predict(model, rows).select(*KEYS, "label", P.OUTPUT_COL, P.RAW_OUTPUT_COL)
+
+
+# --- registry / promotion ------------------------------------------------------------------------
+
+
+def code_version() -> dict[str, Any]:
+    """Package version and, when running from a git checkout, the commit (and whether it was dirty)."""
+    out: dict[str, Any] = {"package": __version__, "git_commit": None}
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+        out.update(git_commit=commit or None, git_dirty=bool(dirty))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame) -> tuple[str | None, dict | None,
+                                                                                        str | None]:
+    """(version, metrics on the new test rows, problem) of the current model; (None, None, None) if none."""
+    pointer = R.read_pointer(spark, settings)
+    if pointer is None:
+        return None, None, None
+    version = str(pointer["version"])
+    try:
+        current = R.load_model(spark, settings, version)
+        scored = score_rows(current.model, test)
+        result = {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored), **M.probability_errors(scored)}
+        return version, result, None
+    except Exception as exc:  # an incompatible model (e.g. other feature set) cannot be compared
+        problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        log.warning("train: current model %s cannot score the new test set (%s)", version, problem)
+        return version, None, problem
+
+
+def log_to_mlflow(settings: Settings, version: str, metadata: dict[str, Any]) -> str:
+    """Optional: one MLflow run with params, metrics and the version tag (skipped when not installed)."""
+    if not settings.model.mlflow:
+        return "off"
+    try:
+        import mlflow
+    except ImportError:
+        log.warning("train: model.mlflow is on but mlflow is not installed; skipped")
+        return "skipped: mlflow not installed"
+    with mlflow.start_run(run_name=version):
+        mlflow.set_tag("churn_spark.version", version)
+        mlflow.log_params({k: str(v) for k, v in metadata["params"].items()})
+        mlflow.log_metrics({k: float(v) for k, v in metadata["metrics"].items() if isinstance(v, int | float)})
+    return "logged"
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """Train, evaluate on the held-out later snapshots, report, register; promote if not worse."""
+    lake, ms = Lakehouse.from_settings(settings), settings.model
+    labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
+    features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
+    fsv = settings.features.feature_set_version
+    dataset = labelled_dataset(labels, features, fsv)
+    stats = snapshot_stats(dataset)
+    if not stats:
+        raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
+                                f"(labels {lake.churn_labels}, features {lake.churn_features})")
+    split = plan_time_split(list(stats), settings.churn.horizon_months, settings.churn.grace_days,
+                            ms.validation_snapshots, ms.test_snapshots, ms.train_end)
+    splits = split_summary(split, stats)
+    log.info("train: %s snapshots labelled; train %s..%s, validation %s..%s, test %s..%s", len(stats),
+             *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")])
+    dataset = with_class_weight(dataset, splits["train"]["label_rate"] if ms.class_weights else 0.5)
+    persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
+        filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
+        filter_snapshots(dataset, split.test))]
+    try:
+        return _train(spark, settings, dataset, features, split, splits, persisted,
+                      {"labels": {"path": lake.churn_labels, "delta_version": labels_v},
+                       "features": {"path": lake.churn_features, "delta_version": features_v}})
+    finally:
+        for d in persisted:
+            d.unpersist()
+
+
+def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features: DataFrame, split: TimeSplit,
+           splits: dict[str, Any], persisted: list[DataFrame], tables: dict[str, Any]) -> dict[str, Any]:
+    ms = settings.model
+    train, validation, test = persisted
+    columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
+                                     ms.missing_indicators)
+    if not columns.numeric and not columns.categorical:
+        raise ContractError("gold.churn_features has no usable feature column")
+    pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)
+    best, table = search(pipeline, clf, ms.param_grid, dataset, split, ms.parallelism)
+    log.info("train: fitting %s on %d rows (%d numeric, %d categorical features)%s", ms.type,
+             splits["train"]["rows"], len(columns.numeric), len(columns.categorical),
+             f", best of search {best}" if table else "")
+    fitted = pipeline.fit(train, {clf.getParam(k): v for k, v in best.items()})
+    slope, intercept = (P.fit_platt(score_rows(fitted, validation), ms.seed) if ms.calibration == "platt"
+                        else (1.0, 0.0))
+    model = P.with_calibration(fitted, slope, intercept)
+
+    scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        metrics = M.evaluate(scored, read_truth(spark, settings))
+        raw = M.probability_errors(scored, P.RAW_OUTPUT_COL)
+        metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
+                       roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
+        deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
+        hist = score_histogram(scored)
+    finally:
+        scored.unpersist()
+
+    current_version, current_metrics, problem = evaluate_current(spark, settings, test)
+    if problem is not None:
+        promote, reason = True, f"current model {current_version} cannot score the new test set ({problem})"
+    else:
+        promote, reason = R.decide_promotion(metrics, current_metrics, ms.promote_metric, ms.promote_tolerance)
+    promotion = {"promoted": promote, "reason": reason, "metric": ms.promote_metric,
+                 "tolerance": ms.promote_tolerance, "current_version": current_version,
+                 "current_metrics_on_test": current_metrics}
+
+    version = R.new_version(ms.type)
+    names = P.vector_feature_names(model, train.limit(0), columns)
+    expl = P.explanation(model, names)
+    trained_at = dt.datetime.now(dt.UTC).isoformat()
+    metadata = {
+        "version": version, "model_type": ms.type, "trained_at": trained_at,
+        "params": {**P.DEFAULT_PARAMS[ms.type], **ms.params, **best},
+        "search": table, "calibration": {"method": ms.calibration, "slope": slope, "intercept": intercept},
+        "config": settings.model_dump(mode="json", include={"lakehouse", "churn", "features", "model"}),
+        "metrics": metrics, "calibration_by_decile": deciles,
+        "feature_columns": columns.as_dict(), "dropped_features": empty,
+        "feature_schema": P.feature_schema(features.schema, columns), "feature_names": names,
+        "explanation": expl, "feature_set_version": settings.features.feature_set_version,
+        "lineage": {"tables": tables, "split": _split_lineage(split, splits),
+                    "code": code_version()},
+        "promotion": promotion,
+    }
+    report = build_report({
+        "version": version, "model_type": ms.type, "trained_at": trained_at,
+        "feature_set_version": settings.features.feature_set_version, "n_features": len(names),
+        "calibration": (f"Platt-scaled on the validation snapshots (slope {slope:.3f}, intercept {intercept:.3f})"
+                        if ms.calibration == "platt" else "not calibrated"),
+        "gap": split.as_dict()["gap"], "metrics": metrics, "splits": splits, "deciles": deciles,
+        "explanation": expl, "promotion": promotion}, hist)
+    root = R.save_version(spark, settings, version, model, metadata,
+                          {f"report/{name}": data for name, data in report.items()})
+    if promote:
+        R.write_pointer(spark, settings, version, reason, ms.promote_metric, metrics.get(ms.promote_metric))
+    log.info("train: model %s %s (%s)", version, "promoted to current" if promote else "NOT promoted", reason)
+    return {
+        "model_version": version, "model_type": ms.type, "promoted": promote, "promotion_reason": reason,
+        "current_version": version if promote else current_version,
+        "metrics": {k: metrics[k] for k in HEADLINE if k in metrics},
+        "metrics_detail": metrics, "report": f"{root}/report/report.html", "model_path": root,
+        "rows": {k: v["rows"] for k, v in splits.items()},
+        "snapshots": {k: f"{v['from']}..{v['to']}" for k, v in splits.items()},
+        "lineage": {k: v["delta_version"] for k, v in tables.items()},
+        "mlflow": log_to_mlflow(settings, version, metadata),
+    }

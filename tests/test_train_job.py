@@ -1,0 +1,163 @@
+"""End to end: `run_train` on small hand-built labels/features Delta tables with a learnable signal.
+
+60 accounts x 7 monthly snapshots (2023-01 .. 2023-07); July is censored (label null). Horizon 1
+month, no grace: test = June, validation = May, train = January .. April.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import random
+import shutil
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import io, schemas
+from churn_spark.config import Settings, with_overrides
+from churn_spark.lakehouse import Lakehouse
+from churn_spark.train import metrics as M
+from churn_spark.train import registry as R
+from churn_spark.train.job import run_train
+from churn_spark.train.pipeline import predict
+from churn_spark.train.split import add_months
+
+SNAPSHOTS = [add_months(dt.date(2023, 1, 1), i) for i in range(7)]
+OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.type": "lr",
+             "model.validation_snapshots": 1, "model.test_snapshots": 1,
+             "model.param_grid": {"regParam": [0.01, 1.0]}}
+
+
+def _rows() -> tuple[list[tuple], list[tuple], list[tuple]]:
+    rnd = random.Random(11)
+    labels, features, truth = [], [], []
+    for i in range(60):
+        plan = "basic" if i % 2 else "pro"
+        for d in SNAPSHOTS:
+            usage = rnd.random()
+            p = 1 / (1 + math.exp(-(-1.0 - 5.0 * (usage - 0.5) + 2.0 * (plan == "basic"))))
+            label = None if d == SNAPSHOTS[-1] else int(rnd.random() < p)
+            labels.append((f"a{i:02d}", d, label, None, 30 * (i + 1)))
+            features.append((f"a{i:02d}", d, "1", None if rnd.random() < 0.05 else usage, rnd.randint(0, 3),
+                             plan if d != SNAPSHOTS[-2] or i != 0 else "enterprise"))  # one unseen plan in test
+            truth.append((f"a{i:02d}", d, p))
+    return labels, features, truth
+
+
+@pytest.fixture(scope="module")
+def lake(spark: SparkSession, tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("train_lake") / "lakehouse")
+    lh = Lakehouse(root)
+    labels, features, truth = _rows()
+    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABELS), lh.churn_labels, ["as_of_date"])
+    io.overwrite_table(spark.createDataFrame(
+        features, "account_id string, as_of_date date, feature_set_version string, usage double, tickets int, "
+                  "plan string"), lh.churn_features, ["as_of_date"])
+    io.overwrite_table(spark.createDataFrame(truth, schemas.CHURN_TRUTH), lh.raw_churn_truth)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(spark: SparkSession, lake: str, tmp_path_factory) -> dict[str, Any]:
+    """Three runs on one lakehouse: A, then B identical to A, then C, a deliberately weak model."""
+    root = str(tmp_path_factory.mktemp("train_runs") / "lakehouse")
+    shutil.copytree(lake, root)
+    s = with_overrides(Settings(lakehouse=root), OVERRIDES)  # run_train never builds a session
+    a = run_train(spark, s)
+    pointer_after_a = R.read_pointer(spark, s)
+    b = run_train(spark, s)
+    weak = with_overrides(s, {"model.type": "gbt", "model.param_grid": {},
+                              "model.params": {"maxIter": 1, "maxDepth": 1}})
+    c = run_train(spark, weak)
+    return {"settings": s, "a": a, "b": b, "c": c, "pointer_after_a": pointer_after_a,
+            "pointer": R.read_pointer(spark, s)}
+
+
+def test_summary_has_headline_metrics_and_says_what_it_did(runs: dict[str, Any]) -> None:
+    a = runs["a"]
+    assert set(a["metrics"]) == {"roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct"}
+    assert a["promoted"] is True and a["promotion_reason"] == "no current model"
+    assert a["snapshots"] == {"train": "2023-01-01..2023-04-01", "validation": "2023-05-01..2023-05-01",
+                              "test": "2023-06-01..2023-06-01"}
+    assert a["rows"] == {"train": 240, "validation": 60, "test": 60}
+    assert a["lineage"] == {"labels": 0, "features": 0}
+    assert a["report"].endswith(f"models/{a['model_version']}/report/report.html")
+    assert 0.5 < a["metrics"]["roc_auc"] <= 1 and 0.5 < a["metrics"]["oracle_roc_auc"] <= 1
+    json.dumps(a)  # the run summary must be JSON-serialisable
+
+
+def test_metrics_are_those_of_the_registered_model_on_the_test_snapshot_only(
+        spark: SparkSession, runs: dict[str, Any]) -> None:
+    s, a = runs["settings"], runs["a"]
+    reg = R.load_model(spark, s, a["model_version"])
+    lh = Lakehouse.from_settings(s)
+    labels = spark.read.format("delta").load(lh.churn_labels).where("label IS NOT NULL")
+    feats = spark.read.format("delta").load(lh.churn_features)
+    june = feats.where(F.col("as_of_date") == dt.date(2023, 6, 1)).join(
+        labels.select("account_id", "as_of_date", "label"), ["account_id", "as_of_date"])
+    scored = predict(reg.model, june)
+    assert M.roc_auc(scored) == pytest.approx(a["metrics"]["roc_auc"], abs=1e-12)
+    assert M.probability_errors(scored)["brier"] == pytest.approx(a["metrics"]["brier"], abs=1e-12)
+    truth = spark.read.format("delta").load(lh.raw_churn_truth)
+    assert M.oracle_roc_auc(scored, truth)["oracle_roc_auc"] == pytest.approx(a["metrics"]["oracle_roc_auc"])
+
+
+def test_metadata_records_config_features_lineage_and_split(spark: SparkSession, runs: dict[str, Any]) -> None:
+    s, a = runs["settings"], runs["a"]
+    reg = R.load_model(spark, s, a["model_version"])
+    md = reg.metadata
+    assert md["version"] == reg.version == a["model_version"] and md["model_type"] == "lr"
+    assert md["feature_columns"] == {"numeric": ["usage", "tickets"], "categorical": ["plan"],
+                                     "missing_indicators": ["usage"]}
+    assert md["feature_schema"] == {"usage": "double", "tickets": "int", "plan": "string"}
+    assert md["feature_names"] == ["usage", "tickets", "usage is missing", "plan=basic", "plan=pro", "plan=__unknown"]
+    assert list(md["explanation"]["values"]) == md["feature_names"]
+    assert md["feature_set_version"] == "1" and md["config"]["model"]["type"] == "lr"
+    assert md["lineage"]["tables"]["labels"]["delta_version"] == 0
+    assert md["lineage"]["split"]["train"]["dates"] == ["2023-01-01", "2023-02-01", "2023-03-01", "2023-04-01"]
+    assert md["lineage"]["code"]["package"] == "0.1.0"
+    assert [t["params"] for t in md["search"]] == [{"regParam": 0.01}, {"regParam": 1.0}]
+    best = max(md["search"], key=lambda t: t["mean_roc_auc"])["params"]["regParam"]
+    assert md["params"]["regParam"] == best
+    assert set(md["metrics"]) >= {"precision_at_5pct", "recall_at_20pct", "log_loss_raw", "roc_auc_raw"}
+    assert [d["decile"] for d in md["calibration_by_decile"]] == list(range(1, 11))
+
+
+def test_report_is_self_contained_html_with_plots(runs: dict[str, Any]) -> None:
+    a = runs["a"]
+    folder = os.path.dirname(a["report"])
+    for png in ("roc.png", "pr.png", "gains.png", "calibration.png", "explanation.png", "score_distribution.png"):
+        with open(os.path.join(folder, png), "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(a["report"]) as fh:
+        page = fh.read()
+    assert page.count('src="data:image/png;base64,') == 6 and "<script" not in page and 'src="http' not in page
+    assert f"{a['metrics']['roc_auc']:.4f}" in page and "2023-01-01" in page and "2023-06-01" in page
+
+
+def test_same_data_config_seed_gives_same_metrics_and_equal_model_is_promoted(runs: dict[str, Any]) -> None:
+    a, b = runs["a"], runs["b"]
+    assert a["model_version"] != b["model_version"]
+    assert b["metrics_detail"] == a["metrics_detail"]
+    assert b["promoted"] is True and b["promotion_reason"].startswith("not worse: roc_auc")
+
+
+def test_worse_model_is_not_promoted_and_current_stays(runs: dict[str, Any]) -> None:
+    b, c = runs["b"], runs["c"]
+    assert runs["pointer_after_a"]["version"] == runs["a"]["model_version"]
+    assert c["metrics"]["roc_auc"] < b["metrics"]["roc_auc"]
+    assert c["promoted"] is False and c["promotion_reason"].startswith("worse: roc_auc")
+    assert runs["pointer"]["version"] == b["model_version"] == c["current_version"]
+    assert os.path.isfile(os.path.join(c["model_path"], "metadata.json"))  # registered all the same
+
+
+def test_no_labels_is_one_clear_error(spark: SparkSession, settings: Settings) -> None:
+    from churn_spark.errors import NotAvailableError
+
+    with pytest.raises(NotAvailableError, match="gold.churn_labels not found"):
+        run_train(spark, settings)
