@@ -1,0 +1,43 @@
+"""A small generated lakehouse (raw -> bronze -> gold labels and features) shared by the notebook and
+`churn-spark explore` tests, built once per test session with the library's own job functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+
+from churn_spark.config import Settings, load_settings
+
+# ~150 accounts over two years: 24 monthly snapshots, 18 of them labelled (6-month horizon + 30 days),
+# enough for the training code's time split (train, 2 validation, 3 test snapshots with gaps).
+CONFIG: dict[str, Any] = {
+    "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "show_progress": False},
+    "generate": {"accounts": 150, "start": "2023-01-01", "end": "2024-12-31", "seed": 5,
+                 "events_per_account_month": 6.0, "event_files": 1, "history_months": 12},
+    "churn": {"snapshots": {"start": "2023-01-01", "end": "2024-12-01"}},
+    "model": {"params": {"maxIter": 15, "maxDepth": 3, "minInstancesPerNode": 5}},
+}
+
+_BUILT: dict[str, tuple[Settings, Path]] = {}
+
+
+def small_lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    """(settings, config file) of a lakehouse with raw inputs, bronze events and gold labels/features."""
+    if "lake" not in _BUILT:
+        from churn_spark.features.job import run_features
+        from churn_spark.generate import run_generate
+        from churn_spark.ingest import run_ingest
+
+        root = tmp_path_factory.mktemp("explore")
+        config = root / "churn.yaml"
+        config.write_text(yaml.safe_dump({**CONFIG, "lakehouse": str(root / "lakehouse")}))
+        settings = load_settings(config)
+        run_generate(spark, settings)
+        run_ingest(spark, settings, once=True)
+        run_features(spark, settings)
+        _BUILT["lake"] = (settings, config)
+    return _BUILT["lake"]
