@@ -88,13 +88,17 @@ def lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
                                                 "delta_version": io.table_version(spark, lh.churn_features)}},
                         "split": {"train": {"dates": [D0.isoformat()]}}}}
     _register(spark, s, "v-lr", model, meta, current=True)
+    gbt, _ = P.build_pipeline(columns, "gbt", {"maxIter": 5, "maxDepth": 2, "minInstancesPerNode": 1,
+                                               "subsamplingRate": 1.0}, seed=1, weighted=False)
+    gbt_model = gbt.fit(train)
+    _register(spark, s, "v-gbt", gbt_model, {**meta, "model_type": "gbt"})
     bad = dict(meta["feature_schema"])
     dropped = next(iter(bad))
     bad.pop(dropped)
     bad.update({"ghost_feature": "double", "mrr": "string"})
     _register(spark, s, "v-bad-schema", model, {**meta, "feature_schema": bad})
     _register(spark, s, "v-old-features", model, {**meta, "feature_set_version": "0"})
-    return {"settings": s, "model": model, "lake": lh, "dropped": dropped}
+    return {"settings": s, "model": model, "gbt_model": gbt_model, "lake": lh, "dropped": dropped}
 
 
 def _seed_other_slices(spark: SparkSession, lh: Lakehouse) -> None:
@@ -203,3 +207,20 @@ def test_schema_mismatch_is_one_clear_error_and_writes_nothing(spark: SparkSessi
     with pytest.raises(ContractError, match=r"trained on feature set version '0'.*built as version '1'"):
         run_score(spark, lake["settings"], D1, "v-old-features")
     assert (io.table_version(spark, lh.churn_scores), io.table_version(spark, lh.churn_targets)) == versions
+
+
+def test_tree_model_scores_with_occlusion_reasons(spark: SparkSession, lake: dict[str, Any],
+                                                  scored: dict[str, Any]) -> None:
+    """Runs last: it replaces D's target list with the GBT model's (scores of v-lr stay)."""
+    result = run_score(spark, lake["settings"], D1, "v-gbt")
+    assert result["reason_method"] == "occlusion_top_10" and result["counts"]["scored"] == 7
+    _, features = build_labels_and_features(spark, lake["settings"], [D1])
+    model = lake["gbt_model"]
+    want = scores_with_reasons(features, model, lambda df: P.predict(model, df), 10, ["account_id"])
+    got = spark.read.format("delta").load(lake["lake"].churn_scores).where(
+        (F.col("as_of_date") == D1) & (F.col("model_version") == "v-gbt"))
+    cols = ["account_id", "churn_probability", "reason_1", "reason_2", "reason_3"]
+    assert_df_equality(got.select(*cols), want.select(*cols), ignore_row_order=True, ignore_nullable=True)
+    v_lr = spark.read.format("delta").load(lake["lake"].churn_scores).where(
+        (F.col("as_of_date") == D1) & (F.col("model_version") == "v-lr"))
+    assert v_lr.count() == 7
