@@ -29,7 +29,16 @@ from ingest_cases import (
 from pyspark.sql import SparkSession
 
 from churn_spark.config import Settings, with_overrides
-from churn_spark.ingest import bronze_rows, checkpoint_path, run_ingest, start_ingest, validated_events
+from churn_spark.ingest import (
+    Tally,
+    batch_writer,
+    bronze_rows,
+    checkpoint_path,
+    ensure_tables,
+    run_ingest,
+    start_ingest,
+    validated_events,
+)
 from churn_spark.io import table_version
 from churn_spark.lakehouse import Lakehouse
 
@@ -76,6 +85,30 @@ def test_bronze_rows_keeps_one_row_per_event_id_the_first_by_position(spark: Spa
                        spark.createDataFrame([("d-1", "a", dt.date(2024, 3, 1))],
                                              "event_id string, source string, event_date date"),
                        ignore_nullable=True)
+
+
+def test_a_replayed_micro_batch_writes_nothing_twice(spark: SparkSession, settings: Settings,
+                                                   tmp_path: Path) -> None:
+    s = landing_settings(settings)
+    lake = Lakehouse.from_settings(s)
+    ensure_tables(spark, lake)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "metadata").write_text('{"id":"replay-test-stream"}')
+    records = mixed_batch("x", 0, 3)
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    batch = spark.createDataFrame([(r.raw, "src", "src", i, at) for i, r in enumerate(records)],
+                                  "raw string, source string, _pos_a string, _pos_b long, ingested_at timestamp")
+    tally = Tally()
+    write = batch_writer(spark, lake, s.ingest, str(ckpt), tally)
+    write(batch, 7)
+    quarantine_version = table_version(spark, lake.bronze_events_quarantine)
+    write(batch, 7)  # the same batch again, as after a crash before the checkpoint commit
+    assert_ingested(spark, lake, [("src", r) for r in records])
+    assert table_version(spark, lake.bronze_events_quarantine) == quarantine_version
+    goods = sum(1 for r in records if r.reason is None)
+    assert (tally.bronze_written, tally.duplicates) == (len({r.event_id for r in records if r.reason is None}),
+                                                        2 * goods - tally.bronze_written)
 
 
 # --- streaming from the landing folder --------------------------------------------------------
