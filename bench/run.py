@@ -58,9 +58,10 @@ class Mode:
 
 MODES = {
     "quick": Mode("quick", accounts=60, growth_fractions=(0.25, 0.5), ingest_events=30_000, gbt_iter=20,
-                  race_timeout_s=300, driver_memory="2g"),
-    "full": Mode("full", accounts=1000, growth_fractions=(0.25, 0.5), ingest_events=400_000, gbt_iter=60,
-                 race_timeout_s=900, driver_memory="4g"),
+                  race_timeout_s=300, driver_memory="1536m"),
+    # "full" is sized for a shared 2-core machine (~190k events); pass --accounts for more.
+    "full": Mode("full", accounts=300, growth_fractions=(0.25, 0.5), ingest_events=100_000, gbt_iter=60,
+                 race_timeout_s=900, driver_memory="3g"),
 }
 
 
@@ -460,27 +461,34 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = bench_settings(work / "lake", mode)
     spark = build_spark(settings.spark, app_name="churn-bench")
+
+    def save() -> str:
+        results["total_s"] = round(time.perf_counter() - started, 1)
+        results.update(report.headline(results))
+        report.write_results(results, HERE / "results")
+        return report.table(results)
+
+    plan: dict[str, Callable[[], dict[str, Any]]] = {
+        "floor": lambda: stage_floor(spark, settings, repeats=1),
+        "peers": lambda: stage_peers(spark, settings, mode, work),
+        "training": lambda: stage_training(spark, with_snapshots(settings, 24), mode),
+        "ingest": lambda: stage_ingest(spark, settings, mode, work),
+        "growth": lambda: stage_growth(spark, settings, mode, work, results.get("floor")),
+        "score": lambda: stage_score(spark, with_snapshots(settings, 24)),
+    }
     try:
         run_stage(results, "data", lambda: stage_data(spark, settings, work, args.fresh))
-        if "floor" in stages:
-            run_stage(results, "floor", lambda: stage_floor(spark, settings, repeats=1))
-        if "growth" in stages:
-            run_stage(results, "growth", lambda: stage_growth(spark, settings, mode, work, results.get("floor")))
-        if "peers" in stages:
-            run_stage(results, "peers", lambda: stage_peers(spark, settings, mode, work))
-        if "training" in stages:
-            run_stage(results, "training", lambda: stage_training(spark, with_snapshots(settings, 24), mode))
-        if "score" in stages:
-            run_stage(results, "score", lambda: stage_score(spark, with_snapshots(settings, 24)))
-        if "ingest" in stages:
-            run_stage(results, "ingest", lambda: stage_ingest(spark, settings, mode, work))
+        for name, fn in plan.items():  # cheapest first; results are saved after every stage
+            if name in stages:
+                run_stage(results, name, fn)
+                save()
     finally:
-        spark.stop()
-    results["total_s"] = round(time.perf_counter() - started, 1)
-    results.update(report.headline(results))
-    table = report.table(results)
+        try:
+            spark.stop()
+        except Exception as exc:  # the JVM may already be gone (e.g. killed by the OOM killer)
+            log.error("could not stop Spark cleanly: %s", exc)
+    table = save()
     print(table)
-    report.write_results(results, HERE / "results")
     if mode.name == "full" and not args.no_readme:
         report.update_readme(HERE / "README.md", table, results)
     failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
