@@ -78,12 +78,13 @@ def _write_event_files(simulation: Simulation, settings: Settings, path: str) ->
     obs = Observation("event_lines")
     counted = lines.observe(
         obs,
-        F.count(F.lit(1)).alias("lines"),
-        *[F.sum(F.when(F.col("kind") == k, 1).otherwise(0)).alias(k) for k in
-          ("ok", "duplicate", *activity.MALFORMED_KINDS)],
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col("duplicate").cast("int")).alias("duplicate"),
+        *[F.sum(F.when(F.col("kind") == k, 1).otherwise(0)).alias(k) for k in ("ok", *activity.MALFORMED_KINDS)],
     )
     counted.select("value").write.mode("overwrite").text(path)
     stats = {k: int(v or 0) for k, v in obs.get.items()}
+    stats["lines"] = stats.pop("rows") + stats["duplicate"]
     return stats
 
 
