@@ -230,18 +230,16 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         data = loaded
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+    return _validated(data, overrides or {})
 
 
 def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     """A copy of `settings` with dotted-key overrides applied and re-validated."""
-    data = settings.model_dump(mode="json")
+    return _validated(settings.model_dump(mode="json"), overrides)
+
+
+def _validated(data: dict[str, Any], overrides: dict[str, Any]) -> Settings:
+    """`data` with the non-None dotted-key overrides applied, validated into Settings (one-line errors)."""
     for key, value in overrides.items():
         if value is not None:
             _set_dotted(data, key, value)
