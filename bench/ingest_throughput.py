@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_500_000)
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--keep", action="store_true", help="keep the lakehouse folder")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="churn-ingest-bench-"))
-    spark_settings = SparkSettings(master=args.master, shuffle_partitions=4, driver_memory="4g",
+    spark_settings = SparkSettings(master=args.master, shuffle_partitions=4, driver_memory=args.driver_memory,
                                    show_progress=False)
     settings = Settings(lakehouse=str(root), spark=spark_settings)
     spark = build_spark(spark_settings, app_name="churn-spark-bench-ingest")

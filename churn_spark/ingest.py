@@ -159,8 +159,12 @@ def reject_reason(settings: IngestSettings) -> Column:
 
 
 def validated_events(records: DataFrame, settings: IngestSettings) -> DataFrame:
-    """(raw, source, ingested_at, _pos_*) -> parsed contract columns + `reason` (null = good)."""
-    return records.transform(with_parsed_event).withColumn("reason", reject_reason(settings))
+    """(raw, source, ingested_at, _pos_*) -> the same + parsed contract columns + `reason` (null = good)."""
+    return (
+        records.transform(with_parsed_event)
+        .withColumn("reason", reject_reason(settings))
+        .select(*records.columns, *EVENT_COLUMNS, "reason")
+    )
 
 
 def bronze_rows(validated: DataFrame) -> DataFrame:
