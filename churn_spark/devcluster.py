@@ -143,7 +143,7 @@ def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str]
     confs = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
              "spark.jars.ivy": str(Path("~/.cache/churn-spark/ivy").expanduser()),
              "spark.driver.host": HOST, "spark.driver.bindAddress": HOST, **(conf or {})}
-    argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master,
+    argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master, "--driver-memory", "2g",
             "--packages", ",".join(maven_packages())]
     for key, value in confs.items():
         argv += ["--conf", f"{key}={value}"]

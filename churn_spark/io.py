@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
 from churn_spark import schemas
@@ -137,7 +137,8 @@ def conform(df: DataFrame, contract: StructType, table: str, key: str | None = N
         record.alias("__record"),
     ).withColumn("__reason", _reject_reason(contract, _row_rules(table)))
     if key is not None:
-        order = [F.col(c).asc_nulls_last() for c in [f.name for f in contract.fields] + extras]
+        orderable = [f.name for f in contract.fields if not isinstance(f.dataType, MapType | ArrayType)] + extras
+        order = [F.col(c).asc_nulls_last() for c in orderable]  # maps cannot be ordered
         rank = F.row_number().over(Window.partitionBy(key).orderBy(*order))
         staged = staged.withColumn(
             "__reason", F.when(F.col("__reason").isNull() & (rank > 1), F.lit(f"duplicate_{key}"))

@@ -138,3 +138,13 @@ def test_merge_by_key_upserts_without_duplicates(spark: SparkSession, tmp_path) 
 def test_slice_predicate_quotes_literals() -> None:
     assert io.slice_predicate({"model_version": "v'1"}, {"as_of_date": [D(2024, 2, 1), D(2024, 1, 1)]}) == (
         "`model_version` = 'v''1' AND `as_of_date` IN ('2024-01-01', '2024-02-01')")
+
+
+def test_conform_with_key_on_a_table_with_a_map_column(spark: SparkSession) -> None:
+    rows = [("e1", "a1", "login", "2024-01-01T00:00:00", 1.0, {"k": "v"}),
+            ("e1", "a1", "login", "2024-01-01T00:00:00", 1.0, {"k": "v"})]
+    df = spark.createDataFrame(rows, "event_id string, account_id string, event_type string, event_time string, "
+                                     "value double, properties map<string,string>")
+    out = io.conform(df, schemas.EVENTS, "events", key="event_id")
+    assert [r["event_id"] for r in out.good.collect()] == ["e1"]
+    assert io.reject_counts(out.rejected) == {"events": {"duplicate_event_id": 1}}

@@ -1,0 +1,228 @@
+"""The whole pipeline on a real Spark standalone cluster (master + two 1-core workers on 127.0.0.1).
+
+Local mode hides what breaks in other JVMs and Python workers, so every job runs here through
+`spark-submit --master spark://…` and its tables are compared with the same run in local mode.
+Faults: a worker (and its executor) killed during the features job, and the driver killed while
+it writes scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from churn_spark.cli import execute
+from churn_spark.config import Settings, load_settings
+from churn_spark.devcluster import (
+    StandaloneCluster,
+    kill_process_group,
+    start_cluster,
+    start_worker,
+    stop_cluster,
+    submit_argv,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+CONFIG = """
+spark:
+  shuffle_partitions: 2
+  show_progress: false
+  log_level: ERROR
+generate:
+  accounts: 160
+  start: 2023-01-01
+  end: 2024-12-31
+  seed: 11
+  events_per_account_month: 6
+  event_files: 2
+churn:
+  horizon_months: 3
+  lookback_months: 6
+  snapshots: {start: 2023-06-01, end: 2024-09-01}
+features:
+  windows_days: [28, 90]
+  trend_windows_days: [28]
+  per_seat_windows_days: [28]
+  change_windows_days: [90]
+model:
+  type: gbt
+  seed: 3
+  validation_snapshots: 1
+  test_snapshots: 2
+  params: {maxIter: 8, maxDepth: 3}
+scoring:
+  targeting: {max_contacts: 20}
+"""
+SCORE_DATE = "2024-09-01"
+STAGES: list[tuple[str, str, list[str]]] = [
+    ("generate", "generate_data", []),
+    ("ingest", "ingest_events", ["--once"]),
+    ("features", "build_features", []),
+    ("train", "train", []),
+    ("score", "score", ["--as-of", SCORE_DATE]),
+]
+# Columns that differ by construction between two runs (wall-clock times, file paths, versions).
+VOLATILE = {"ingested_at", "source", "scored_at", "model_version", "ingest_date"}
+TABLES = ["raw/accounts", "raw/subscriptions", "raw/support_tickets", "raw/churn_truth", "bronze/events",
+          "bronze/events_quarantine", "gold/churn_labels", "gold/churn_features", "gold/churn_scores",
+          "gold/churn_targets"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[StandaloneCluster]:
+    c = start_cluster(workers=2, cores=1, memory="1536m", work_dir=str(tmp_path_factory.mktemp("cluster")))
+    yield c
+    stop_cluster(c)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "cluster.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def _submit(cluster: StandaloneCluster, job: str, args: list[str], lakehouse: Path, config: Path,
+            background: bool = False) -> subprocess.Popen[bytes]:
+    argv = submit_argv(cluster.master_url, job, ["--config", str(config), "--lakehouse", str(lakehouse), *args],
+                       {"spark.executor.memory": "1g", "spark.ui.enabled": "false"})
+    log = open(lakehouse.parent / f"{lakehouse.name}-{job}.log", "ab")  # noqa: SIM115 - closed by the caller's wait
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if not background:
+        assert proc.wait(timeout=900) == 0, f"{job} failed on the cluster: see {log.name}"
+    return proc
+
+
+def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
+    from churn_spark.demo import stage_functions
+
+    settings = load_settings(config, {"lakehouse": str(lakehouse)})
+    for name, fn in stage_functions(score_date=SCORE_DATE):
+        execute(settings, name, fn, spark=spark)
+    return settings
+
+
+def _table(spark: SparkSession, lakehouse: Path, name: str) -> DataFrame:
+    df = spark.read.format("delta").load(str(lakehouse / name))
+    return df.select(*sorted(c for c in df.columns if c not in VOLATILE))
+
+
+def _assert_same_tables(spark: SparkSession, left: Path, right: Path, tables: list[str]) -> None:
+    for name in tables:
+        a, b = _table(spark, left, name), _table(spark, right, name)
+        assert a.columns == b.columns, name
+        doubles = [f.name for f in a.schema.fields if f.dataType.typeName() in ("double", "float")]
+        if doubles:
+            assert_approx_df_equality(a, b, 1e-9, ignore_row_order=True, ignore_nullable=True)
+        else:
+            assert_df_equality(a, b, ignore_row_order=True, ignore_nullable=True)
+
+
+def _metrics(lakehouse: Path) -> dict[str, float]:
+    current = json.loads((lakehouse / "models" / "current.json").read_text())
+    meta = json.loads((lakehouse / "models" / current["version"] / "metadata.json").read_text())
+    return {k: v for k, v in meta["metrics"].items() if isinstance(v, float)}
+
+
+@pytest.fixture(scope="module")
+def runs(spark: SparkSession, cluster: StandaloneCluster, config_file: Path,
+         tmp_path_factory) -> tuple[Path, Path]:
+    """The same pipeline twice: every job via spark-submit on the cluster, and in local mode."""
+    root = tmp_path_factory.mktemp("runs")
+    on_cluster, local = root / "cluster", root / "local"
+    for _, job, args in STAGES:
+        _submit(cluster, job, args, on_cluster, config_file)
+    _run_local(spark, config_file, local)
+    return on_cluster, local
+
+
+def test_pipeline_on_cluster_equals_local_mode(spark: SparkSession, runs: tuple[Path, Path]) -> None:
+    on_cluster, local = runs
+    _assert_same_tables(spark, on_cluster, local, TABLES)
+    cluster_metrics, local_metrics = _metrics(on_cluster), _metrics(local)
+    assert cluster_metrics.keys() == local_metrics.keys() and "roc_auc" in cluster_metrics
+    for key, value in cluster_metrics.items():
+        assert value == pytest.approx(local_metrics[key], abs=1e-6), key
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _executor_running(cluster: StandaloneCluster, worker: int) -> bool:
+    out = subprocess.run(["pgrep", "-g", str(os.getpgid(cluster.worker_pids[worker])), "-f",
+                          "CoarseGrainedExecutorBackend"], capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+def test_features_job_survives_losing_a_worker(spark: SparkSession, cluster: StandaloneCluster,
+                                               config_file: Path, runs: tuple[Path, Path], tmp_path) -> None:
+    on_cluster, _ = runs
+    lake = tmp_path / "lake"
+    subprocess.run(["cp", "-r", str(on_cluster), str(lake)], check=True)
+    for table in ("gold/churn_labels", "gold/churn_features"):
+        subprocess.run(["rm", "-rf", str(lake / table)], check=True)
+    proc = _submit(cluster, "build_features", [], lake, config_file, background=True)
+    victim = len(cluster.worker_pids) - 1
+    _wait_for(lambda: _executor_running(cluster, victim), 300, "an executor on the victim worker")
+    time.sleep(8)  # let it take tasks of the features job
+    kill_process_group(cluster.worker_pids[victim])
+    assert proc.wait(timeout=900) == 0, "features job did not survive the loss of a worker"
+    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_labels", "gold/churn_features"])
+    start_worker(cluster, cores=1, memory="1536m")  # back to two workers for the next test
+    _wait_for(lambda: cluster.alive_workers() >= 2, 120, "a replacement worker")
+
+
+def _uncommitted_files(table: Path, before: set[str]) -> bool:
+    return any(p.suffix == ".parquet" and str(p) not in before for p in table.rglob("*.parquet"))
+
+
+def test_driver_killed_while_writing_scores_leaves_table_intact(spark: SparkSession, cluster: StandaloneCluster,
+                                                                 config_file: Path, runs: tuple[Path, Path],
+                                                                 tmp_path) -> None:
+    on_cluster, _ = runs
+    lake = tmp_path / "lake"
+    subprocess.run(["cp", "-r", str(on_cluster), str(lake)], check=True)
+    scores = lake / "gold" / "churn_scores"
+    before_version = spark.sql(f"DESCRIBE HISTORY delta.`{scores}`").agg({"version": "max"}).first()[0]
+    before_rows = _table(spark, lake, "gold/churn_scores")
+    files_before = {str(p) for p in scores.rglob("*.parquet")}
+    proc = _submit(cluster, "score", ["--as-of", SCORE_DATE], lake, config_file, background=True)
+    _wait_for(lambda: _uncommitted_files(scores, files_before) or proc.poll() is not None, 600,
+              "the score job to start writing")
+    kill_process_group(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    after_version = spark.sql(f"DESCRIBE HISTORY delta.`{scores}`").agg({"version": "max"}).first()[0]
+    after_rows = _table(spark, lake, "gold/churn_scores")
+    # Readers see either the previous version or a complete new one, never a partial write.
+    assert after_version in (before_version, before_version + 1)
+    assert_approx_df_equality(after_rows, before_rows, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    # A rerun completes and gives the same slice as the undisturbed run.
+    _submit(cluster, "score", ["--as-of", SCORE_DATE], lake, config_file)
+    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_scores", "gold/churn_targets"])
+
+
+def test_rerunning_jobs_on_the_cluster_is_idempotent(spark: SparkSession, cluster: StandaloneCluster,
+                                                      config_file: Path, runs: tuple[Path, Path], tmp_path) -> None:
+    on_cluster, _ = runs
+    lake = tmp_path / "lake"
+    subprocess.run(["cp", "-r", str(on_cluster), str(lake)], check=True)
+    for _, job, args in STAGES[1:3]:  # ingest --once and features, rerun on unchanged inputs
+        _submit(cluster, job, args, lake, config_file)
+    _assert_same_tables(spark, lake, on_cluster, ["bronze/events", "bronze/events_quarantine",
+                                                  "gold/churn_labels", "gold/churn_features"])
