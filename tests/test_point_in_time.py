@@ -48,7 +48,8 @@ def base_data(seed: int) -> dict[str, list[tuple]]:
         out["accounts"].append((acc, dt.datetime.combine(created, dt.time(9)), rng.choice(["DE", "FR", None])))
         start = created
         for j in range(rng.randint(1, 3)):
-            end = rng.choice([None, _day(rng, start + dt.timedelta(days=1), dt.date(2023, 8, 1))])
+            last_end = dt.date(2023, 8, 1)  # a renewal chain may start after it: then the subscription stays open
+            end = None if start >= last_end else rng.choice([None, _day(rng, start + dt.timedelta(days=1), last_end)])
             out["subs"].append((f"{acc}s{j}", acc, rng.choice(["basic", "pro"]), start, end,
                                 Decimal(rng.randint(10, 500)), rng.randint(1, 9), rng.choice([1, 12])))
             start = (end or start) + dt.timedelta(days=rng.randint(-20, 40))
