@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from churn_spark import io, schemas
@@ -75,15 +75,15 @@ def _write_event_files(simulation: Simulation, settings: Settings, path: str) ->
     active = activity.active_months(simulation.months, simulation.calendar).repartitionByRange(g.event_files, "m")
     lines = activity.event_lines(activity.events(active, g.seed, g.events_per_account_month), g.seed,
                                  g.duplicate_event_rate, g.malformed_event_rate)
-    obs = Observation("event_lines")
-    counted = lines.observe(
-        obs,
+    lines.select("value").write.mode("overwrite").text(path)
+    # A second (deterministic, hash-based) pass counts the kinds: Spark 4.0.0's Observation leaves the
+    # session's ObservationManager in later task closures, which then fail to serialise.
+    counts = lines.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("duplicate").cast("int")).alias("duplicate"),
         *[F.sum(F.when(F.col("kind") == k, 1).otherwise(0)).alias(k) for k in ("ok", *activity.MALFORMED_KINDS)],
-    )
-    counted.select("value").write.mode("overwrite").text(path)
-    stats = {k: int(v or 0) for k, v in obs.get.items()}
+    ).first()
+    stats = {k: int(v or 0) for k, v in (counts.asDict() if counts else {}).items()}
     stats["lines"] = stats.pop("rows") + stats["duplicate"]
     return stats
 
