@@ -158,6 +158,26 @@ def assert_ingested(spark: SparkSession, lake: Lakehouse, produced: list[tuple[s
     assert_df_equality(bronze.join(sources, ["event_id", "source"], "left_semi").orderBy("event_id"), bronze)
 
 
+def assert_summary_matches(summary: dict[str, Any], produced: list[tuple[str | None, Record]]) -> None:
+    """The run summary's counts equal what was produced: distinct good ids, duplicates, bad by reason."""
+    records = [r for _, r in produced]
+    distinct_good = {r.event_id for r in records if r.reason is None}
+    assert summary["records_in"] == len(records)
+    assert summary["bronze_written"] == len(distinct_good)
+    assert summary["duplicates"] == sum(1 for r in records if r.reason is None) - len(distinct_good)
+    assert summary["quarantined_by_reason"] == counts_by_reason(records)
+
+
+def assert_rerun_changes_nothing(spark: SparkSession, lake: Lakehouse, rerun: Callable[[], dict[str, Any]]) -> None:
+    """A second `ingest --once` with nothing new reads nothing and leaves both Delta versions as they were."""
+    from churn_spark.io import table_version
+
+    versions = (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine))
+    again = rerun()
+    assert (again["records_in"], again["batches"]) == (0, 0)
+    assert (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine)) == versions
+
+
 def counts_by_reason(records: Iterable[Record]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in records:

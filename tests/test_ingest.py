@@ -13,9 +13,10 @@ from ingest_cases import (
     MAX_RECORD_BYTES,
     Record,
     assert_ingested,
+    assert_rerun_changes_nothing,
+    assert_summary_matches,
     bad_records,
     checkpoint_batches,
-    counts_by_reason,
     expected_bronze,
     good,
     kill_driver,
@@ -125,17 +126,8 @@ def test_landing_once_ingests_everything_once_and_a_rerun_changes_nothing(spark:
                                    + [good("a", 2), first[-1]])
     summary = run_ingest(spark, s, once=True)
     assert_ingested(spark, lake, produced)
-    records = [r for _, r in produced]
-    distinct_good = {r.event_id for r in records if r.reason is None}
-    assert summary["records_in"] == len(records)
-    assert summary["bronze_written"] == len(distinct_good)
-    assert summary["duplicates"] == sum(1 for r in records if r.reason is None) - len(distinct_good)
-    assert summary["quarantined_by_reason"] == counts_by_reason(records)
-
-    versions = (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine))
-    again = run_ingest(spark, s, once=True)
-    assert (again["records_in"], again["batches"]) == (0, 0)
-    assert (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine)) == versions
+    assert_summary_matches(summary, produced)
+    assert_rerun_changes_nothing(spark, lake, lambda: run_ingest(spark, s, once=True))
     assert_ingested(spark, lake, produced)
 
 

@@ -11,8 +11,9 @@ from ingest_cases import (
     MAX_RECORD_BYTES,
     Record,
     assert_ingested,
+    assert_rerun_changes_nothing,
+    assert_summary_matches,
     checkpoint_batches,
-    counts_by_reason,
     good,
     kill_driver,
     mixed_batch,
@@ -26,7 +27,6 @@ from pyspark.sql import SparkSession
 
 from churn_spark.config import Settings, with_overrides
 from churn_spark.ingest import checkpoint_path, run_ingest, start_ingest
-from churn_spark.io import table_version
 from churn_spark.kafka_broker import KafkaBroker, start_broker
 from churn_spark.lakehouse import Lakehouse
 
@@ -83,17 +83,8 @@ def test_kafka_once_quarantines_every_bad_kind_absorbs_duplicates_and_rerun_chan
     produced += producer.send(mixed_batch("p", 0, 3, with_bad=False) + [good("o", 3), first[-2]])
     summary = run_ingest(spark, s, once=True)
     assert_ingested(spark, lake, produced)
-    records = [r for _, r in produced]
-    distinct_good = {r.event_id for r in records if r.reason is None}
-    assert summary["records_in"] == len(records)
-    assert summary["bronze_written"] == len(distinct_good)
-    assert summary["duplicates"] == sum(1 for r in records if r.reason is None) - len(distinct_good)
-    assert summary["quarantined_by_reason"] == counts_by_reason(records)
-
-    versions = (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine))
-    again = run_ingest(spark, s, once=True)
-    assert (again["records_in"], again["batches"]) == (0, 0)
-    assert (table_version(spark, lake.bronze_events), table_version(spark, lake.bronze_events_quarantine)) == versions
+    assert_summary_matches(summary, produced)
+    assert_rerun_changes_nothing(spark, lake, lambda: run_ingest(spark, s, once=True))
 
 
 def test_kafka_stream_survives_query_kills_while_producing(spark: SparkSession, settings: Settings,
