@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import importlib
 import json
 import os
 from pathlib import Path
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "k8s" / "overlays" / "dev"
 ACCOUNTS = 200  # the dev generate manifest asks for 2,000; the only change made for test speed
-STAGE_MODULES = {"churn-generate": ("churn_spark.generate", "run_generate"),
-                 "churn-ingest": ("churn_spark.ingest", "run_ingest"),
-                 "churn-features": ("churn_spark.features.job", "run_features"),
-                 "churn-train": ("churn_spark.train.job", "run_train"),
-                 "churn-score": ("churn_spark.score.job", "run_score")}
-STAGE_MODULES["churn-nightly"] = STAGE_MODULES["churn-score"]
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +35,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("k8s-runner")
 
 
-def _require_stage(name: str) -> None:
-    module, fn = STAGE_MODULES[name]
-    try:
-        found = hasattr(importlib.import_module(module), fn)
-    except ImportError as exc:
-        pytest.xfail(f"stage for {name} not built yet: {exc}")
-    if not found:
-        pytest.xfail(f"stage for {name} not built yet: {module}.{fn} missing")
-
-
 def _run(docs: list[dict[str, Any]], app: App, lake: Path) -> None:
     """Run one application through the runner; fail with the log's tail."""
-    _require_stage(app.name)
     plan = local_plan(app, workdir=lake / "work", lakehouse=lake / "lakehouse", master="local[2]",
                       config_maps=resolve_config_maps(docs), driver_memory="2g",
                       extra_conf={"spark.ui.enabled": "false"})
@@ -135,15 +117,13 @@ def test_train(overlay: list[dict[str, Any]], lake: Path) -> None:
     assert _summaries(lake, "train")[-1]["status"] == "succeeded"
 
 
-@pytest.mark.xfail(reason="known bug: the score job's gold.churn_targets write fails (Py4JJavaError on save) "
-                          "on runner-generated data; not run until fixed", run=False)
 def test_score(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -> None:
     app = select_app(overlay, "churn-score")
     _run(overlay, app, lake)
     as_of = dt.date.fromisoformat(_arg(app, "--as-of"))
     scores = _delta(spark, lake, "gold/churn_scores")
     assert [r[0] for r in scores.select("as_of_date").distinct().collect()] == [as_of]
-    assert scores.where("score < 0 or score > 1 or score is null").count() == 0
+    assert scores.where("churn_probability < 0 or churn_probability > 1 or churn_probability is null").count() == 0
     assert scores.select("account_id").subtract(_delta(spark, lake, "raw/accounts").select("account_id")).count() == 0
     targets = _delta(spark, lake, "gold/churn_targets")
     assert [r[0] for r in targets.select("as_of_date").distinct().collect()] == [as_of]
@@ -159,9 +139,8 @@ def test_score_on_a_standalone_cluster_matches_local(overlay: list[dict[str, Any
     from churn_spark.devcluster import start_cluster, stop_cluster
 
     app = select_app(overlay, "churn-score")
-    _require_stage(app.name)
     as_of = _arg(app, "--as-of")
-    cols = ["account_id", "model_version", "score"]
+    cols = ["account_id", "model_version", "churn_probability"]
     local = spark.createDataFrame(
         _delta(spark, lake, "gold/churn_scores").where(f"as_of_date = '{as_of}'").select(*cols).collect(),
         _delta(spark, lake, "gold/churn_scores").select(*cols).schema)
@@ -182,8 +161,6 @@ def test_score_on_a_standalone_cluster_matches_local(overlay: list[dict[str, Any
     assert _summaries(lake, "score")[-1]["status"] == "succeeded"
 
 
-@pytest.mark.xfail(reason="known bug: the score job's gold.churn_targets write fails (Py4JJavaError on save) "
-                          "on runner-generated data; not run until fixed", run=False)
 def test_nightly(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -> None:
     app = select_app(overlay, "churn-nightly")
     assert app.kind == "ScheduledSparkApplication"

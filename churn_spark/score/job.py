@@ -122,11 +122,16 @@ def with_rank_and_decile(scored: DataFrame) -> DataFrame:
 
 
 def churn_scores(scored: DataFrame, model_version: str, scored_at: dt.datetime) -> DataFrame:
-    """`gold.churn_scores` columns (+ the MRR carried for targeting) from probabilities with reasons."""
+    """`gold.churn_scores` columns from probabilities with reasons."""
     return scored.transform(with_rank_and_decile).select(
         "account_id", "as_of_date", F.lit(model_version).alias("model_version"),
         F.col(PROBABILITY).cast("double").alias(PROBABILITY), "risk_decile", "rank", *REASONS,
-        F.lit(scored_at).cast("timestamp").alias("scored_at"), MRR)
+        F.lit(scored_at).cast("timestamp").alias("scored_at"))
+
+
+def written_scores(spark: SparkSession, path: str, where: str) -> DataFrame:
+    """The scores slice as committed to Delta."""
+    return spark.read.format("delta").load(path).where(where)
 
 
 def decile_distribution(scores: DataFrame) -> list[dict[str, Any]]:
@@ -244,23 +249,30 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     candidates = settings.scoring.reason_candidates
     log.info("score: %s, model %s, %d eligible accounts, reasons by %s", as_of, registered.version,
              counts["eligible"], "LR contributions" if is_linear(model) else f"occlusion of the top {candidates}")
-    with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS,
-                                       carry=[MRR])
+    with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
     scores = churn_scores(with_reasons, registered.version, scored_at).persist(StorageLevel.MEMORY_AND_DISK)
+    where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
     try:
         scored = scores.count()
         if scored != counts["eligible"]:
             raise ContractError(f"scored {scored} rows for {counts['eligible']} eligible accounts at {as_of}")
-        where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
-        io.write_slice(scores.drop(MRR), lake.churn_scores, where, ["as_of_date"], schema=schemas.CHURN_SCORES)
-        log.info("score: wrote %d scores to %s (%s)", scored, lake.churn_scores, where)
-        targets = write_targets(scores, settings, as_of, lake.churn_targets)
-        log.info("score: %d accounts targeted, expected value %.2f", targets["targets"]["count"],
-                 targets["targets"]["total_expected_value"])
-        drift = drift_or_reason(spark, settings, registered, features, scores)
-        distribution = decile_distribution(scores)
+        io.write_slice(scores, lake.churn_scores, where, ["as_of_date"], schema=schemas.CHURN_SCORES)
     finally:
         scores.unpersist()
+    log.info("score: wrote %d scores to %s (%s)", scored, lake.churn_scores, where)
+    # Everything after the write reads the slice back: targets, drift and the distribution are
+    # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
+    # the whole feature + model + reasons lineage (which made the driver run out of heap planning them).
+    written = written_scores(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
+        targets = write_targets(with_mrr, settings, as_of, lake.churn_targets)
+        log.info("score: %d accounts targeted, expected value %.2f", targets["targets"]["count"],
+                 targets["targets"]["total_expected_value"])
+        drift = drift_or_reason(spark, settings, registered, features, written)
+        distribution = decile_distribution(written)
+    finally:
+        written.unpersist()
     return {
         "as_of_date": as_of.isoformat(), "model_version": registered.version,
         "model_type": registered.metadata.get("model_type"),

@@ -13,9 +13,11 @@ slots of the model's assembled vector are mapped back through the assembler's ML
   top-K features by importance, the account's value is replaced by the training baseline -- the
   median the pipeline's Imputer learnt for a numeric feature, the most frequent category its
   StringIndexer learnt for a categorical one -- and the account is re-scored. The reasons are the
-  features whose replacement lowers the probability the most (only positive drops). All K
-  occluded copies are scored in one Spark pass over a union (K+1 rows per account) and folded
-  back with one group-by: no per-row Python, no collect.
+  features whose replacement lowers the probability the most (only positive drops). The
+  features are encoded once; the K occluded variants are the encoded vector with that feature's
+  slots set to the baseline's encoding (K+1 rows per account by explode), scored by the
+  classifier and calibration in one pass and folded back with one group-by: no per-row Python,
+  no collect, and a plan with one copy of the encoding rather than K+1.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from typing import Any
 
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import ImputerModel, StringIndexerModel, VectorAssembler
-from pyspark.ml.functions import vector_to_array
+from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from churn_spark.train.pipeline import calibrated
 
 Predict = Callable[[DataFrame], DataFrame]
 """Adds `churn_probability` (and the classifier's input vector `features`) to a features frame."""
@@ -143,25 +147,63 @@ def with_lr_reasons(predicted: DataFrame, model: PipelineModel, sample: DataFram
     return predicted.select("*", *top_three_positive(effects))
 
 
-def occluded_copies(features: DataFrame, baselines: dict[str, Any], sources: Sequence[str]) -> DataFrame:
-    """The features once as they are (`__occluded` null) and once per source with that column at its baseline."""
+def split_at_classifier(model: PipelineModel) -> tuple[PipelineModel, PipelineModel]:
+    """(encoding stages up to the classifier's input vector, classifier + calibration)."""
+    clf = classifier_stage(model)
+    at = model.stages.index(clf)
+    return PipelineModel(stages=model.stages[:at]), calibrated(PipelineModel(stages=model.stages[at:]))
+
+
+def occluded_slot_values(encode: PipelineModel, features: DataFrame, baselines: dict[str, Any],
+                         sources: Sequence[str], slot_source: Sequence[str]) -> dict[str, dict[int, float]]:
+    """{source: {slot: value}}: the vector slots of each source when that source is at its baseline.
+
+    One account (any) with every candidate source set to its baseline goes through the model's own
+    encoding stages, so imputation, missing indicators and one-hot slots come out exactly as the
+    pipeline makes them: no re-implementation of the encoding. One row, one small job.
+    """
     dtypes = dict(features.dtypes)
-    original = features.withColumn(_OCCLUDED, F.lit(None).cast("string"))
-    copies = [
-        features.withColumn(s, F.lit(baselines[s]).cast(dtypes[s])).withColumn(_OCCLUDED, F.lit(s))
-        for s in sources if s in baselines and s in dtypes
-    ]
-    return reduce(DataFrame.unionByName, copies, original)
+    usable = [s for s in sources if s in baselines and s in dtypes]
+    if not usable:
+        return {}
+    row = encode.transform(features.limit(1).select(
+        *[F.lit(baselines[c]).cast(dtypes[c]).alias(c) if c in usable else F.col(f"`{c}`") for c in features.columns]
+    )).select(VECTOR).first()
+    if row is None:  # nothing to score
+        return {}
+    vector = row[VECTOR].toArray()
+    return {s: {j: float(vector[j]) for j, src in enumerate(slot_source) if src == s} for s in usable}
 
 
-def occlusion_reasons(features: DataFrame, model: PipelineModel, predict: Predict, sources: Sequence[str],
+def occluded_vector(slots: dict[int, float]) -> Column:
+    """The classifier's input vector with `slots` replaced (built-in array functions, no UDF)."""
+    def replace(x: Column, i: Column) -> Column:
+        out = x
+        for j, v in slots.items():
+            out = F.when(i == F.lit(j), F.lit(v)).otherwise(out)
+        return out
+
+    return array_to_vector(F.transform(vector_to_array(F.col(VECTOR)), replace))
+
+
+def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequence[str],
                       keys: Sequence[str], carry: Sequence[str] = ()) -> DataFrame:
     """Grain `keys`: `churn_probability`, reason_1..3 and the `carry` columns, by occlusion of `sources`.
 
-    effect(feature) = p(account) - p(account with that feature at its training baseline).
+    effect(feature) = p(account) - p(account with that feature at its training baseline). The
+    features are encoded once; the K occluded variants differ only in a few vector slots, so they
+    are made from the encoded vector (explode of K+1 vectors per account) and only the classifier
+    and calibration run K+1 times -- the plan holds one copy of the encoding, not K+1.
     """
+    encode, classify = split_at_classifier(model)
     baselines: dict[str, Any] = {**numeric_baselines(model), **categorical_baselines(model)}
-    scored = predict(occluded_copies(features, baselines, sources))
+    slot_values = occluded_slot_values(encode, features, baselines, sources, slot_sources(model, features.limit(0)))
+    variants = F.array(
+        F.struct(F.lit(None).cast("string").alias(_OCCLUDED), F.col(VECTOR).alias(VECTOR)),
+        *[F.struct(F.lit(s).alias(_OCCLUDED), occluded_vector(slots).alias(VECTOR))
+          for s, slots in slot_values.items()])
+    encoded = encode.transform(features).select(*keys, *carry, F.explode(variants).alias("__v"))
+    scored = classify.transform(encoded.select(*keys, *carry, "__v.*"))
     original = F.col(_OCCLUDED).isNull()
     folded = scored.groupBy(*keys).agg(
         F.max(F.when(original, F.col(PROBABILITY))).alias(PROBABILITY),
@@ -186,4 +228,4 @@ def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Pred
         predicted = predict(features)
         return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *carry, *REASONS)
     sources = top_sources(source_importances(model, sample), candidates)
-    return occlusion_reasons(features, model, predict, sources, keys, carry)
+    return occlusion_reasons(features, model, sources, keys, carry)

@@ -222,13 +222,18 @@ def calibration_of(model: PipelineModel) -> dict[str, float]:
 # --- prediction and explanation ------------------------------------------------------------------
 
 
+def calibrated(model: PipelineModel) -> PipelineModel:
+    """`model` ending in a PlattCalibration stage (the identity when it was saved without one)."""
+    if any(isinstance(s, PlattCalibration) for s in model.stages):
+        return model
+    return with_calibration(model, 1.0, 0.0)
+
+
 def predict(model: PipelineModel, features_df: DataFrame) -> DataFrame:
     """`features_df` plus `churn_probability` (calibrated), `churn_probability_raw` and the `features`
     vector the classifier saw (standardised for LR: the scorer's reason codes multiply it by the
     coefficients named in the metadata's `feature_names`)."""
-    if not any(isinstance(s, PlattCalibration) for s in model.stages):
-        model = with_calibration(model, 1.0, 0.0)
-    out = model.transform(features_df)
+    out = calibrated(model).transform(features_df)
     return out.select(*[F.col(_q(c)) for c in features_df.columns],
                       F.col(OUTPUT_COL).cast("double").alias(OUTPUT_COL),
                       F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL), F.col(FEATURES_COL))
