@@ -168,7 +168,8 @@ def table(results: dict[str, Any]) -> str:
     elif "error" in ing:
         rows.append(("ingest", "failed", ing["error"]))
     head = (f"churn-spark bench ({results.get('mode')}) {results.get('date')} on {m.get('cores')} cores, "
-            f"{m.get('memory_gib')} GiB, load avg at start {m.get('load_avg_at_start')}; "
+            f"{m.get('memory_gib')} GiB, load avg (1/5/15 min) at start {m.get('load_avg_at_start')}, "
+            f"at end {m.get('load_avg_at_end')}; "
             f"total {results.get('total_s')}s")
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]

@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,10 @@ log = logging.getLogger("bench")
 
 @dataclass(frozen=True)
 class Mode:
+    """Sizes of one bench mode. The quick mode keeps every question answered but pays each fixed cost
+    (JVM start-up, Delta commit, Spark job) as few times as it can: one growth subset, no local[1]
+    racer, fewer boosting rounds, no refit in the train job."""
+
     name: str
     accounts: int
     growth_fractions: tuple[float, ...]
@@ -54,12 +59,15 @@ class Mode:
     gbt_iter: int
     race_timeout_s: float
     driver_memory: str
+    local1_racer: bool = True  # the race's "ours" again at local[1] (one more JVM): the cores speed-up
+    train_refit: bool = True  # the score stage's train job refits on train + validation (a second fit)
 
 
 MODES = {
-    "quick": Mode("quick", accounts=60, growth_fractions=(0.25, 0.5), ingest_events=30_000, gbt_iter=20,
-                  race_timeout_s=300, driver_memory="1536m"),
-    # "full" is sized for a shared 2-core machine (~190k events); pass --accounts for more.
+    # under 5 minutes on a quiet 2-core machine: ~37k events, 3 JVMs (bench + 2 Spark racers)
+    "quick": Mode("quick", accounts=60, growth_fractions=(0.5,), ingest_events=10_000, gbt_iter=10,
+                  race_timeout_s=300, driver_memory="1536m", local1_racer=False, train_refit=False),
+    # "full" is sized for ~40 minutes on a shared 2-core machine (~190k events); pass --accounts for more.
     "full": Mode("full", accounts=300, growth_fractions=(0.25, 0.5), ingest_events=100_000, gbt_iter=60,
                  race_timeout_s=900, driver_memory="3g"),
 }
@@ -82,7 +90,7 @@ def bench_settings(lake: Path, mode: Mode, snapshots: int = 24) -> Any:
                   "show_progress": False, "with_kafka": False, "app_name": "churn-bench"},
         "generate": {"accounts": mode.accounts, "start": "2022-01-01", "end": "2024-12-31", "event_files": 4},
         "churn": {"snapshots": {"start": start.isoformat(), "end": end.isoformat()}},
-        "model": {"params": {"maxIter": mode.gbt_iter}},
+        "model": {"params": {"maxIter": mode.gbt_iter}, "refit": mode.train_refit},
     })
 
 
@@ -163,8 +171,8 @@ def stage_floor(spark: Any, settings: Any, repeats: int) -> dict[str, Any]:
     scans = [scan_seconds(spark, settings)]
     features: dict[str, float] = {}
     for n in (1, 12, 24):
-        features[str(n)] = min(timed(lambda n=n: run_features(spark, with_snapshots(settings, n)))[0]
-                               for _ in range(repeats))
+        job = partial(run_features, spark, with_snapshots(settings, n))
+        features[str(n)] = min(timed(job)[0] for _ in range(repeats))
     scans.append(scan_seconds(spark, settings))
     scan_s = min(scans)
     return {
@@ -214,7 +222,7 @@ def stage_growth(spark: Any, settings: Any, mode: Mode, work: Path, floor: dict[
     for fraction in mode.growth_fractions:
         sub = with_snapshots(with_pinned_event_types(spark, subset_lake(
             spark, settings, fraction, work / f"lake_{int(fraction * 100)}pct")), 12)
-        seconds, _ = timed(lambda sub=sub: run_features(spark, sub))
+        seconds = timed(partial(run_features, spark, sub))[0]
         points.append({"fraction": fraction, "events": bronze_count(spark, sub), "features_s": round(seconds, 2)})
     if floor and "features_s" in floor:
         points.append({"fraction": 1.0, "events": floor["events"], "features_s": floor["features_s"]["12"]})
@@ -282,7 +290,7 @@ def stage_peers(spark: Any, settings: Any, mode: Mode, work: Path) -> dict[str, 
     race_dir.mkdir(parents=True)
     base = race_spec(spark, settings, data_dir, race_dir / "out", mode)
     results: dict[str, Any] = {}
-    runs = [(r, r, "local[2]") for r in RACERS] + [("ours_local1", "ours", "local[1]")]
+    runs = [(r, r, "local[2]") for r in RACERS] + ([("ours_local1", "ours", "local[1]")] if mode.local1_racer else [])
     for name, racer, master in runs:
         spec = RaceSpec(**{**asdict(base), "out": str(race_dir / name), "master": master})
         spec_file = race_dir / f"{name}.spec.json"
@@ -299,7 +307,7 @@ def stage_peers(spark: Any, settings: Any, mode: Mode, work: Path) -> dict[str, 
             res["time_vs_ours"] = round(res["seconds"] / ours["seconds"], 2)
             res["memory_vs_ours"] = round(res["peak_rss_mb"] / ours["peak_rss_mb"], 2) if ours["peak_rss_mb"] else None
     speedup = None
-    if ours.get("status") == "ok" and results["ours_local1"].get("status") == "ok":
+    if ours.get("status") == "ok" and results.get("ours_local1", {}).get("status") == "ok":
         speedup = round(results["ours_local1"]["seconds"] / ours["seconds"], 2)
     return {"snapshots": len(base.snapshots), "windows": base.windows, "event_types": len(base.event_types),
             "columns": base.output_columns(), "racers": results, "speedup_local2_vs_local1": speedup,
@@ -343,8 +351,8 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
         mllib_s, model = timed(lambda: pipeline.fit(train))
         mllib_auc = M.roc_auc(P.predict(model, test), P.RAW_OUTPUT_COL)
         cols = [*columns.numeric, *columns.categorical]
-        tr = train.select(*[f"`{c}`" for c in cols], "label", P.WEIGHT_COL).toPandas()  # bench-sized
-        te = test.select(*[f"`{c}`" for c in cols], "label").toPandas()
+        tr: pd.DataFrame = train.select(*[f"`{c}`" for c in cols], "label", P.WEIGHT_COL).toPandas()  # bench-sized
+        te: pd.DataFrame = test.select(*[f"`{c}`" for c in cols], "label").toPandas()
     finally:
         train.unpersist()
         test.unpersist()
@@ -464,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> str:
         results["total_s"] = round(time.perf_counter() - started, 1)
+        results["machine"]["load_avg_at_end"] = [round(x, 1) for x in os.getloadavg()]
         results.update(report.headline(results))
         report.write_results(results, HERE / "results")
         return report.table(results)

@@ -6,7 +6,7 @@ windows); the columns the race does not compare are pruned by Spark's optimizer.
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from bench.spec import KEYS, RaceSpec
@@ -32,7 +32,7 @@ def spark_settings(spec: RaceSpec) -> SparkSettings:
 
 
 def read_inputs(spark: SparkSession, spec: RaceSpec) -> FeatureInputs:
-    def read(table: str):  # type: ignore[no-untyped-def]
+    def read(table: str) -> DataFrame:
         return spark.read.parquet(spec.input_path(table))
 
     return FeatureInputs(read("accounts"), read("subscriptions"), read("support_tickets"), read("events"), None)
