@@ -155,6 +155,9 @@ class ModelSettings(_Section):
     train_end: dt.date | None = None
     validation_snapshots: int = Field(2, ge=1)
     test_snapshots: int = Field(3, ge=1)
+    # after search and calibration, refit the registered model on every snapshot whose label window
+    # ends by the first test snapshot (train + gap + validation): more and more recent data, same test
+    refit: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
     param_grid: dict[str, list[Any]] = Field(default_factory=dict)
     parallelism: int = Field(2, ge=1)

@@ -1,7 +1,8 @@
 """End to end: `run_train` on small hand-built labels/features Delta tables with a learnable signal.
 
 60 accounts x 7 monthly snapshots (2023-01 .. 2023-07); July is censored (label null). Horizon 1
-month, no grace: test = June, validation = May, train = January .. April.
+month, no grace: test = June, validation = May, train = January .. April; the registered model is
+refitted on January .. May (every label window ends by June 1).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def test_summary_has_headline_metrics_and_says_what_it_did(runs: dict[str, Any])
     assert set(a["metrics"]) == {"roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct"}
     assert a["promoted"] is True and a["promotion_reason"] == "no current model"
     assert a["snapshots"] == {"train": "2023-01-01..2023-04-01", "validation": "2023-05-01..2023-05-01",
-                              "test": "2023-06-01..2023-06-01"}
-    assert a["rows"] == {"train": 240, "validation": 60, "test": 60}
+                              "test": "2023-06-01..2023-06-01", "refit": "2023-01-01..2023-05-01"}
+    assert a["rows"] == {"train": 240, "validation": 60, "test": 60, "refit": 300}
     assert a["lineage"] == {"labels": 0, "features": 0}
     assert a["report"].endswith(f"models/{a['model_version']}/report/report.html")
     assert 0.5 < a["metrics"]["roc_auc"] <= 1 and 0.5 < a["metrics"]["oracle_roc_auc"] <= 1
@@ -120,6 +121,8 @@ def test_metadata_records_config_features_lineage_and_split(spark: SparkSession,
     assert md["feature_set_version"] == "1" and md["config"]["model"]["type"] == "lr"
     assert md["lineage"]["tables"]["labels"]["delta_version"] == 0
     assert md["lineage"]["split"]["train"]["dates"] == ["2023-01-01", "2023-02-01", "2023-03-01", "2023-04-01"]
+    assert md["lineage"]["split"]["refit"]["dates"] == [*md["lineage"]["split"]["train"]["dates"], "2023-05-01"]
+    assert md["lineage"]["split"]["refit"]["rows"] == 300
     assert md["lineage"]["code"]["package"] == "0.1.0"
     assert [t["params"] for t in md["search"]] == [{"regParam": 0.01}, {"regParam": 1.0}]
     best = max(md["search"], key=lambda t: t["mean_roc_auc"])["params"]["regParam"]
@@ -161,3 +164,32 @@ def test_no_labels_is_one_clear_error(spark: SparkSession, settings: Settings) -
 
     with pytest.raises(NotAvailableError, match="gold.churn_labels not found"):
         run_train(spark, settings)
+
+
+def test_registered_model_is_refitted_on_every_snapshot_before_the_test_gap(
+        spark: SparkSession, runs: dict[str, Any]) -> None:
+    from churn_spark.train import pipeline as P
+    from churn_spark.train.job import with_class_weight
+
+    s, a = runs["settings"], runs["a"]
+    md = R.load_model(spark, s, a["model_version"]).metadata
+    reg = R.load_model(spark, s, a["model_version"]).model
+    lh = Lakehouse.from_settings(s)
+    labels = spark.read.format("delta").load(lh.churn_labels).where("label IS NOT NULL")
+    rows = spark.read.format("delta").load(lh.churn_features).join(
+        labels.select("account_id", "as_of_date", F.col("label").cast("int").alias("label")),
+        ["account_id", "as_of_date"])
+    train_rate = md["lineage"]["split"]["train"]["label_rate"]
+    weighted = with_class_weight(rows, train_rate)
+    pipeline, _ = P.build_pipeline(P.FeatureColumns(["usage", "tickets"], ["plan"], ["usage"]), "lr",
+                                   {"regParam": md["params"]["regParam"]}, s.model.seed)
+    by_hand = P.with_calibration(pipeline.fit(weighted.where(F.col("as_of_date") <= dt.date(2023, 5, 1))),
+                                 md["calibration"]["slope"], md["calibration"]["intercept"])
+    june = weighted.where(F.col("as_of_date") == dt.date(2023, 6, 1))
+    got = predict(reg, june).select("account_id", "churn_probability").orderBy("account_id").collect()
+    want = predict(by_hand, june).select("account_id", "churn_probability").orderBy("account_id").collect()
+    assert [r[0] for r in got] == [r[0] for r in want]
+    assert [r[1] for r in got] == pytest.approx([r[1] for r in want], abs=1e-9)
+    train_only = pipeline.fit(weighted.where(F.col("as_of_date") <= dt.date(2023, 4, 1)))
+    assert predict(train_only, june).select("churn_probability_raw").collect() != \
+        predict(reg, june).select("churn_probability_raw").collect()

@@ -34,6 +34,11 @@ def test_split_of_monthly_snapshots_by_hand() -> None:
     assert split.train == tuple(months(D(2022, 7, 1), 5))
     assert split.folds == ((tuple(months(D(2022, 7, 1), 5)), (D(2023, 6, 1),)),
                            (tuple(months(D(2022, 7, 1), 6)), (D(2023, 7, 1),)))
+    assert split.refit == () and split.final == split.train
+    # refit: window_end(2023-07-01) = 2024-01-31 <= 2024-03-01 (the first test snapshot); 2023-08-01 is not.
+    refit = plan_time_split(months(D(2022, 7, 1), 23), 6, 30, 2, 3, refit=True)
+    assert refit.refit == refit.final == tuple(months(D(2022, 7, 1), 13))
+    assert (refit.train, refit.validation, refit.test) == (split.train, split.validation, split.test)
 
 
 def test_train_end_limits_training_snapshots() -> None:
@@ -41,6 +46,8 @@ def test_train_end_limits_training_snapshots() -> None:
     assert split.test == (D(2023, 6, 1),)
     assert split.validation == (D(2023, 5, 1),)
     assert split.train == (D(2023, 1, 1), D(2023, 2, 1))
+    assert plan_time_split(months(D(2023, 1, 1), 6), 1, 0, 1, 1, train_end=D(2023, 2, 15),
+                           refit=True).refit == (D(2023, 1, 1), D(2023, 2, 1))
 
 
 @pytest.mark.parametrize("horizon,grace,n_val,n_test,step_days",
@@ -48,7 +55,7 @@ def test_train_end_limits_training_snapshots() -> None:
 def test_no_test_snapshot_or_overlapping_label_window_reaches_training(
         horizon: int, grace: int, n_val: int, n_test: int, step_days: int) -> None:
     snaps = [D(2022, 1, 1) + dt.timedelta(days=step_days * i) for i in range(60 if step_days == 30 else 200)]
-    split = plan_time_split(snaps, horizon, grace, n_val, n_test)
+    split = plan_time_split(snaps, horizon, grace, n_val, n_test, refit=True)
     assert split.test == tuple(snaps[-n_test:])
     assert len(split.validation) == n_val and split.train
     assert not set(split.train) & (set(split.validation) | set(split.test))
@@ -56,6 +63,11 @@ def test_no_test_snapshot_or_overlapping_label_window_reaches_training(
         assert label_window_end(t, horizon, grace) <= split.validation[0] <= split.test[0]
     for v in split.validation:
         assert label_window_end(v, horizon, grace) <= split.test[0]
+    # the refit uses train, validation and the gap between them, and no label window reaching the test
+    assert set(split.train) | set(split.validation) <= set(split.refit)
+    assert not set(split.refit) & set(split.test)
+    assert all(label_window_end(r, horizon, grace) <= split.test[0] for r in split.refit)
+    assert all(label_window_end(s, horizon, grace) > split.test[0] for s in snaps if s > split.refit[-1])
     # the latest snapshot that would not overlap is used (no needless gap)
     later = [s for s in snaps if s > split.train[-1] and s < split.validation[0]]
     assert all(label_window_end(s, horizon, grace) > split.validation[0] for s in later)

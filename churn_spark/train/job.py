@@ -104,7 +104,8 @@ def snapshot_stats(dataset: DataFrame) -> dict[dt.date, tuple[int, int]]:
 
 def split_summary(split: TimeSplit, stats: dict[dt.date, tuple[int, int]]) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, days in (("train", split.train), ("validation", split.validation), ("test", split.test)):
+    roles = [("train", split.train), ("validation", split.validation), ("test", split.test)]
+    for name, days in roles + ([("refit", split.refit)] if split.refit else []):
         n = sum(stats[d][0] for d in days)
         pos = sum(stats[d][1] for d in days)
         out[name] = {"from": days[0].isoformat(), "to": days[-1].isoformat(), "snapshots": len(days),
@@ -223,7 +224,7 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
                                 f"(labels {lake.churn_labels}, features {lake.churn_features})")
     split = plan_time_split(list(stats), settings.churn.horizon_months, settings.churn.grace_days,
-                            ms.validation_snapshots, ms.test_snapshots, ms.train_end)
+                            ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
     splits = split_summary(split, stats)
     log.info("train: %s snapshots labelled; train %s..%s, validation %s..%s, test %s..%s", len(stats),
              *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")])
@@ -250,12 +251,23 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         raise ContractError("gold.churn_features has no usable feature column")
     pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)
     best, table = search(pipeline, clf, ms.param_grid, dataset, split, ms.parallelism)
-    log.info("train: fitting %s on %d rows (%d numeric, %d categorical features)%s", ms.type,
-             splits["train"]["rows"], len(columns.numeric), len(columns.categorical),
-             f", best of search {best}" if table else "")
-    fitted = pipeline.fit(train, {clf.getParam(k): v for k, v in best.items()})
-    slope, intercept = (P.fit_platt(score_rows(fitted, validation), ms.seed) if ms.calibration == "platt"
-                        else (1.0, 0.0))
+    best_params = {clf.getParam(k): v for k, v in best.items()}
+    slope, intercept, fitted = 1.0, 0.0, None
+    if not split.refit or ms.calibration == "platt":
+        log.info("train: fitting %s on %d rows (%d numeric, %d categorical features)%s", ms.type,
+                 splits["train"]["rows"], len(columns.numeric), len(columns.categorical),
+                 f", best of search {best}" if table else "")
+        fitted = pipeline.fit(train, best_params)
+        if ms.calibration == "platt":
+            slope, intercept = P.fit_platt(score_rows(fitted, validation), ms.seed)
+    if split.refit:
+        train.unpersist()
+        refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(refit)
+        log.info("train: refitting %s on %d rows of %d snapshots (%s..%s), calibration from validation", ms.type,
+                 splits["refit"]["rows"], len(split.refit), split.refit[0], split.refit[-1])
+        fitted = pipeline.fit(refit, best_params)
+    assert fitted is not None
     model = P.with_calibration(fitted, slope, intercept)
 
     scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)

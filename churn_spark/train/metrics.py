@@ -53,11 +53,17 @@ def log_loss_term(label: Column, p: Column) -> Column:
     return -(y * F.log(q) + (F.lit(1.0) - y) * F.log(F.lit(1.0) - q))
 
 
+def exact_mean(c: Column) -> Column:
+    """Mean of `c` summed as decimal(38,18): an exact, associative sum, so the result does not depend on
+    how rows are partitioned or in which order partial sums arrive (same data -> same metric, to the bit)."""
+    return (F.sum(c.cast("decimal(38,18)")).cast("double") / F.count(c)).alias("__mean")
+
+
 def probability_errors(scored: DataFrame, score_col: str = SCORE, label_col: str = LABEL) -> dict[str, float]:
     """Log loss and Brier score (mean squared error of the probability), in one pass."""
     row = scored.agg(
-        F.avg(log_loss_term(F.col(label_col), F.col(score_col))).alias("log_loss"),
-        F.avg(F.pow(F.col(score_col) - F.col(label_col).cast("double"), 2)).alias("brier"),
+        exact_mean(log_loss_term(F.col(label_col), F.col(score_col))).alias("log_loss"),
+        exact_mean(F.pow(F.col(score_col) - F.col(label_col).cast("double"), 2)).alias("brier"),
     ).first()
     assert row is not None
     return {"log_loss": float(row["log_loss"]), "brier": float(row["brier"])}
@@ -112,7 +118,7 @@ def calibration_by_decile(scored: DataFrame, score_col: str = SCORE, label_col: 
         ranked.withColumn("decile", decile)
         .groupBy("decile")
         .agg(F.count(F.lit(1)).alias("rows"), F.sum(F.col(label_col).cast("long")).alias("positives"),
-             F.avg(F.col(score_col)).alias("mean_predicted"),
+             exact_mean(F.col(score_col)).alias("mean_predicted"),
              F.avg(F.col(label_col).cast("double")).alias("observed_rate"))
         .orderBy("decile")
     )

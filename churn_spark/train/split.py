@@ -6,6 +6,11 @@ overlap unless the earlier window ends on or before the later snapshot, so every
 must satisfy `window_end(D) <= first validation snapshot`, and every validation snapshot
 `window_end(V) <= first test snapshot`. The gap therefore costs `horizon + grace` of snapshots on
 each side; that is the price of an honest test.
+
+Once the search and the calibration have used the validation snapshots, the registered model can be
+refitted on every snapshot whose label window ends by the first test snapshot (`refit`: training,
+the gap before validation and validation itself). That roughly doubles the training data and moves
+it closer to the test period, and the test stays as honest: no refit label window reaches it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ class TimeSplit:
     folds: tuple[tuple[Snapshots, Snapshots], ...]  # (fit on, evaluate on), in time order
     horizon_months: int
     grace_days: int
+    refit: Snapshots = ()  # the final model's snapshots; empty: the final model is the one fitted on `train`
+
+    @property
+    def final(self) -> Snapshots:
+        """Snapshots the registered model is fitted on."""
+        return self.refit or self.train
 
     def as_dict(self) -> dict[str, Any]:
         """Small JSON-able description: first/last date and count per role."""
@@ -54,7 +65,8 @@ class TimeSplit:
             return {"from": days[0].isoformat(), "to": days[-1].isoformat(), "snapshots": len(days),
                     "dates": [d.isoformat() for d in days]}
 
-        return {"train": rng(self.train), "validation": rng(self.validation), "test": rng(self.test),
+        refit = {"refit": rng(self.refit)} if self.refit else {}
+        return {"train": rng(self.train), "validation": rng(self.validation), "test": rng(self.test), **refit,
                 "gap": f"{self.horizon_months} months + {self.grace_days} days",
                 "folds": [{"fit": rng(fit), "evaluate": rng(ev)} for fit, ev in self.folds]}
 
@@ -66,10 +78,12 @@ def plan_time_split(
     validation_snapshots: int,
     test_snapshots: int,
     train_end: dt.date | None = None,
+    refit: bool = False,
 ) -> TimeSplit:
     """Test = the last `test_snapshots` labelled snapshots; validation = the last `validation_snapshots`
     whose label window ends by the first test snapshot; train = the snapshots whose label window ends
-    by the first validation snapshot (and not after `train_end`, if set)."""
+    by the first validation snapshot (and not after `train_end`, if set); with `refit`, refit = the
+    snapshots whose label window ends by the first test snapshot (and not after `train_end`)."""
     days = sorted(set(snapshots))
     if len(days) < test_snapshots:
         raise ConfigError(f"need at least {test_snapshots} labelled snapshots for model.test_snapshots, "
@@ -93,7 +107,8 @@ def plan_time_split(
         (tuple(d for d in before(v) if train_end is None or d <= train_end), (v,))
         for v in validation
     )
-    return TimeSplit(train, validation, test, folds, horizon_months, grace_days)
+    final = tuple(d for d in before(test[0]) if train_end is None or d <= train_end) if refit else ()
+    return TimeSplit(train, validation, test, folds, horizon_months, grace_days, final)
 
 
 def filter_snapshots(df: DataFrame, snapshots: Sequence[dt.date]) -> DataFrame:
