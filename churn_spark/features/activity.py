@@ -76,11 +76,6 @@ def interval_calendar(spark: SparkSession, bounds: Boundaries) -> DataFrame:
     return spark.createDataFrame(rows, "day date, idx int, offset int")
 
 
-def role_table(spark: SparkSession, bounds: Boundaries) -> DataFrame:
-    """Grain (boundary index k, as_of_date, role): tiny, broadcast."""
-    return spark.createDataFrame([(k, d, r) for d, r, k in bounds.roles], "k int, as_of_date date, role string")
-
-
 def events_in_range(events: DataFrame, bounds: Boundaries) -> DataFrame:
     """Events with a UTC day in [B_0, B_last): `account_id`, `event_type`, `day`, `value` (pruned scan)."""
     lo, hi = bounds.dates[0], bounds.dates[-1]
@@ -117,26 +112,62 @@ def account_interval_activity(events: DataFrame, calendar: DataFrame, slugs: Map
     return grouped.select("account_id", "idx", "last_day", *counts, *sums, *days)
 
 
-def totals_at_roles(intervals: DataFrame, bounds: Boundaries, roles: DataFrame, slugs: Sequence[str]) -> DataFrame:
-    """Grain (account, as_of_date): `<role>_<metric>` = total of the metric over all days before the role's date.
+def running_totals(intervals: DataFrame, metrics: Sequence[str], last_k: int) -> DataFrame:
+    """Grain (account, interval idx): each metric summed over the account's intervals up to `idx`.
 
-    Running sums over intervals, exploded to the boundaries each running total is valid for, then
-    one pivot; all of it stays partitioned by account (no shuffle after the running sums).
+    The row holds the totals of all days before boundary k for every k in `[idx + 1, __next]`
+    (`__next`: the account's next active interval, else the last boundary).
     """
     order = Window.partitionBy("account_id").orderBy("idx")
     running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    metrics = _metric_names(slugs)
-    last_k = len(bounds.dates) - 1
-    running_totals = intervals.select(
+    return intervals.select(
         "account_id", "idx", F.coalesce(F.lead("idx").over(order), F.lit(last_k)).alias("__next"),
         F.max("last_day").over(running).alias("last_day"),
         *[F.sum(m).over(running).alias(m) for m in metrics],
     )
-    cumulative = running_totals.withColumn("k", F.explode(F.sequence(F.col("idx") + 1, F.col("__next"))))
-    return (
-        cumulative.join(F.broadcast(roles), "k")
-        .groupBy(*KEYS).pivot("role", list[str | int | float | bool](bounds.role_names))
-        .agg(*[F.max(m).alias(m) for m in ["last_day", *metrics]])
+
+
+def _role_lookup(role_ks: Sequence[int]) -> Column:
+    """Per snapshot (in order), the running-totals struct valid at boundary k; null before the account's first."""
+    first = F.col("__first")
+    return F.transform(
+        F.array(*[F.lit(k) for k in role_ks]),
+        lambda k: F.when(k >= first, F.try_element_at(F.col("__totals"),
+                                                      F.try_element_at(F.col("__pos"), k - first + 1))),
+    )
+
+
+def totals_at_roles(intervals: DataFrame, bounds: Boundaries, slugs: Sequence[str]) -> DataFrame:
+    """Grain (account, as_of_date): `<role>_<metric>` = total of the metric over all days before the role's date.
+
+    Per account (rows stay partitioned by account after the running sums: no further shuffle, no
+    join, no pivot): the sorted running totals, a position array mapping each boundary k to the
+    totals valid at k, and one lookup per (snapshot, role). A row exists when the account has an
+    event in the range before D; `__span_days` is D's span (see `days_since_last_event`).
+    """
+    metrics = _metric_names(slugs)
+    snaps = sorted({d for d, _, _ in bounds.roles})
+    k_of = {(d, r): k for d, r, k in bounds.roles}
+    entry = F.struct("idx", "__next", "last_day", *metrics)
+    per_account = (
+        running_totals(intervals, metrics, len(bounds.dates) - 1)
+        .groupBy("account_id").agg(F.array_sort(F.collect_list(entry)).alias("__totals"))
+        .withColumn("__first", F.element_at("__totals", 1)["idx"] + 1)
+        .withColumn("__pos", F.flatten(F.transform(
+            "__totals", lambda e, i: F.array_repeat(i + 1, (e["__next"] - e["idx"]).cast("int")))))
+    )
+    lookups = {f"__r_{r}": _role_lookup([k_of[(d, r)] for d in snaps]) for r in bounds.role_names}
+    per_snapshot = {
+        "__d": F.array(*[F.lit(d) for d in snaps]),
+        "__span_days": F.array(*[F.lit(bounds.span_days(d)) for d in snaps]),
+        **lookups,
+    }
+    zipped = F.arrays_zip(*[F.col(c) for c in per_snapshot])
+    rows = per_account.select("account_id", *[v.alias(c) for c, v in per_snapshot.items()]).select(
+        "account_id", F.inline(zipped))
+    return rows.where(F.col(f"__r_{END}").isNotNull()).select(
+        "account_id", F.col("__d").alias("as_of_date"), "__span_days",
+        *[F.col(f"__r_{r}")[m].alias(f"{r}_{m}") for r in bounds.role_names for m in ["last_day", *metrics]],
     )
 
 
@@ -187,13 +218,9 @@ def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Ma
     """
     spark = events.sparkSession
     bounds = boundaries(snapshots, features, churn)
-    spans = spark.createDataFrame([(d, bounds.span_days(d)) for d in sorted(set(snapshots))],
-                                  "as_of_date date, __span_days int")
     intervals = account_interval_activity(events_in_range(events, bounds), interval_calendar(spark, bounds), slugs)
-    totals = totals_at_roles(intervals, bounds, role_table(spark, bounds), list(slugs.values()))
-    return totals.join(F.broadcast(spans), "as_of_date").select(
-        *KEYS, *activity_columns(list(slugs.values()), features, churn), days_since_last_event(bounds)
-    )
+    totals = totals_at_roles(intervals, bounds, list(slugs.values()))
+    return totals.select(*KEYS, *activity_columns(list(slugs.values()), features, churn), days_since_last_event(bounds))
 
 
 def with_per_seat_rates(df: DataFrame, slugs: Sequence[str], features: FeatureSettings) -> DataFrame:

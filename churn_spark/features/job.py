@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -94,12 +95,17 @@ def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Se
     )
 
 
-def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
-                        data_end: dt.date, event_types: Sequence[str]) -> tuple[DataFrame, DataFrame]:
-    """The pure transform: (labels, features) for `snapshots`; features have a row per labelled account."""
-    spark = inputs.events.sparkSession
-    snaps = asof.snapshot_frame(spark, snapshots)
-    labels = churn_labels(inputs.subscriptions, inputs.accounts, snaps, settings.churn, data_end)
+def labels_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
+               data_end: dt.date) -> DataFrame:
+    """`gold.churn_labels` rows for `snapshots`: the eligible (account, D) spine of the features."""
+    snaps = asof.snapshot_frame(inputs.events.sparkSession, snapshots)
+    return churn_labels(inputs.subscriptions, inputs.accounts, snaps, settings.churn, data_end)
+
+
+def features_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date], labels: DataFrame,
+                 event_types: Sequence[str]) -> DataFrame:
+    """`gold.churn_features` rows: one per labelled (account, D), every family left-joined on the keys."""
+    snaps = asof.snapshot_frame(inputs.events.sparkSession, snapshots)
     slugs = cat.event_type_slugs(event_types)
     specs = cat.feature_catalog(settings, event_types, with_support=inputs.tickets is not None)
     families = [
@@ -110,8 +116,14 @@ def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Se
     if inputs.tickets is not None:
         families.append(support_features(inputs.tickets, snaps, snapshots, settings.features))
     spine = labels.select(*KEYS, "tenure_days")
-    features = assemble_features(spine, families, specs, list(slugs.values()), settings)
-    return labels, features
+    return assemble_features(spine, families, specs, list(slugs.values()), settings)
+
+
+def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
+                        data_end: dt.date, event_types: Sequence[str]) -> tuple[DataFrame, DataFrame]:
+    """The pure transform: (labels, features) for `snapshots`; features have a row per labelled account."""
+    labels = labels_for(inputs, settings, snapshots, data_end)
+    return labels, features_for(inputs, settings, snapshots, labels, event_types)
 
 
 def build_labels_and_features(spark: SparkSession, settings: Settings,
@@ -139,40 +151,70 @@ def snapshot_stats(labels: DataFrame) -> list[dict[str, Any]]:
              "label_rate": None if r["label_rate"] is None else round(float(r["label_rate"]), 4)} for r in rows]
 
 
-def null_rates(features: DataFrame, names: Sequence[str]) -> dict[str, float]:
-    """Share of null values per feature column (one aggregation)."""
-    row = features.agg(F.count("*").alias("__n"), *[F.count(F.col(n)).alias(n) for n in names]).first()
-    total = int(row["__n"]) if row else 0
-    return {n: round(1 - int(row[n]) / total, 4) if total and row else 0.0 for n in names}
+def written_stats(features: DataFrame, names: Sequence[str]) -> dict[str, Any]:
+    """Rows per snapshot and the share of null values per feature column, from one aggregation.
+
+    Grain of the aggregation: one row per snapshot (small), with a non-null count per feature.
+    """
+    rows = features.groupBy("as_of_date").agg(
+        F.count("*").alias("__n"), *[F.count(F.col(n)).alias(n) for n in names]).collect()
+    total = sum(int(r["__n"]) for r in rows)
+    return {
+        "rows": {r["as_of_date"].isoformat(): int(r["__n"]) for r in rows},
+        "null_rate": {n: round(1 - sum(int(r[n]) for r in rows) / total, 4) if total else 0.0 for n in names},
+    }
+
+
+def cached_inputs(inputs: FeatureInputs) -> FeatureInputs:
+    """The conformed small inputs cached (MEMORY_AND_DISK) for one run: labels and two families read them.
+
+    Conforming (casts, checks, de-duplication) then happens once per table instead of once per reader.
+    """
+    level = StorageLevel.MEMORY_AND_DISK
+    return replace(inputs, accounts=inputs.accounts.persist(level), subscriptions=inputs.subscriptions.persist(level),
+                   tickets=inputs.tickets.persist(level) if inputs.tickets is not None else None)
+
+
+def release(*frames: DataFrame | None) -> None:
+    for df in frames:
+        if df is not None:
+            df.unpersist()
 
 
 def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
-    """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices."""
+    """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices.
+
+    Cost: bronze.events is scanned once (activity); the small inputs and the labels are computed
+    once and cached for the run; each table is written once; the summary reads the written slices.
+    """
     snapshots = snapshot_dates(settings.churn.snapshots)
     if not snapshots:
         raise ContractError("churn.snapshots selects no snapshot date")
     lake = Lakehouse.from_settings(settings)
-    inputs = load_inputs(spark, settings)
-    data_end = resolve_data_end(settings, inputs.events)
-    event_types = resolve_event_types(settings, inputs.events)
+    loaded = load_inputs(spark, settings)
+    data_end = resolve_data_end(settings, loaded.events)
+    event_types = resolve_event_types(settings, loaded.events)
     log.info("features: %d snapshots %s..%s, data_end %s, event types %s", len(snapshots), snapshots[0],
              snapshots[-1], data_end, event_types)
-    if inputs.tickets is None:
+    if loaded.tickets is None:
         log.warning("features: support tickets %s", SUPPORT_DISABLED)
-    labels, features = labels_and_features(inputs, settings, snapshots, data_end, event_types)
-    where = io.slice_predicate(within={"as_of_date": snapshots})
-    io.write_slice(labels, lake.churn_labels, where, ["as_of_date"], schema=schemas.CHURN_LABELS)
-    io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
-    io.write_slice(features, lake.churn_features, where, ["as_of_date"])
-    log.info("features: wrote %d snapshots of labels and features", len(snapshots))
+    inputs = cached_inputs(loaded)
+    labels = labels_for(inputs, settings, snapshots, data_end).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        where = io.slice_predicate(within={"as_of_date": snapshots})
+        io.write_slice(labels, lake.churn_labels, where, ["as_of_date"], schema=schemas.CHURN_LABELS)
+        features = features_for(inputs, settings, snapshots, labels, event_types)
+        io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
+        io.write_slice(features, lake.churn_features, where, ["as_of_date"])
+        log.info("features: wrote %d snapshots of labels and features", len(snapshots))
+        per_snapshot = snapshot_stats(labels)
+    finally:
+        release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
     written = spark.read.format("delta").load(lake.churn_features).where(F.col("as_of_date").isin(snapshots))
     names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
-    per_snapshot = snapshot_stats(spark.read.format("delta").load(lake.churn_labels)
-                                  .where(F.col("as_of_date").isin(snapshots)))
-    counts = written.groupBy("as_of_date").count().collect()
-    feature_rows = {r["as_of_date"].isoformat(): int(r["count"]) for r in counts}
+    stats = written_stats(written, names)
     for s in per_snapshot:
-        s["feature_rows"] = feature_rows.get(s["as_of_date"], 0)
+        s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
     return {
         "snapshots": len(snapshots), "from": snapshots[0].isoformat(), "to": snapshots[-1].isoformat(),
         "data_end": data_end.isoformat(), "event_types": event_types,
@@ -181,8 +223,8 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         "label_rows": sum(s["eligible"] for s in per_snapshot),
         "censored_rows": sum(s["censored"] for s in per_snapshot),
         "per_snapshot": per_snapshot,
-        "null_rate": null_rates(written, names),
-        "rejected": io.reject_counts(inputs.rejected) if inputs.rejected is not None else {},
+        "null_rate": stats["null_rate"],
+        "rejected": io.reject_counts(loaded.rejected) if loaded.rejected is not None else {},
         "labels_version": io.table_version(spark, lake.churn_labels),
         "features_version": io.table_version(spark, lake.churn_features),
     }
