@@ -8,6 +8,9 @@ How the cost stays flat in the number of snapshots and windows:
    value sum and a bit mask of active days (so distinct days add up across intervals).
 3. Running sums over an account's intervals give, for every boundary B_k, the totals of all days
    before B_k; a window `[D-w, D)` is then `total(D) - total(D-w)`, exactly (integers only).
+4. The totals each (snapshot, role) needs are looked up per account in its sorted array of running
+   totals (no explode, join or pivot): after the aggregation's shuffle the data is repartitioned once
+   by account and stays there until the per-(account, D) rows are emitted.
 
 The as-of rule (asof.py) holds by construction: a boundary's total only covers days before it.
 """
