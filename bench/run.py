@@ -452,12 +452,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="regenerate the data even if it is there")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--accounts", type=int, help="override the mode's account count")
+    parser.add_argument("--gbt-iter", type=int, help="override the mode's boosting rounds (training and score stages)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md (full runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     mode = MODES["quick" if args.quick else "full"]
     if args.accounts:
         mode = Mode(**{**asdict(mode), "accounts": args.accounts})
+    if args.gbt_iter:
+        mode = Mode(**{**asdict(mode), "gbt_iter": args.gbt_iter})
     stages = [s for s in args.stages.split(",") if s]
     work = Path(args.workdir) / mode.name
     work.mkdir(parents=True, exist_ok=True)
