@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 EXTRAS ?= test,notebook,bench
-PYTEST_ARGS ?= -m "not cluster" --durations=25
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: setup demo test lint clean
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import MapType
 
 from churn_spark.cli import execute
 from churn_spark.config import Settings, load_settings
@@ -113,8 +115,11 @@ def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
 
 
 def _table(spark: SparkSession, lakehouse: Path, name: str) -> DataFrame:
+    """The table's stable columns; maps as sorted entry arrays (Spark cannot sort or compare maps)."""
     df = spark.read.format("delta").load(str(lakehouse / name))
-    return df.select(*sorted(c for c in df.columns if c not in VOLATILE))
+    types = {f.name: f.dataType for f in df.schema.fields}
+    return df.select(*[F.array_sort(F.map_entries(c)).alias(c) if isinstance(types[c], MapType) else F.col(c)
+                       for c in sorted(c for c in df.columns if c not in VOLATILE)])
 
 
 def _assert_same_tables(spark: SparkSession, left: Path, right: Path, tables: list[str]) -> None:
@@ -129,7 +134,7 @@ def _assert_same_tables(spark: SparkSession, left: Path, right: Path, tables: li
 
 
 def _metrics(lakehouse: Path) -> dict[str, float]:
-    current = json.loads((lakehouse / "models" / "current.json").read_text())
+    current = json.loads((lakehouse / "models" / "current").read_text())
     meta = json.loads((lakehouse / "models" / current["version"] / "metadata.json").read_text())
     return {k: v for k, v in meta["metrics"].items() if isinstance(v, float)}
 

@@ -65,7 +65,19 @@ def labelled_dataset(labels: DataFrame, features: DataFrame, feature_set_version
     """
     return (features.where(F.col("feature_set_version") == feature_set_version)
             .join(labels.where(F.col("label").isNotNull()).select(*KEYS, F.col("label").cast("int").alias("label")),
-                  KEYS))
+                  KEYS)
+            .transform(in_stable_layout))
+
+
+def in_stable_layout(df: DataFrame) -> DataFrame:
+    """Rows hash-partitioned by key (spark.sql.shuffle.partitions) and sorted within partitions.
+
+    MLlib's tree bagging and bin sampling draw per partition (seed + partition index, in row
+    order), so the same rows laid out differently -- other Delta files, other cluster -- would
+    train another model. A layout that depends only on the keys makes training reproducible
+    anywhere the config is the same.
+    """
+    return df.repartition(*KEYS).sortWithinPartitions(*KEYS)
 
 
 def with_class_weight(df: DataFrame, positive_rate: float) -> DataFrame:
