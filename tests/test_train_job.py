@@ -114,7 +114,7 @@ def test_metadata_records_config_features_lineage_and_split(spark: SparkSession,
     md = reg.metadata
     assert md["version"] == reg.version == a["model_version"] and md["model_type"] == "lr"
     assert md["feature_columns"] == {"numeric": ["usage", "tickets"], "categorical": ["plan"],
-                                     "missing_indicators": ["usage"]}
+                                     "missing_indicators": ["usage"], "cyclic": {}}
     assert md["feature_schema"] == {"usage": "double", "tickets": "int", "plan": "string"}
     assert md["feature_names"] == ["usage", "tickets", "usage is missing", "plan=basic", "plan=pro", "plan=__unknown"]
     assert list(md["explanation"]["values"]) == md["feature_names"]
@@ -180,9 +180,9 @@ def test_registered_model_is_refitted_on_every_snapshot_before_the_test_gap(
         labels.select("account_id", "as_of_date", F.col("label").cast("int").alias("label")),
         ["account_id", "as_of_date"])
     train_rate = md["lineage"]["split"]["train"]["label_rate"]
-    weighted = with_class_weight(rows, train_rate)
+    weighted = with_class_weight(rows, train_rate if s.model.class_weights else 0.5)
     pipeline, _ = P.build_pipeline(P.FeatureColumns(["usage", "tickets"], ["plan"], ["usage"]), "lr",
-                                   {"regParam": md["params"]["regParam"]}, s.model.seed)
+                                   {"regParam": md["params"]["regParam"]}, s.model.seed, s.model.class_weights)
     by_hand = P.with_calibration(pipeline.fit(weighted.where(F.col("as_of_date") <= dt.date(2023, 5, 1))),
                                  md["calibration"]["slope"], md["calibration"]["intercept"])
     june = weighted.where(F.col("as_of_date") == dt.date(2023, 6, 1))

@@ -67,6 +67,22 @@ def test_gbt_pipeline_imputes_encodes_and_handles_unseen_categories(spark: Spark
         assert 0 < p < 1 and r["churn_probability"] == pytest.approx(p * p / (p * p + (1 - p) ** 2), abs=1e-9)
 
 
+def test_cyclic_position_is_an_imputed_input_of_its_own(spark: SparkSession, train_df: DataFrame) -> None:
+    # seats mod 3 in training: 1, 2, 0, 1, 2, 1 -> median 1; the seats slot keeps the raw value
+    cols = P.FeatureColumns(["usage", "seats"], [], [], cyclic={"seats": 3})
+    assert cols.imputed == ["usage", "seats", "seats_mod_3"]
+    pipe, _ = P.build_pipeline(cols, "gbt", {"maxIter": 2, "maxDepth": 2, "minInstancesPerNode": 1}, seed=3)
+    model = pipe.fit(train_df)
+    new = spark.createDataFrame(
+        [("b1", D, "1", 1.0, 7, None, None, None, D, None),  # 7 mod 3 = 1
+         ("b2", D, "1", 1.0, -1, None, None, None, D, None),  # pmod: -1 mod 3 = 2, never negative
+         ("b3", D, "1", 1.0, None, None, None, None, D, None)], SCHEMA)  # null -> medians (seats 2, mod 1)
+    got = {r["account_id"]: r["features"].toArray().tolist()
+           for r in P.predict(model, new).select("account_id", "features").collect()}
+    assert got == {"b1": [1.0, 7.0, 1.0], "b2": [1.0, -1.0, 2.0], "b3": [1.0, 2.0, 1.0]}
+    assert P.vector_feature_names(model, new, cols) == ["usage", "seats", "seats_mod_3"]
+
+
 @pytest.mark.parametrize("model_type,params", [("lr", {}), ("gbt", {"maxIter": 3, "maxDepth": 2})])
 def test_save_load_gives_identical_predictions(spark: SparkSession, train_df: DataFrame, tmp_path,
                                                model_type: str, params: dict) -> None:

@@ -92,9 +92,10 @@ def _missing(name: str) -> Column:
     return v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))
 
 
-def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: bool) -> tuple[P.FeatureColumns,
-                                                                                            list[str]]:
-    """Drop numeric columns with no value in training (nothing to impute from); flag the ones with gaps."""
+def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: bool,
+                    cycles: dict[str, int] | None = None) -> tuple[P.FeatureColumns, list[str]]:
+    """Drop numeric columns with no value in training (nothing to impute from); flag the ones with gaps;
+    add the cyclic positions of the configured `cycles` whose column is a kept numeric feature."""
     if not columns.numeric:
         return columns, []
     row = train.agg(F.count(F.lit(1)).alias("__n"),
@@ -105,7 +106,8 @@ def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: boo
     empty = [c for c in columns.numeric if missing[c] == n]
     numeric = [c for c in columns.numeric if c not in empty]
     flags = [c for c in numeric if missing[c] > 0] if indicators else []
-    return P.FeatureColumns(numeric, columns.categorical, flags), empty
+    cyclic = {c: p for c, p in (cycles or {}).items() if c in numeric}
+    return P.FeatureColumns(numeric, columns.categorical, flags, cyclic), empty
 
 
 def snapshot_stats(dataset: DataFrame) -> dict[dt.date, tuple[int, int]]:
@@ -258,7 +260,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     ms = settings.model
     train, validation, test = persisted
     columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
-                                     ms.missing_indicators)
+                                     ms.missing_indicators, ms.cyclic_features)
     if not columns.numeric and not columns.categorical:
         raise ContractError("gold.churn_features has no usable feature column")
     pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)

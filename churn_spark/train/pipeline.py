@@ -1,7 +1,8 @@
 """The churn model as ONE MLlib Pipeline: encoding, classifier and calibration saved together.
 
 Stages (STYLE.md habit 7): numeric columns cast to double, non-finite values to null and 0/1
-missing indicators (one SQLTransformer), median imputation, StringIndexer + OneHotEncoder with
+missing indicators, plus cyclic positions such as `tenure_days mod 365` (one SQLTransformer), median
+imputation, StringIndexer + OneHotEncoder with
 `handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, a
 StandardScaler for logistic regression, the classifier (class-weighted through `weightCol`) and
 finally :class:`PlattCalibration`, which turns the probability vector into `churn_probability`.
@@ -55,15 +56,32 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class FeatureColumns:
-    """Model inputs: numeric columns, categorical (string) columns, numeric columns with an is-missing flag."""
+    """Model inputs: numeric columns, categorical (string) columns, numeric columns with an is-missing flag,
+    and numeric columns whose position in a cycle (value mod period) is an input of its own.
+
+    Why cycles: an annual contract renews on the anniversary of its start, so whether a renewal decision
+    falls inside the label horizon depends on `tenure_days mod 365`; trees cannot carve that periodic
+    shape out of `tenure_days` with a few splits.
+    """
 
     numeric: list[str]
     categorical: list[str]
     missing_indicators: list[str] = field(default_factory=list)
+    cyclic: dict[str, int] = field(default_factory=dict)  # numeric column -> period
 
-    def as_dict(self) -> dict[str, list[str]]:
+    def as_dict(self) -> dict[str, Any]:
         return {"numeric": self.numeric, "categorical": self.categorical,
-                "missing_indicators": self.missing_indicators}
+                "missing_indicators": self.missing_indicators, "cyclic": self.cyclic}
+
+    @property
+    def imputed(self) -> list[str]:
+        """Names of the imputed numeric inputs: the numeric columns, then the cyclic positions."""
+        return self.numeric + [cyclic_name(c, p) for c, p in self.cyclic.items()]
+
+
+def cyclic_name(column: str, period: int) -> str:
+    """`tenure_days`, 365 -> `tenure_days_mod_365`."""
+    return f"{column}_mod_{period}"
 
 
 def feature_columns(schema: StructType, exclude: Sequence[str] = ()) -> FeatureColumns:
@@ -91,8 +109,11 @@ def _numeric_sql(name: str) -> str:
 
 
 def prepare_statement(columns: FeatureColumns) -> str:
-    """SQLTransformer statement: `dbl__<c>` doubles for the Imputer, `missing__<c>` 0/1 indicators."""
+    """SQLTransformer statement: `dbl__<c>` doubles for the Imputer, `missing__<c>` 0/1 indicators,
+    `dbl__<c>_mod_<period>` cyclic positions (pmod: in [0, period) for negative values too)."""
     parts = ["*"] + [f"{_numeric_sql(c)} AS {_q('dbl__' + c)}" for c in columns.numeric]
+    parts += [f"pmod({_numeric_sql(c)}, {float(p)!r}) AS {_q('dbl__' + cyclic_name(c, p))}"
+              for c, p in columns.cyclic.items()]
     parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {_q('missing__' + c)}"
               for c in columns.missing_indicators]
     return f"SELECT {', '.join(parts)} FROM __THIS__"
@@ -121,9 +142,9 @@ def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, A
     """The unfitted Pipeline and its classifier stage (the search sets params on the latter)."""
     stages: list[Any] = [SQLTransformer(statement=prepare_statement(columns))]
     vector_inputs: list[str] = []
-    if columns.numeric:
-        imputed = ["num__" + c for c in columns.numeric]
-        stages.append(Imputer(inputCols=["dbl__" + c for c in columns.numeric], outputCols=imputed,
+    if columns.imputed:
+        imputed = ["num__" + c for c in columns.imputed]
+        stages.append(Imputer(inputCols=["dbl__" + c for c in columns.imputed], outputCols=imputed,
                               strategy="median"))
         vector_inputs += imputed
     vector_inputs += ["missing__" + c for c in columns.missing_indicators]
