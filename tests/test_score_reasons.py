@@ -115,7 +115,24 @@ def test_tree_baselines_are_the_training_median_and_mode(gbt_model: PipelineMode
     assert categorical_baselines(gbt_model) == {"c": "a"}
 
 
-def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, gbt_model: PipelineModel) -> None:
+@pytest.fixture(scope="module")
+def gbt_cyclic_model(spark: SparkSession) -> PipelineModel:
+    """A GBT that also sees `x1 mod 4`, a position the pipeline derives from x1 (like tenure_days mod 365)."""
+    columns = FeatureColumns(numeric=["x1", "x2"], categorical=["c"], cyclic={"x1": 4})
+    pipeline, _ = build_pipeline(columns, "gbt", {"maxIter": 8, "maxDepth": 2, "minInstancesPerNode": 1,
+                                                  "subsamplingRate": 1.0}, seed=3, weighted=False)
+    return pipeline.fit(_train_df(spark))
+
+
+def test_a_derived_cyclic_input_is_credited_to_its_column(spark: SparkSession,
+                                                          gbt_cyclic_model: PipelineModel) -> None:
+    assert slot_sources(gbt_cyclic_model, _score_df(spark).limit(0)) == ["x1", "x2", "x1", "c", "c", "c", "c"]
+
+
+@pytest.mark.parametrize("model_name", ["gbt_model", "gbt_cyclic_model"])
+def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_name: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    gbt_model: PipelineModel = request.getfixturevalue(model_name)
     scored = _score_df(spark)
     importances = source_importances(gbt_model, scored.limit(0))
     assert set(importances) <= {"x1", "x2", "c"} and sum(importances.values()) == pytest.approx(1.0)
@@ -141,5 +158,7 @@ def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, gbt_mode
                                                     "reason_1 string, reason_2 string, reason_3 string")
     assert_df_equality(got.select("account_id", "churn_probability", "x2", *REASONS), expected,
                        ignore_row_order=True, ignore_nullable=True)
+    if model_name == "gbt_cyclic_model":
+        return  # there the imputed x1 mod 4 (median of the positions) differs from the median's position
     # s4's x1 is null (imputed with the median): occluding it changes nothing, so it is never a reason.
     assert "x1" not in [got.where("account_id = 's4'").first()[r] for r in REASONS]

@@ -22,6 +22,7 @@ slots of the model's assembled vector are mapped back through the assembler's ML
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from functools import reduce
 from typing import Any
@@ -84,13 +85,16 @@ def slot_sources(model: PipelineModel, sample: DataFrame) -> list[str]:
     attrs_by_type = model.transform(sample).schema[assembler.getOutputCol()].metadata["ml_attr"]["attrs"]
     attrs = sorted((a for group in attrs_by_type.values() for a in group), key=lambda a: a["idx"])
     categorical = sorted(categorical_baselines(model), key=len, reverse=True)
-    return [_source_of(a.get("name", ""), categorical) for a in attrs]
+    return [_source_of(a.get("name", ""), categorical, sample.columns) for a in attrs]
 
 
-def _source_of(slot: str, categorical: Sequence[str]) -> str:
+def _source_of(slot: str, categorical: Sequence[str], columns: Sequence[str]) -> str:
     for prefix in ("num__", "missing__"):
         if slot.startswith(prefix):
-            return slot[len(prefix):]
+            name = slot[len(prefix):]
+            # a cyclic position the pipeline derives (`tenure_days_mod_365`) belongs to its column
+            derived = re.fullmatch(r"(.+)_mod_\d+", name)
+            return derived.group(1) if name not in columns and derived and derived.group(1) in columns else name
     for c in categorical:  # longest first, so `plan` never claims `plan_type`'s slots
         if slot.startswith(f"cat__{c}_"):
             return c
