@@ -223,6 +223,11 @@ def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str
     )
 
 
+def read_slice(spark: SparkSession, path: str, predicate: str) -> DataFrame:
+    """The rows of a slice as committed (what readers see), e.g. right after `write_slice`."""
+    return spark.read.format("delta").load(path).where(predicate)
+
+
 def overwrite_table(df: DataFrame, path: str, partition_by: list[str] | None = None,
                     schema: StructType | None = None) -> None:
     """Replace a whole table that one job owns entirely (e.g. the generator's raw tables)."""

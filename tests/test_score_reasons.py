@@ -136,8 +136,7 @@ def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_na
     scored = _score_df(spark)
     importances = source_importances(gbt_model, scored.limit(0))
     assert set(importances) <= {"x1", "x2", "c"} and sum(importances.values()) == pytest.approx(1.0)
-    got = scores_with_reasons(scored, gbt_model, lambda df: predict(gbt_model, df), 10, ["account_id"],
-                              carry=["x2"])
+    got = scores_with_reasons(scored, gbt_model, lambda df: predict(gbt_model, df), 10, ["account_id"])
     # The same thing the slow way: one prediction per occluded feature, compared in Python.
     def probs(df: DataFrame) -> dict[str, float]:
         return {r["account_id"]: r["churn_probability"] for r in predict(gbt_model, df).collect()}
@@ -152,11 +151,10 @@ def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_na
     expected_rows = []
     for a, per in drops.items():
         positive = sorted((s for s, v in per.items() if v > 0), key=lambda s: (-per[s], s))
-        x2 = next(r[2] for r in SCORE if r[0] == a)
-        expected_rows.append((a, base[a], x2, *(positive + [None, None, None])[:3]))
-    expected = spark.createDataFrame(expected_rows, "account_id string, churn_probability double, x2 double, "
+        expected_rows.append((a, base[a], *(positive + [None, None, None])[:3]))
+    expected = spark.createDataFrame(expected_rows, "account_id string, churn_probability double, "
                                                     "reason_1 string, reason_2 string, reason_3 string")
-    assert_df_equality(got.select("account_id", "churn_probability", "x2", *REASONS), expected,
+    assert_df_equality(got.select("account_id", "churn_probability", *REASONS), expected,
                        ignore_row_order=True, ignore_nullable=True)
     if model_name == "gbt_cyclic_model":
         return  # there the imputed x1 mod 4 (median of the positions) differs from the median's position

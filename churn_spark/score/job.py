@@ -129,11 +129,6 @@ def churn_scores(scored: DataFrame, model_version: str, scored_at: dt.datetime) 
         F.lit(scored_at).cast("timestamp").alias("scored_at"))
 
 
-def written_scores(spark: SparkSession, path: str, where: str) -> DataFrame:
-    """The scores slice as committed to Delta."""
-    return spark.read.format("delta").load(path).where(where)
-
-
 def decile_distribution(scores: DataFrame) -> list[dict[str, Any]]:
     """Per risk decile: accounts and probability range/mean (ten rows)."""
     rows = scores.groupBy("risk_decile").agg(
@@ -207,9 +202,9 @@ def write_targets(scores: DataFrame, settings: Settings, as_of: dt.date, path: s
     targeting = settings.scoring.targeting
     selected = churn_targets(scores.withColumnRenamed(MRR, "mrr"), targeting)
     targets = selected.select(*[f.name for f in schemas.CHURN_TARGETS.fields])
-    io.write_slice(targets, path, io.slice_predicate(equals={"as_of_date": as_of}), ["as_of_date"],
-                   schema=schemas.CHURN_TARGETS)
-    written = targets.sparkSession.read.format("delta").load(path).where(F.col("as_of_date") == F.lit(as_of))
+    where = io.slice_predicate(equals={"as_of_date": as_of})
+    io.write_slice(targets, path, where, ["as_of_date"], schema=schemas.CHURN_TARGETS)
+    written = io.read_slice(targets.sparkSession, path, where)
     totals = written.agg(F.count(F.lit(1)).alias("n"), F.sum("expected_value").alias("ev"),
                          F.sum("contact_cost").alias("cost")).first()
     assert totals is not None
@@ -263,7 +258,7 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     # Everything after the write reads the slice back: targets, drift and the distribution are
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
     # the whole feature + model + reasons lineage (which made the driver run out of heap planning them).
-    written = written_scores(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
+    written = io.read_slice(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
         targets = write_targets(with_mrr, settings, as_of, lake.churn_targets)

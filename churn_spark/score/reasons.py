@@ -191,8 +191,8 @@ def occluded_vector(slots: dict[int, float]) -> Column:
 
 
 def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequence[str],
-                      keys: Sequence[str], carry: Sequence[str] = ()) -> DataFrame:
-    """Grain `keys`: `churn_probability`, reason_1..3 and the `carry` columns, by occlusion of `sources`.
+                      keys: Sequence[str]) -> DataFrame:
+    """Grain `keys`: `churn_probability` and reason_1..3, by occlusion of `sources`.
 
     effect(feature) = p(account) - p(account with that feature at its training baseline). The
     features are encoded once; the K occluded variants differ only in a few vector slots, so they
@@ -206,18 +206,17 @@ def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequen
         F.struct(F.lit(None).cast("string").alias(_OCCLUDED), F.col(VECTOR).alias(VECTOR)),
         *[F.struct(F.lit(s).alias(_OCCLUDED), occluded_vector(slots).alias(VECTOR))
           for s, slots in slot_values.items()])
-    encoded = encode.transform(features).select(*keys, *carry, F.explode(variants).alias("__v"))
-    scored = classify.transform(encoded.select(*keys, *carry, "__v.*"))
+    encoded = encode.transform(features).select(*keys, F.explode(variants).alias("__v"))
+    scored = classify.transform(encoded.select(*keys, "__v.*"))
     original = F.col(_OCCLUDED).isNull()
     folded = scored.groupBy(*keys).agg(
         F.max(F.when(original, F.col(PROBABILITY))).alias(PROBABILITY),
-        *[F.max(F.when(original, F.col(c))).alias(c) for c in carry],
         F.collect_list(F.when(~original, F.struct(F.col(PROBABILITY).alias("p"), F.col(_OCCLUDED).alias("feature"))))
         .alias("__occ"),
     )
     effects = F.transform(F.col("__occ"), lambda o: F.struct((F.col(PROBABILITY) - o["p"]).alias("effect"),
                                                             o["feature"].alias("feature")))
-    return folded.select(*keys, PROBABILITY, *carry, *top_three_positive(effects))
+    return folded.select(*keys, PROBABILITY, *top_three_positive(effects))
 
 
 def is_linear(model: PipelineModel) -> bool:
@@ -225,11 +224,11 @@ def is_linear(model: PipelineModel) -> bool:
 
 
 def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Predict, candidates: int,
-                        keys: Sequence[str], carry: Sequence[str] = ()) -> DataFrame:
-    """Grain `keys`: churn_probability + reason_1..3 (+ `carry`), by the method that fits the model."""
+                        keys: Sequence[str]) -> DataFrame:
+    """Grain `keys`: churn_probability + reason_1..3, by the method that fits the model."""
     sample = features.limit(0)
     if is_linear(model):
         predicted = predict(features)
-        return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *carry, *REASONS)
+        return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *REASONS)
     sources = top_sources(source_importances(model, sample), candidates)
-    return occlusion_reasons(features, model, sources, keys, carry)
+    return occlusion_reasons(features, model, sources, keys)
