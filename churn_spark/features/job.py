@@ -66,13 +66,17 @@ def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
 
 
 def resolve_data_end(settings: Settings, events: DataFrame) -> dt.date:
-    """`churn.data_end`, else the UTC date of the latest event (Delta answers max() from file statistics)."""
+    """`churn.data_end`, else the UTC date of the latest event.
+
+    Read as max(`event_date`), bronze's partition column (the UTC date of `event_time`): Delta answers
+    that from the log's partition values, where max(`event_time`) would be one more scan of bronze.
+    """
     if settings.churn.data_end is not None:
         return settings.churn.data_end
-    latest = events.agg(F.max("event_time").alias("t")).first()
-    if latest is None or latest["t"] is None:
+    latest = events.agg(F.max("event_date").alias("d")).first()
+    if latest is None or latest["d"] is None:
         raise ContractError("bronze.events is empty: set churn.data_end to label snapshots")
-    return latest["t"].date()
+    return latest["d"]
 
 
 def resolve_event_types(settings: Settings, events: DataFrame) -> list[str]:
