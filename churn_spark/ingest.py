@@ -200,17 +200,27 @@ def ensure_tables(spark: SparkSession, lake: Lakehouse) -> None:
         DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).partitionedBy(part).execute()
 
 
-def _query_id(spark: SparkSession, checkpoint: str) -> str:
-    """The stream's id from its checkpoint: stable across restarts, new for a new checkpoint."""
+def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     jvm: Any = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint.rstrip('/')}/metadata")
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def _small_file_lines(spark: SparkSession, fs: Any, path: Any) -> list[str]:
+    """The lines of a small metadata file (a checkpoint's), through Hadoop so any filesystem works."""
+    jvm: Any = spark.sparkContext._jvm
     stream = fs.open(path)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
-        return str(json.loads(reader.readLine())["id"])
+        return [str(line) for line in iter(reader.readLine, None)]
     finally:
         stream.close()
+
+
+def _query_id(spark: SparkSession, checkpoint: str) -> str:
+    """The stream's id from its checkpoint: stable across restarts, new for a new checkpoint."""
+    fs, path = _hadoop_fs(spark, f"{checkpoint.rstrip('/')}/metadata")
+    return str(json.loads(_small_file_lines(spark, fs, path)[0])["id"])
 
 
 @dataclass
@@ -317,6 +327,43 @@ def checkpoint_path(lake: Lakehouse, settings: IngestSettings) -> str:
     return f"{lake.checkpoints}/ingest/{name}"
 
 
+def _a_file_read_before(spark: SparkSession, checkpoint: str) -> str | None:
+    """One landing file the checkpoint's file source has recorded as read (None: nothing recorded yet)."""
+    fs, log_dir = _hadoop_fs(spark, f"{checkpoint.rstrip('/')}/sources/0")
+    if not fs.exists(log_dir):
+        return None
+    for status in fs.listStatus(log_dir):
+        if not status.getPath().getName().startswith("."):
+            entries = [line for line in _small_file_lines(spark, fs, status.getPath()) if line.startswith("{")]
+            if entries:
+                return str(json.loads(entries[0])["path"])
+    return None
+
+
+def check_checkpoint_belongs_here(spark: SparkSession, checkpoint: str, landing: str) -> None:
+    """Refuse a landing checkpoint that recorded these files under another path (a moved or copied lakehouse).
+
+    Spark's file source keeps absolute paths, so from a moved checkpoint every landing file looks new:
+    bronze would absorb them (MERGE), but their bad lines would be quarantined twice.
+    """
+    recorded = _a_file_read_before(spark, checkpoint)
+    if recorded is None:
+        return
+    jvm: Any = spark.sparkContext._jvm
+    recorded_path = str(jvm.java.net.URI(recorded).getPath())
+    fs, root = _hadoop_fs(spark, landing)
+    if recorded_path.startswith(str(fs.makeQualified(root).toUri().getPath()).rstrip("/") + "/"):
+        return
+    name = recorded_path.rsplit("/", 1)[-1]
+    files = fs.listFiles(root, True)
+    while files.hasNext():
+        if files.next().getPath().getName() == name:
+            raise ContractError(
+                f"ingest checkpoint {checkpoint} has read {recorded}, and the same file is now in {landing}: the "
+                "lakehouse was moved or copied, so every landing file would be read again (README: 'Checkpoints "
+                "are tied to the lakehouse's path')")
+
+
 def source_records(spark: SparkSession, settings: Settings) -> DataFrame:
     """The configured source as a stream of (raw, source, ingested_at, _pos_*)."""
     ingest, lake = settings.ingest, Lakehouse.from_settings(settings)
@@ -326,6 +373,7 @@ def source_records(spark: SparkSession, settings: Settings) -> DataFrame:
         path = lake.path(ingest.landing_path)
         if lake.is_local and not _local_dir_exists(path):
             raise ContractError(f"landing folder not found: {path} (run `churn-spark generate` first)")
+        check_checkpoint_belongs_here(spark, checkpoint_path(lake, ingest), path)
         records = landing_records(spark, ingest, path)
     # In a stream, current_timestamp() is the micro-batch's timestamp from the offset log: a replayed
     # batch gets the same ingested_at.

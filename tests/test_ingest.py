@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,30 @@ def test_missing_landing_folder_is_one_clear_error(spark: SparkSession, settings
 
     with pytest.raises(ContractError, match="landing folder not found"):
         run_ingest(spark, landing_settings(settings), once=True)
+
+
+def test_a_moved_lakehouse_is_refused_instead_of_reading_every_landing_file_again(spark: SparkSession,
+                                                                                   settings: Settings,
+                                                                                   tmp_path: Path) -> None:
+    from churn_spark.errors import ContractError
+
+    s = landing_settings(settings)
+    write_landing_file(landing(s), "part-000.jsonl", mixed_batch("a", 0, 4))
+    run_ingest(spark, s, once=True)
+    moved = tmp_path / "moved"
+    shutil.copytree(s.lakehouse, moved)
+    moved_settings = with_overrides(s, {"lakehouse": str(moved)})
+    moved_lake = Lakehouse.from_settings(moved_settings)
+    def versions() -> tuple[int | None, int | None]:
+        return (table_version(spark, moved_lake.bronze_events),
+                table_version(spark, moved_lake.bronze_events_quarantine))
+
+    before = versions()
+    with pytest.raises(ContractError, match="moved or copied"):
+        run_ingest(spark, moved_settings, once=True)
+    assert versions() == before
+    # In place, the same checkpoint is this landing folder's: a rerun reads nothing new.
+    assert run_ingest(spark, s, once=True)["records_in"] == 0
 
 
 def test_late_event_older_than_the_watermark_is_kept_and_counted(spark: SparkSession, settings: Settings) -> None:
