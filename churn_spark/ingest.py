@@ -206,13 +206,14 @@ def _hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
-def _small_file_lines(spark: SparkSession, fs: Any, path: Any) -> list[str]:
-    """The lines of a small metadata file (a checkpoint's), through Hadoop so any filesystem works."""
+def _first_lines(spark: SparkSession, fs: Any, path: Any, n: int) -> list[str]:
+    """The first `n` lines of a checkpoint file, through Hadoop so any filesystem works (one call per line)."""
     jvm: Any = spark.sparkContext._jvm
     stream = fs.open(path)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
-        return [str(line) for line in iter(reader.readLine, None)]
+        lines = (reader.readLine() for _ in range(n))
+        return [str(line) for line in lines if line is not None]
     finally:
         stream.close()
 
@@ -220,7 +221,7 @@ def _small_file_lines(spark: SparkSession, fs: Any, path: Any) -> list[str]:
 def _query_id(spark: SparkSession, checkpoint: str) -> str:
     """The stream's id from its checkpoint: stable across restarts, new for a new checkpoint."""
     fs, path = _hadoop_fs(spark, f"{checkpoint.rstrip('/')}/metadata")
-    return str(json.loads(_small_file_lines(spark, fs, path)[0])["id"])
+    return str(json.loads(_first_lines(spark, fs, path, 1)[0])["id"])
 
 
 @dataclass
@@ -334,7 +335,8 @@ def _a_file_read_before(spark: SparkSession, checkpoint: str) -> str | None:
         return None
     for status in fs.listStatus(log_dir):
         if not status.getPath().getName().startswith("."):
-            entries = [line for line in _small_file_lines(spark, fs, status.getPath()) if line.startswith("{")]
+            # a file-source log file: a version line ("v1"), then one JSON entry per file read
+            entries = [line for line in _first_lines(spark, fs, status.getPath(), 2) if line.startswith("{")]
             if entries:
                 return str(json.loads(entries[0])["path"])
     return None
