@@ -22,7 +22,6 @@ slots of the model's assembled vector are mapped back through the assembler's ML
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from functools import reduce
 from typing import Any
@@ -33,7 +32,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from churn_spark.train.pipeline import calibrated
+from churn_spark.train.pipeline import calibrated, cyclic_column
 
 Predict = Callable[[DataFrame], DataFrame]
 """Adds `churn_probability` (and the classifier's input vector `features`) to a features frame."""
@@ -93,8 +92,8 @@ def _source_of(slot: str, categorical: Sequence[str], columns: Sequence[str]) ->
         if slot.startswith(prefix):
             name = slot[len(prefix):]
             # a cyclic position the pipeline derives (`tenure_days_mod_365`) belongs to its column
-            derived = re.fullmatch(r"(.+)_mod_\d+", name)
-            return derived.group(1) if name not in columns and derived and derived.group(1) in columns else name
+            derived = cyclic_column(name)
+            return derived if derived is not None and name not in columns and derived in columns else name
     for c in categorical:  # longest first, so `plan` never claims `plan_type`'s slots
         if slot.startswith(f"cat__{c}_"):
             return c

@@ -11,6 +11,7 @@ Scoring loads the PipelineModel and calls :func:`predict`; it never re-implement
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,12 @@ class FeatureColumns:
 def cyclic_name(column: str, period: int) -> str:
     """`tenure_days`, 365 -> `tenure_days_mod_365`."""
     return f"{column}_mod_{period}"
+
+
+def cyclic_column(name: str) -> str | None:
+    """The inverse of `cyclic_name`: `tenure_days_mod_365` -> `tenure_days`; None for any other name."""
+    derived = re.fullmatch(r"(.+)_mod_\d+", name)
+    return derived.group(1) if derived else None
 
 
 def feature_columns(schema: StructType, exclude: Sequence[str] = ()) -> FeatureColumns:
