@@ -59,6 +59,7 @@ class Mode:
     gbt_iter: int
     race_timeout_s: float
     driver_memory: str
+    shuffle_partitions: int  # tiny data: each extra task is pure scheduling overhead
     local1_racer: bool = True  # the race's "ours" again at local[1] (one more JVM): the cores speed-up
     train_refit: bool = True  # the score stage's train job refits on train + validation (a second fit)
 
@@ -66,10 +67,11 @@ class Mode:
 MODES = {
     # under 5 minutes on a quiet 2-core machine: ~37k events, 3 JVMs (bench + 2 Spark racers)
     "quick": Mode("quick", accounts=60, growth_fractions=(0.5,), ingest_events=10_000, gbt_iter=10,
-                  race_timeout_s=300, driver_memory="1536m", local1_racer=False, train_refit=False),
+                  race_timeout_s=300, driver_memory="1536m", shuffle_partitions=2, local1_racer=False,
+                  train_refit=False),
     # "full" is sized for ~40 minutes on a shared 2-core machine (~190k events); pass --accounts for more.
     "full": Mode("full", accounts=300, growth_fractions=(0.25, 0.5), ingest_events=100_000, gbt_iter=60,
-                 race_timeout_s=900, driver_memory="3g"),
+                 race_timeout_s=900, driver_memory="3g", shuffle_partitions=4),
 }
 
 
@@ -86,8 +88,9 @@ def bench_settings(lake: Path, mode: Mode, snapshots: int = 24) -> Any:
     start, end = snapshot_range(snapshots)
     return Settings.model_validate({
         "lakehouse": str(lake),
-        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": mode.driver_memory,
-                  "show_progress": False, "with_kafka": False, "app_name": "churn-bench"},
+        "spark": {"master": "local[2]", "shuffle_partitions": mode.shuffle_partitions,
+                  "driver_memory": mode.driver_memory, "show_progress": False, "with_kafka": False,
+                  "app_name": "churn-bench"},
         "generate": {"accounts": mode.accounts, "start": "2022-01-01", "end": "2024-12-31", "event_files": 4},
         "churn": {"snapshots": {"start": start.isoformat(), "end": end.isoformat()}},
         "model": {"params": {"maxIter": mode.gbt_iter}, "refit": mode.train_refit},

@@ -9,8 +9,9 @@ How the cost stays flat in the number of snapshots and windows:
 3. Running sums over an account's intervals give, for every boundary B_k, the totals of all days
    before B_k; a window `[D-w, D)` is then `total(D) - total(D-w)`, exactly (integers only).
 4. The totals each (snapshot, role) needs are looked up per account in its sorted array of running
-   totals (no explode, join or pivot): after the aggregation's shuffle the data is repartitioned once
-   by account and stays there until the per-(account, D) rows are emitted.
+   totals (no join or pivot): after the aggregation's shuffle the data is repartitioned once by
+   account and stays there; each account's row becomes one row per snapshot whose role totals are
+   array lookups.
 
 The as-of rule (asof.py) holds by construction: a boundary's total only covers days before it.
 """
@@ -130,23 +131,15 @@ def running_totals(intervals: DataFrame, metrics: Sequence[str], last_k: int) ->
     )
 
 
-def _role_lookup(role_ks: Sequence[int]) -> Column:
-    """Per snapshot (in order), the running-totals struct valid at boundary k; null before the account's first."""
-    first = F.col("__first")
-    return F.transform(
-        F.array(*[F.lit(k) for k in role_ks]),
-        lambda k: F.when(k >= first, F.try_element_at(F.col("__totals"),
-                                                      F.try_element_at(F.col("__pos"), k - first + 1))),
-    )
-
-
 def totals_at_roles(intervals: DataFrame, bounds: Boundaries, slugs: Sequence[str]) -> DataFrame:
-    """Grain (account, as_of_date): `<role>_<metric>` = total of the metric over all days before the role's date.
+    """Grain (account, as_of_date): struct `__at_<role>` = every metric's total over all days before the role's date.
 
     Per account (rows stay partitioned by account after the running sums: no further shuffle, no
-    join, no pivot): the sorted running totals, a position array mapping each boundary k to the
-    totals valid at k, and one lookup per (snapshot, role). A row exists when the account has an
-    event in the range before D; `__span_days` is D's span (see `days_since_last_event`).
+    join, no pivot): the sorted running totals and a position array mapping each boundary k to the
+    entry valid at k; then one row per snapshot, where each role's struct is one array lookup.
+    A row exists when the account has an event in the range before D; `__span_days` is D's span
+    (see `days_since_last_event`). The per-snapshot indices are literal arrays in SQL text: a
+    handful of expressions instead of one Column per (snapshot, role).
     """
     metrics = _metric_names(slugs)
     snaps = sorted({d for d, _, _ in bounds.roles})
@@ -154,63 +147,61 @@ def totals_at_roles(intervals: DataFrame, bounds: Boundaries, slugs: Sequence[st
     entry = F.struct("idx", "__next", "last_day", *metrics)
     per_account = (
         running_totals(intervals, metrics, len(bounds.dates) - 1)
-        .groupBy("account_id").agg(F.array_sort(F.collect_list(entry)).alias("__totals"))
+        .groupBy("account_id").agg(F.sort_array(F.collect_list(entry)).alias("__totals"))
         .withColumn("__first", F.element_at("__totals", 1)["idx"] + 1)
         .withColumn("__pos", F.flatten(F.transform(
             "__totals", lambda e, i: F.array_repeat(i + 1, (e["__next"] - e["idx"]).cast("int")))))
     )
-    lookups = {f"__r_{r}": _role_lookup([k_of[(d, r)] for d in snaps]) for r in bounds.role_names}
-    per_snapshot = {
-        "__d": F.array(*[F.lit(d) for d in snaps]),
-        "__span_days": F.array(*[F.lit(bounds.span_days(d)) for d in snaps]),
-        **lookups,
-    }
-    zipped = F.arrays_zip(*[F.col(c) for c in per_snapshot])
-    rows = per_account.select("account_id", *[v.alias(c) for c, v in per_snapshot.items()]).select(
-        "account_id", F.inline(zipped))
-    return rows.where(F.col(f"__r_{END}").isNotNull()).select(
-        "account_id", F.col("__d").alias("as_of_date"), "__span_days",
-        *[F.col(f"__r_{r}")[m].alias(f"{r}_{m}") for r in bounds.role_names for m in ["last_day", *metrics]],
-    )
+    per_snapshot = per_account.select(
+        "account_id", "__totals", "__first", "__pos",
+        F.posexplode(F.array(*[F.lit(d) for d in snaps])).alias("__s", "as_of_date"))
+
+    def nth(values: Sequence[object]) -> str:
+        """SQL: the value of the current snapshot (`__s`, 0-based) in a literal array, one per snapshot."""
+        return f"element_at(array({', '.join(str(v) for v in values)}), __s + 1)"
+
+    def at_role(role: str) -> Column:
+        k = nth([k_of[(d, role)] for d in snaps])
+        position = f"try_element_at(__pos, {k} - __first + 1)"
+        return F.expr(f"CASE WHEN {k} >= __first THEN try_element_at(__totals, {position}) END").alias(f"__at_{role}")
+
+    rows = per_snapshot.select("account_id", "as_of_date", F.expr(nth([bounds.span_days(d) for d in snaps]))
+                               .alias("__span_days"), *[at_role(r) for r in bounds.role_names])
+    return rows.where(F.col(f"__at_{END}").isNotNull())
 
 
-def _total(role: str, metric: str) -> Column:
-    return F.coalesce(F.col(f"{role}_{metric}"), F.lit(0))
+def _between(metric: str, newer: str, older: str) -> str:
+    """SQL: the total of `metric` over the days in [older role date, newer role date)."""
+    return f"(coalesce(`__at_{newer}`.`{metric}`, 0) - coalesce(`__at_{older}`.`{metric}`, 0))"
 
 
-def _between(metric: str, newer: str, older: str) -> Column:
-    """Total of `metric` over the days in [older role date, newer role date)."""
-    return _total(newer, metric) - _total(older, metric)
+def activity_columns(slugs: Sequence[str], features: FeatureSettings, churn: ChurnSettings) -> dict[str, str]:
+    """The activity feature columns (without per-seat rates) from the role totals: name -> SQL expression.
 
-
-def lookback_days(as_of: Column, churn: ChurnSettings) -> Column:
-    return F.datediff(as_of, F.add_months(as_of, -churn.lookback_months))
-
-
-def activity_columns(slugs: Sequence[str], features: FeatureSettings, churn: ChurnSettings) -> list[Column]:
-    """The activity feature columns (without per-seat rates) from the role totals."""
-    cols: list[Column] = []
+    SQL text for one `selectExpr`: composing ~200 Columns function by function costs the driver
+    tens of thousands of Py4J round trips (seconds) per run.
+    """
+    lookback_days = f"datediff(as_of_date, add_months(as_of_date, -{churn.lookback_months}))"
+    cols: dict[str, str] = {}
     for slug in [cat.ANY_TYPE, *slugs]:
         for w in features.windows_days:
-            cols.append(_between(f"{slug}__n", END, f"w{w}").cast("double").alias(cat.count_col(slug, w)))
+            cols[cat.count_col(slug, w)] = f"CAST({_between(f'{slug}__n', END, f'w{w}')} AS DOUBLE)"
             if slug != cat.ANY_TYPE:
-                cols.append((_between(f"{slug}__v", END, f"w{w}") / VALUE_SCALE).alias(cat.value_sum_col(slug, w)))
-            cols.append(_between(f"{slug}__d", END, f"w{w}").cast("double").alias(cat.days_active_col(slug, w)))
-        lb_rate = _between(f"{slug}__n", END, "lb") / lookback_days(F.col("as_of_date"), churn)
+                cols[cat.value_sum_col(slug, w)] = f"{_between(f'{slug}__v', END, f'w{w}')} / {VALUE_SCALE}"
+            cols[cat.days_active_col(slug, w)] = f"CAST({_between(f'{slug}__d', END, f'w{w}')} AS DOUBLE)"
+        lb_rate = f"{_between(f'{slug}__n', END, 'lb')} / {lookback_days}"
         for w in features.trend_windows_days:
             recent = _between(f"{slug}__n", END, f"w{w}")
-            cols.append(F.try_divide(recent, _between(f"{slug}__n", f"w{w}", f"t{w}")).cast("double")
-                        .alias(cat.trend_prev_col(slug, w)))
-            cols.append(F.try_divide(recent / w, lb_rate).cast("double").alias(cat.trend_lookback_col(slug, w)))
+            previous = _between(f"{slug}__n", f"w{w}", f"t{w}")
+            cols[cat.trend_prev_col(slug, w)] = f"CAST(try_divide({recent}, {previous}) AS DOUBLE)"
+            cols[cat.trend_lookback_col(slug, w)] = f"CAST(try_divide({recent} / {w}, {lb_rate}) AS DOUBLE)"
     return cols
 
 
-def days_since_last_event(bounds: Boundaries) -> Column:
-    """Days from the last event day before D to D, null when none within D's span (same for every run)."""
-    last = F.col(f"{END}_last_day")
-    age = F.datediff(F.col("as_of_date"), F.lit(EPOCH)) - last
-    span = F.col("__span_days")
-    return F.when(last.isNotNull() & (age <= span), age).cast("double").alias(cat.DAYS_SINCE_LAST_EVENT)
+def days_since_last_event() -> str:
+    """SQL: days from the last event day before D to D, null when none within D's span (same for every run)."""
+    age = f"datediff(as_of_date, DATE'{EPOCH.isoformat()}') - `__at_{END}`.last_day"
+    return f"CAST(CASE WHEN `__at_{END}`.last_day IS NOT NULL AND {age} <= __span_days THEN {age} END AS DOUBLE)"
 
 
 def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Mapping[str, str],
@@ -223,7 +214,9 @@ def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Ma
     bounds = boundaries(snapshots, features, churn)
     intervals = account_interval_activity(events_in_range(events, bounds), interval_calendar(spark, bounds), slugs)
     totals = totals_at_roles(intervals, bounds, list(slugs.values()))
-    return totals.select(*KEYS, *activity_columns(list(slugs.values()), features, churn), days_since_last_event(bounds))
+    columns = {**activity_columns(list(slugs.values()), features, churn),
+               cat.DAYS_SINCE_LAST_EVENT: days_since_last_event()}
+    return totals.selectExpr(*KEYS, *[f"{sql} AS `{name}`" for name, sql in columns.items()])
 
 
 def with_per_seat_rates(df: DataFrame, slugs: Sequence[str], features: FeatureSettings) -> DataFrame:
