@@ -52,6 +52,9 @@ class SparkSettings(_Section):
     master: str | None = None  # None: spark-submit's --master, else local[*]
     app_name: str = "churn-spark"
     shuffle_partitions: int = Field(8, ge=1)
+    # tasks per Delta log replay (Delta's default is 50): each table load runs it, and these logs list
+    # thousands of files, not millions; on a small run the replays were the biggest fixed cost
+    delta_snapshot_partitions: int = Field(2, ge=1)
     driver_memory: str = Field("2g", pattern=r"^\d+[kmgt]?$")
     ivy_cache: str = "~/.cache/churn-spark/ivy"
     ui_enabled: bool = False

@@ -211,11 +211,16 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str],
                 schema: StructType | None = None) -> None:
-    """Atomically replace exactly the rows matching `predicate` (rows outside it are an error)."""
+    """Atomically replace exactly the rows matching `predicate` (rows outside it are an error).
+
+    Rows are rebalanced by the partition columns first (AQE sizes the files): otherwise every task
+    writes a small file into every partition it holds rows for (tasks x snapshots files, each
+    paying a Parquet writer per column).
+    """
     if schema is not None:
         assert_schema(df, schema, f"write to {path}", allow_extra=False)
     (
-        df.write.format("delta")
+        df.hint("rebalance", *partition_by).write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", predicate)
         .partitionBy(*partition_by)

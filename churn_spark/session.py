@@ -95,7 +95,7 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
-        "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+        "spark.databricks.delta.snapshotPartitions": str(settings.delta_snapshot_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": str(settings.show_progress).lower(),

@@ -15,7 +15,7 @@ from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from churn_spark import asof, io, schemas
@@ -155,26 +155,17 @@ def snapshot_stats(labels: DataFrame) -> list[dict[str, Any]]:
              "label_rate": None if r["label_rate"] is None else round(float(r["label_rate"]), 4)} for r in rows]
 
 
-def observed_stats(features: DataFrame, names: Sequence[str],
-                   snapshots: Sequence[dt.date]) -> tuple[DataFrame, Observation]:
-    """`features` instrumented to count, while it is written, the rows per snapshot and the non-null values per column.
+def written_stats(features: DataFrame, names: Sequence[str]) -> dict[str, Any]:
+    """Rows per snapshot and the share of null values per feature column, from one aggregation.
 
-    The Observation rides on the write itself (its metrics come from the committed tasks), so the
-    run summary costs no second read of the table just written.
+    Grain of the aggregation: one row per snapshot (small), with a non-null count per feature.
     """
-    observation = Observation("feature_stats")
-    rows = [F.count_if(F.col("as_of_date") == F.lit(d)).alias(f"__rows_{i}") for i, d in enumerate(snapshots)]
-    observed = features.observe(observation, F.count(F.lit(1)).alias("__n"), *rows,
-                                *[F.count(F.col(n)).alias(n) for n in names])
-    return observed, observation
-
-
-def written_stats(metrics: dict[str, Any], names: Sequence[str], snapshots: Sequence[dt.date]) -> dict[str, Any]:
-    """Rows per snapshot and the share of null values per feature column, from `observed_stats`' metrics."""
-    total = int(metrics["__n"])
+    rows = features.groupBy("as_of_date").agg(
+        F.count("*").alias("__n"), *[F.count(F.col(n)).alias(n) for n in names]).collect()
+    total = sum(int(r["__n"]) for r in rows)
     return {
-        "rows": {d.isoformat(): int(metrics[f"__rows_{i}"]) for i, d in enumerate(snapshots)},
-        "null_rate": {n: round(1 - int(metrics[n]) / total, 4) if total else 0.0 for n in names},
+        "rows": {r["as_of_date"].isoformat(): int(r["__n"]) for r in rows},
+        "null_rate": {n: round(1 - sum(int(r[n]) for r in rows) / total, 4) if total else 0.0 for n in names},
     }
 
 
@@ -198,7 +189,7 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices.
 
     Cost: bronze.events is scanned once (activity); the small inputs and the labels are computed
-    once and cached for the run; each table is written once; the summary is observed during the write.
+    once and cached for the run; each table is written once; the summary reads the written slices.
     """
     snapshots = snapshot_dates(settings.churn.snapshots)
     if not snapshots:
@@ -218,14 +209,14 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         io.write_slice(labels, lake.churn_labels, where, ["as_of_date"], schema=schemas.CHURN_LABELS)
         features = features_for(inputs, settings, snapshots, labels, event_types)
         io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
-        names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
-        observed, observation = observed_stats(features, names, snapshots)
-        io.write_slice(observed, lake.churn_features, where, ["as_of_date"])
+        io.write_slice(features, lake.churn_features, where, ["as_of_date"])
         log.info("features: wrote %d snapshots of labels and features", len(snapshots))
         per_snapshot = snapshot_stats(labels)
     finally:
         release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
-    stats = written_stats(observation.get, names, snapshots)
+    written = spark.read.format("delta").load(lake.churn_features).where(F.col("as_of_date").isin(snapshots))
+    names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
+    stats = written_stats(written, names)
     for s in per_snapshot:
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
     return {

@@ -36,7 +36,9 @@ def support_features(tickets: DataFrame, snapshots: DataFrame, snapshot_dates: S
                      features: FeatureSettings) -> DataFrame:
     """Grain (account, as_of_date) for accounts with a ticket known at D; see catalog for definitions."""
     history = max(features.windows_days)
-    scored = with_ticket_tone(tickets_in_range(tickets, snapshot_dates, history))
+    # Rebalanced first: tone is Python, and each task pays a Python worker's start-up, so AQE sizes
+    # the tasks by data instead of inheriting the cached input's partition count.
+    scored = with_ticket_tone(tickets_in_range(tickets, snapshot_dates, history).hint("rebalance"))
     known = asof.tickets_as_of(scored, snapshots, history)
     d, opened = F.col("as_of_date"), F.col("opened_at")
     high = F.lower(F.col("priority")).isin([p.lower() for p in features.high_priorities])
