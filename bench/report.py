@@ -176,11 +176,15 @@ def table(results: dict[str, Any]) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def results_name(results: dict[str, Any]) -> str:
+    """`<mode>-<UTC start, digits>.json`: one file per run, kept beside `latest.json`."""
+    return f"{results['mode']}-{re.sub(r'[^0-9]', '', results['date'])[:14]}.json"
+
+
 def write_results(results: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = re.sub(r"[^0-9]", "", results["date"])[:14]
     text = json.dumps(results, indent=1, default=str)
-    (folder / f"{results['mode']}-{stamp}.json").write_text(text)
+    (folder / results_name(results)).write_text(text)
     latest = folder / "latest.json"
     latest.write_text(text)
     return latest
@@ -189,7 +193,7 @@ def write_results(results: dict[str, Any], folder: Path) -> Path:
 def update_readme(readme: Path, table_text: str, results: dict[str, Any]) -> None:
     """Replace the table between the README's markers with this run's."""
     text = readme.read_text() if readme.exists() else f"{README_START}\n{README_END}\n"
-    note = f"Raw numbers: `bench/results/latest.json` ({results['mode']} run)."
+    note = f"Raw numbers: `bench/results/{results_name(results)}`."
     block = f"{README_START}\n{table_text}\n\n{note}\n{README_END}"
     if README_START in text and README_END in text:
         text = re.sub(re.escape(README_START) + r".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
