@@ -70,7 +70,8 @@ MODES = {
     "quick": Mode("quick", accounts=60, growth_fractions=(0.5,), ingest_events=10_000, gbt_iter=10,
                   race_timeout_s=300, driver_memory="1536m", shuffle_partitions=2, local1_racer=False,
                   train_refit=False),
-    # "full" is sized for ~40 minutes on a shared 2-core machine (~190k events); pass --accounts for more.
+    # "full": ~190k events; measured 2026-11-29 on a quiet machine: 407 s with data generated. Pass
+    # --accounts for more (the floor and growth at 10^6-10^7+ events: bench/features_vs_scan.py).
     "full": Mode("full", accounts=300, growth_fractions=(0.25, 0.5), ingest_events=100_000, gbt_iter=60,
                  race_timeout_s=900, driver_memory="3g", shuffle_partitions=4),
 }
