@@ -210,21 +210,59 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 
 def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str],
-                schema: StructType | None = None) -> None:
-    """Atomically replace exactly the rows matching `predicate` (rows outside it are an error).
+                schema: StructType | None = None, properties: Mapping[str, str] | None = None) -> int:
+    """Atomically replace exactly the rows matching `predicate` (others are an error); returns the commit version.
 
     Rows are rebalanced by the partition columns first (AQE sizes the files): otherwise every task
     writes a small file into every partition it holds rows for (tasks x snapshots files, each
-    paying a Parquet writer per column).
+    paying a Parquet writer per column). `properties` (Delta table properties) are set when the
+    table is created, and on an existing table that lacks them.
     """
     if schema is not None:
         assert_schema(df, schema, f"write to {path}", allow_extra=False)
-    (
-        df.hint("rebalance", *partition_by).write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", predicate)
-        .partitionBy(*partition_by)
-        .save(path)
+    spark = df.sparkSession
+    if properties and table_exists(spark, path):
+        ensure_table_properties(spark, path, properties)
+    writer = df.hint("rebalance", *partition_by).write.format("delta").mode("overwrite")
+    for key, value in (properties or {}).items():
+        writer = writer.option(key, value)
+    writer.option("replaceWhere", predicate).partitionBy(*partition_by).save(path)
+    version = table_version(spark, path)
+    assert version is not None
+    return version
+
+
+def ensure_table_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
+    """Set Delta table properties the table lacks (one metadata commit, only when something differs)."""
+    current = DeltaTable.forPath(spark, path).detail().first()
+    have = dict(current["properties"] or {}) if current else {}
+    missing = {k: v for k, v in properties.items() if have.get(k) != v}
+    if missing:
+        assignments = ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in missing.items())
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
+
+
+# Statistics (numRecords, min, max, nullCount) for every column of each written file, not only the
+# first 32: data skipping on every column, and per-column null counts without reading the data.
+ALL_COLUMN_STATS = {"delta.dataSkippingNumIndexedCols": "-1"}
+_ADD_ACTION = "struct<add: struct<partitionValues: map<string, string>, stats: string>>"
+_FILE_STATS = "struct<numRecords: bigint, nullCount: map<string, bigint>>"
+
+
+def commit_file_stats(spark: SparkSession, path: str, version: int) -> DataFrame:
+    """Grain: data file added by commit `version`: `partition` values, `num_records`, `null_count` per column.
+
+    Read from the commit's JSON in `_delta_log` (a few KB per file): the figures Delta computed
+    while writing, so a summary of what a job wrote needs no second read of the data. Columns
+    without statistics (tables created before ALL_COLUMN_STATS) are absent from `null_count`.
+    """
+    commit = f"{path.rstrip('/')}/_delta_log/{version:020d}.json"
+    stats = F.from_json("add.stats", _FILE_STATS)
+    return (
+        spark.read.text(commit).select(F.from_json("value", _ADD_ACTION)["add"].alias("add"))
+        .where(F.col("add").isNotNull())
+        .select(F.col("add.partitionValues").alias("partition"), stats["numRecords"].alias("num_records"),
+                stats["nullCount"].alias("null_count"))
     )
 
 

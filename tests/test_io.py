@@ -117,6 +117,43 @@ def test_write_slice_refuses_rows_outside_the_slice_and_leaves_table(spark: Spar
     assert io.table_version(spark, path) == 0
 
 
+def _wide(spark: SparkSession, rows: list[tuple]):
+    """as_of_date and 40 nullable doubles c00..c39: more columns than Delta's default 32 with statistics."""
+    return spark.createDataFrame(rows, "as_of_date date, " + ", ".join(f"c{i:02d} double" for i in range(40)))
+
+
+def test_commit_file_stats_give_rows_and_nulls_of_every_column(spark: SparkSession, tmp_path) -> None:
+    path = str(tmp_path / "wide")
+    row = tuple([1.0] * 40)
+    with_null_c39 = tuple([1.0] * 39 + [None])
+    jan = [(D(2024, 1, 1), *row), (D(2024, 1, 1), *with_null_c39), (D(2024, 1, 1), *with_null_c39)]
+    feb = [(D(2024, 2, 1), *(None,) * 40)]
+    # created without the property: only the first 32 columns get statistics
+    io.write_slice(_wide(spark, feb), path, io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]}),
+                   ["as_of_date"])
+    before = io.commit_file_stats(spark, path, 0).first()
+    assert before is not None and "c31" in before["null_count"] and "c39" not in before["null_count"]
+    version = io.write_slice(_wide(spark, jan + feb), path,
+                             io.slice_predicate(within={"as_of_date": [D(2024, 1, 1), D(2024, 2, 1)]}),
+                             ["as_of_date"], properties=io.ALL_COLUMN_STATS)
+    assert version == 2  # 1 is the property's own metadata commit
+    files = io.commit_file_stats(spark, path, version).collect()
+    rows: dict[str, int] = {}
+    for f in files:
+        rows[f["partition"]["as_of_date"]] = rows.get(f["partition"]["as_of_date"], 0) + f["num_records"]
+    assert rows == {"2024-01-01": 3, "2024-02-01": 1}
+    assert sum(f["null_count"]["c39"] for f in files) == 2 + 1
+    assert sum(f["null_count"]["c00"] for f in files) == 1
+    # a table created with the property has every column's statistics from its first commit
+    fresh = str(tmp_path / "fresh")
+    assert io.write_slice(_wide(spark, jan), fresh, io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]}),
+                          ["as_of_date"], properties=io.ALL_COLUMN_STATS) == 0
+    assert sum(f["null_count"]["c39"] for f in io.commit_file_stats(spark, fresh, 0).collect()) == 2
+    # the property is set once: the next write adds no metadata commit
+    assert io.write_slice(_wide(spark, feb), path, io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]}),
+                          ["as_of_date"], properties=io.ALL_COLUMN_STATS) == 3
+
+
 def test_write_slice_asserts_schema(spark: SparkSession, tmp_path) -> None:
     df = spark.createDataFrame([("a1", D(2024, 1, 1))], "account_id string, as_of_date date")
     with pytest.raises(ContractError, match="missing columns: label, churn_date, tenure_days"):
