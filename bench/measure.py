@@ -43,7 +43,8 @@ def run_watched(args: Sequence[str], result_file: Path, log_file: Path, timeout_
                 poll_s: float = 0.2) -> dict[str, Any]:
     """Run `python -m <args>` in its own session; sample the tree's RSS; kill it on time-out.
 
-    Returns status (ok / timeout / oom / error), the peak RSS in MiB and the worker's own result.
+    Returns status (ok / timeout / oom / error), the peak RSS in MiB (the larger of the sampled tree
+    and the peak the worker reports for its own process) and the worker's own result.
     """
     result_file.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -68,6 +69,7 @@ def run_watched(args: Sequence[str], result_file: Path, log_file: Path, timeout_
         if proc.returncode == 0 and result_file.exists():
             status = "ok"
             out.update(json.loads(result_file.read_text()))
+            out["peak_rss_mb"] = max(out["peak_rss_mb"], out.pop("own_peak_rss_mb", 0.0))
         else:
             status = "oom" if _oom(text, proc.returncode) else "error"
             lines = [ln for ln in text.strip().splitlines() if ln.strip()]

@@ -66,7 +66,7 @@ class Mode:
 
 MODES = {
     # meant for under 5 minutes on a quiet 2-core machine (~42k events, 3 JVMs: bench + 2 Spark racers);
-    # measured 2026-11-29: 328 s with data generated (--fresh), ~4.5 min with the data reused
+    # measured 2026-11-29: 4 min 13 s of wall time with the data generated (--fresh)
     "quick": Mode("quick", accounts=60, growth_fractions=(0.5,), ingest_events=10_000, gbt_iter=10,
                   race_timeout_s=300, driver_memory="1536m", shuffle_partitions=2, local1_racer=False,
                   train_refit=False),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import resource
 import sys
 import time
 
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m bench.worker {{{'|'.join(MODULES)}}} SPEC_JSON RESULT_JSON", file=sys.stderr)
         return 2
     result = race(args[0], RaceSpec.load(args[1]))
+    # This process's own peak (Linux: KiB): a racer done in under a second can end between two
+    # samples of the runner's poll; the runner keeps the larger of the two figures.
+    result["own_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     with open(args[2], "w") as fh:
         json.dump(result, fh)
     return 0

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+from bench.measure import run_watched
 from bench.peers import duckdb_peer, naive_spark, ours, pandas_peer
 from bench.report import diff_outputs, load_output
 from bench.spec import RaceSpec, span_days
@@ -119,6 +120,17 @@ def test_racer_computes_the_hand_worked_labels_and_features(spark: SparkSession,
     assert got is not None and rows == len(got)
     assert list(got.columns) == s.output_columns()
     pd.testing.assert_frame_equal(got, expected(), check_dtype=False)
+
+
+def test_watched_racer_reports_its_peak_memory_even_between_samples(spec: RaceSpec, tmp_path: Path) -> None:
+    """A racer that ends before the runner's second sample still reports a real peak (its own)."""
+    s = _with_out(spec, "watched")
+    s.save(tmp_path / "spec.json")
+    out = run_watched(["bench.worker", "pandas", str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
+                      tmp_path / "result.json", tmp_path / "racer.log", timeout_s=120, poll_s=5)
+    assert out["status"] == "ok" and out["rows"] == len(expected())
+    assert out["peak_rss_mb"] > 40  # a Python process with pandas loaded; the one early sample sees far less
+    assert "own_peak_rss_mb" not in out
 
 
 def test_diff_outputs_names_the_column_and_rows_that_differ() -> None:
