@@ -215,8 +215,9 @@ def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str
 
     Rows are rebalanced by the partition columns first (AQE sizes the files): otherwise every task
     writes a small file into every partition it holds rows for (tasks x snapshots files, each
-    paying a Parquet writer per column). `properties` (Delta table properties) are set when the
-    table is created, and on an existing table that lacks them.
+    paying a Parquet writer per column). `properties` (`delta.*` table properties) are set when the
+    table is created, and on an existing table that lacks them. The version returned is the table's
+    latest right after the write: each table has one writing job.
     """
     if schema is not None:
         assert_schema(df, schema, f"write to {path}", allow_extra=False)
