@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from churn_spark import io, schemas
 from churn_spark.config import Settings, TableSource
@@ -118,40 +120,55 @@ def test_write_slice_refuses_rows_outside_the_slice_and_leaves_table(spark: Spar
 
 
 def _wide(spark: SparkSession, rows: list[tuple]):
-    """as_of_date and 40 nullable doubles c00..c39: more columns than Delta's default 32 with statistics."""
-    return spark.createDataFrame(rows, "as_of_date date, " + ", ".join(f"c{i:02d} double" for i in range(40)))
+    """account_id, as_of_date and 40 nullable doubles c00..c39: more columns than Delta's default 32 with statistics."""
+    return spark.createDataFrame(rows, "account_id string, as_of_date date, "
+                                 + ", ".join(f"c{i:02d} double" for i in range(40)))
 
 
-def test_commit_file_stats_give_rows_and_nulls_of_every_column(spark: SparkSession, tmp_path) -> None:
+def _stats_columns(spark: SparkSession, path: str, version: int) -> set[str]:
+    """Columns with a Delta null count in the statistics of commit `version`'s files."""
+    commit = f"{path}/_delta_log/{version:020d}.json"
+    stats = spark.read.text(commit).select(F.get_json_object("value", "$.add.stats").alias("s")).where("s IS NOT NULL")
+    return {k for r in stats.collect() for k in json.loads(r["s"])["nullCount"]}
+
+
+def test_written_counts_give_rows_and_nulls_of_every_column_of_one_commit(spark: SparkSession, tmp_path) -> None:
     path = str(tmp_path / "wide")
-    row = tuple([1.0] * 40)
-    with_null_c39 = tuple([1.0] * 39 + [None])
-    jan = [(D(2024, 1, 1), *row), (D(2024, 1, 1), *with_null_c39), (D(2024, 1, 1), *with_null_c39)]
-    feb = [(D(2024, 2, 1), *(None,) * 40)]
-    # created without the property: only the first 32 columns get statistics
-    io.write_slice(_wide(spark, feb), path, io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]}),
-                   ["as_of_date"])
-    before = io.commit_file_stats(spark, path, 0).first()
-    assert before is not None and "c31" in before["null_count"] and "c39" not in before["null_count"]
+    full = tuple([1.0] * 40)
+    null_c39 = tuple([1.0] * 39 + [None])
+    jan = [("a1", D(2024, 1, 1), *full), ("a2", D(2024, 1, 1), *null_c39), ("a3", D(2024, 1, 1), *null_c39)]
+    feb = [("a1", D(2024, 2, 1), *(None,) * 40)]
+    mar = [("a1", D(2024, 3, 1), *full)]
+    # an older table with statistics on every column (what the features table had before KEY_STATS_ONLY)
+    io.write_slice(_wide(spark, feb + mar), path,
+                   io.slice_predicate(within={"as_of_date": [D(2024, 2, 1), D(2024, 3, 1)]}),
+                   ["as_of_date"], properties={"delta.dataSkippingNumIndexedCols": "-1"})
+    assert "c39" in _stats_columns(spark, path, 0)
+    v1_sources = spark.conf.get("spark.sql.sources.useV1SourceList")
     version = io.write_slice(_wide(spark, jan + feb), path,
                              io.slice_predicate(within={"as_of_date": [D(2024, 1, 1), D(2024, 2, 1)]}),
-                             ["as_of_date"], properties=io.ALL_COLUMN_STATS)
+                             ["as_of_date"], properties=io.KEY_STATS_ONLY)
     assert version == 2  # 1 is the property's own metadata commit
-    files = io.commit_file_stats(spark, path, version).collect()
-    rows: dict[str, int] = {}
-    for f in files:
-        rows[f["partition"]["as_of_date"]] = rows.get(f["partition"]["as_of_date"], 0) + f["num_records"]
-    assert rows == {"2024-01-01": 3, "2024-02-01": 1}
-    assert sum(f["null_count"]["c39"] for f in files) == 2 + 1
-    assert sum(f["null_count"]["c00"] for f in files) == 1
-    # a table created with the property has every column's statistics from its first commit
-    fresh = str(tmp_path / "fresh")
-    assert io.write_slice(_wide(spark, jan), fresh, io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]}),
-                          ["as_of_date"], properties=io.ALL_COLUMN_STATS) == 0
-    assert sum(f["null_count"]["c39"] for f in io.commit_file_stats(spark, fresh, 0).collect()) == 2
+    assert _stats_columns(spark, path, version) == {"account_id"}
+    counts = {r["as_of_date"]: r for r in io.written_counts(spark, path, version, ["as_of_date"])}
+    # only this commit's files: March (commit 0, still in the table) is not counted
+    assert sorted(counts) == ["2024-01-01", "2024-02-01"]
+    jan_counts, feb_counts = counts["2024-01-01"], counts["2024-02-01"]
+    assert (jan_counts["__rows"], jan_counts["c39"], jan_counts["c00"]) == (3, 1, 3)
+    assert (feb_counts["__rows"], feb_counts["c39"], feb_counts["account_id"]) == (1, 0, 1)
+    assert spark.conf.get("spark.sql.sources.useV1SourceList") == v1_sources  # the V2 read was scoped
     # the property is set once: the next write adds no metadata commit
     assert io.write_slice(_wide(spark, feb), path, io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]}),
-                          ["as_of_date"], properties=io.ALL_COLUMN_STATS) == 3
+                          ["as_of_date"], properties=io.KEY_STATS_ONLY) == 3
+
+
+def test_written_counts_find_files_under_escaped_partition_paths(spark: SparkSession, tmp_path) -> None:
+    """Delta stores file paths URL-encoded; a partition value with ':' is escaped twice on the way."""
+    path = str(tmp_path / "escaped")
+    df = spark.createDataFrame([("a:b", 1.0), ("a:b", None), ("c d", 2.0)], "part string, x double")
+    df.write.format("delta").partitionBy("part").save(path)
+    counts = {r["part"]: (r["__rows"], r["x"]) for r in io.written_counts(spark, path, 0, ["part"])}
+    assert counts == {"a:b": (2, 1), "c d": (1, 1)}
 
 
 def test_write_slice_asserts_schema(spark: SparkSession, tmp_path) -> None:

@@ -155,47 +155,17 @@ def snapshot_stats(labels: DataFrame) -> list[dict[str, Any]]:
              "label_rate": None if r["label_rate"] is None else round(float(r["label_rate"]), 4)} for r in rows]
 
 
-def counted_stats(features: DataFrame, names: Sequence[str]) -> dict[str, Any]:
-    """Rows per snapshot and the non-null count per feature column, from one aggregation of `features`.
-
-    Grain of the aggregation: one row per snapshot (small), with a non-null count per feature.
-    """
-    rows = features.groupBy("as_of_date").agg(
-        F.count("*").alias("__n"), *[F.count(F.col(n)).alias(n) for n in names]).collect()
-    return {"rows": {r["as_of_date"].isoformat(): int(r["__n"]) for r in rows},
-            "nulls": {n: sum(int(r["__n"]) - int(r[n]) for r in rows) for n in names}}
-
-
-def written_stats(spark: SparkSession, path: str, version: int, snapshots: Sequence[dt.date],
-                  names: Sequence[str]) -> dict[str, Any]:
+def written_stats(spark: SparkSession, path: str, version: int, names: Sequence[str]) -> dict[str, Any]:
     """Rows per snapshot and the share of nulls per feature column in what commit `version` wrote.
 
-    From the file statistics Delta recorded while writing (io.commit_file_stats; one row per file,
-    so collecting is small): no second read of the 240-column slice. Columns (or files) without
-    statistics are counted from the written slice instead.
+    From the Parquet footers of the commit's files (io.written_counts): no second read of the
+    240-column slice, no Delta statistics on every column.
     """
-    files = io.commit_file_stats(spark, path, version).collect()
-    with_stats = all(f["num_records"] is not None for f in files)
-    missing = [n for n in names if not with_stats or any(n not in (f["null_count"] or {}) for f in files)]
-    rows: dict[str, int] = {}
-    nulls = dict.fromkeys(names, 0)
-    if with_stats:
-        for f in files:
-            day = f["partition"]["as_of_date"]
-            rows[day] = rows.get(day, 0) + int(f["num_records"])
-            for n in names:
-                if n not in missing:
-                    nulls[n] += int(f["null_count"][n])
-    if missing:
-        log.info("features: %d columns without file statistics, counted from the written slice", len(missing))
-        written = spark.read.format("delta").option("versionAsOf", version).load(path) \
-            .where(F.col("as_of_date").isin(list(snapshots)))
-        counted = counted_stats(written, missing)
-        rows = rows if with_stats else counted["rows"]
-        nulls.update(counted["nulls"])
+    per_snapshot = io.written_counts(spark, path, version, ["as_of_date"])
+    rows = {r["as_of_date"]: r["__rows"] for r in per_snapshot}
     total = sum(rows.values())
-    return {"rows": rows, "null_rate": {n: round(nulls[n] / total, 4) if total else 0.0 for n in names},
-            "counted_columns": len(missing)}
+    nulls = {n: sum(r["__rows"] - r[n] for r in per_snapshot) for n in names}
+    return {"rows": rows, "null_rate": {n: round(nulls[n] / total, 4) if total else 0.0 for n in names}}
 
 
 def cached_inputs(inputs: FeatureInputs) -> FeatureInputs:
@@ -219,7 +189,7 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
 
     Cost: bronze.events is scanned once (activity); the small inputs and the labels are computed
     once and cached for the run; each table is written once; the summary comes from the file
-    statistics of the features commit.
+    Parquet footers of the features commit.
     """
     snapshots = snapshot_dates(settings.churn.snapshots)
     if not snapshots:
@@ -240,13 +210,13 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         features = features_for(inputs, settings, snapshots, labels, event_types)
         io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
         features_version = io.write_slice(features, lake.churn_features, where, ["as_of_date"],
-                                          properties=io.ALL_COLUMN_STATS)
+                                          properties=io.KEY_STATS_ONLY)
         log.info("features: wrote %d snapshots of labels and features", len(snapshots))
         per_snapshot = snapshot_stats(labels)
     finally:
         release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
     names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
-    stats = written_stats(spark, lake.churn_features, features_version, snapshots, names)
+    stats = written_stats(spark, lake.churn_features, features_version, names)
     for s in per_snapshot:
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
     return {
@@ -258,7 +228,6 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         "censored_rows": sum(s["censored"] for s in per_snapshot),
         "per_snapshot": per_snapshot,
         "null_rate": stats["null_rate"],
-        "null_rate_counted_columns": stats["counted_columns"],  # 0: all from the commit's file statistics
         "rejected": io.reject_counts(loaded.rejected) if loaded.rejected is not None else {},
         "labels_version": labels_version,
         "features_version": features_version,
