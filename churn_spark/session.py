@@ -14,15 +14,11 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
 from churn_spark.config import SparkSettings
 from churn_spark.errors import EnvironmentProblem
-
-if TYPE_CHECKING:
-    from pyspark import SparkConf
 
 SCALA_BINARY = "2.13"
 MIN_JAVA = 17
@@ -142,24 +138,4 @@ def build_spark(settings: SparkSettings, app_name: str | None = None) -> SparkSe
         conf.set(key, value)
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
-    for key, value in runtime_defaults(conf, spark.sparkContext.defaultParallelism).items():
-        spark.conf.set(key, value)
     return spark
-
-
-MIN_COALESCED_PARTITIONS = "spark.sql.adaptive.coalescePartitions.minPartitionNum"
-TASKS_PER_CORE = 4
-
-
-def runtime_defaults(conf: SparkConf, default_parallelism: int) -> dict[str, str]:
-    """SQL defaults that depend on the cluster's cores, for keys `conf` does not set.
-
-    AQE coalesces small shuffles down to about one partition per core (Spark's default minimum).
-    The stages after the events aggregation are CPU-heavy for their few shuffled bytes (running
-    totals, 240 feature expressions, Python tone), so one partition per core leaves a core idle
-    behind the last task; several per core keep both busy (measured: the 12-snapshot features job
-    ~4 s faster at 100k accounts on 2 cores).
-    """
-    if conf.contains(MIN_COALESCED_PARTITIONS):
-        return {}
-    return {MIN_COALESCED_PARTITIONS: str(TASKS_PER_CORE * max(default_parallelism, 1))}
