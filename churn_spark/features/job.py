@@ -188,8 +188,8 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices.
 
     Cost: bronze.events is scanned once (activity); the small inputs and the labels are computed
-    once and cached for the run; each table is written once; the summary comes from the file
-    Parquet footers of the features commit.
+    once and cached for the run; each table is written once; the summary comes from the
+    Parquet footers of the files the features commit added.
     """
     snapshots = snapshot_dates(settings.churn.snapshots)
     if not snapshots:
