@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from churn_spark import asof
@@ -71,13 +71,23 @@ def boundaries(snapshots: Sequence[dt.date], features: FeatureSettings, churn: C
     return Boundaries(filled, roles, list(next(iter(per_snapshot.values())).keys()))
 
 
-def interval_calendar(spark: SparkSession, bounds: Boundaries) -> DataFrame:
-    """Grain: day in [B_0, B_last): its interval index `idx` and day `offset` inside the interval."""
-    rows = []
+def with_interval_of_day(events: DataFrame, bounds: Boundaries) -> DataFrame:
+    """Adds `idx` (the interval holding `day`) and `offset` (day number inside it) to events in [B_0, B_last).
+
+    Two array lookups by day number in literal arrays (one entry per day of the range): cheaper per
+    event than a join with a calendar table, and no extra stage.
+    """
+    idx_of_day: list[int] = []
+    offset_of_day: list[int] = []
     for i in range(len(bounds.dates) - 1):
-        start, stop = bounds.dates[i], bounds.dates[i + 1]
-        rows += [(start + dt.timedelta(days=o), i, o) for o in range((stop - start).days)]
-    return spark.createDataFrame(rows, "day date, idx int, offset int")
+        days = (bounds.dates[i + 1] - bounds.dates[i]).days
+        idx_of_day += [i] * days
+        offset_of_day += list(range(days))
+    day_number = f"datediff(day, DATE'{bounds.dates[0].isoformat()}') + 1"
+    return events.withColumns({
+        "idx": F.expr(f"element_at(array({', '.join(map(str, idx_of_day))}), {day_number})"),
+        "offset": F.expr(f"element_at(array({', '.join(map(str, offset_of_day))}), {day_number})"),
+    })
 
 
 def events_in_range(events: DataFrame, bounds: Boundaries) -> DataFrame:
@@ -94,21 +104,25 @@ def _metric_names(slugs: Sequence[str]) -> list[str]:
     return [f"{s}__{m}" for s in [cat.ANY_TYPE, *slugs] for m in ("n", "v", "d") if (s, m) != (cat.ANY_TYPE, "v")]
 
 
-def account_interval_activity(events: DataFrame, calendar: DataFrame, slugs: Mapping[str, str]) -> DataFrame:
+def account_interval_activity(events: DataFrame, bounds: Boundaries, slugs: Mapping[str, str]) -> DataFrame:
     """Grain (account, interval idx): per type `<slug>__n` events, `__v` value sum (1e-4 units), `__d` days.
 
     `last_day` is the interval's last event day (days since 1970-01-01). Events of types not in
-    `slugs` count only towards the any-type metrics.
+    `slugs` count only towards the any-type metrics. The event type is matched once per event to
+    its 1-based position in `slugs` (0: another type); the per-type aggregates compare integers.
     """
+    types = list(slugs)
     bit = F.expr("shiftleft(CAST(1 AS BIGINT), offset)")
     fixed = F.round(F.col("value") * VALUE_SCALE).try_cast("long")
+    typed = with_interval_of_day(events, bounds).withColumn(
+        "__type", F.array_position(F.array(*[F.lit(t) for t in types]), F.col("event_type")))
     aggs = [F.count("*").alias("events__n"), F.bit_or(bit).alias("events__mask"),
             F.max(F.datediff("day", F.lit(EPOCH))).alias("last_day")]
-    for event_type, slug in slugs.items():
-        is_t = F.col("event_type") == event_type
+    for position, slug in enumerate(slugs.values(), start=1):
+        is_t = F.col("__type") == position
         aggs += [F.count_if(is_t).alias(f"{slug}__n"), F.sum(F.when(is_t, fixed)).alias(f"{slug}__v"),
                  F.bit_or(F.when(is_t, bit)).alias(f"{slug}__mask")]
-    grouped = events.join(F.broadcast(calendar), "day").groupBy("account_id", "idx").agg(*aggs)
+    grouped = typed.groupBy("account_id", "idx").agg(*aggs)
     days = [F.coalesce(F.bit_count(f"{s}__mask"), F.lit(0)).cast("long").alias(f"{s}__d")
             for s in [cat.ANY_TYPE, *slugs.values()]]
     sums = [F.coalesce(f"{s}__v", F.lit(0)).alias(f"{s}__v") for s in slugs.values()]
@@ -210,9 +224,8 @@ def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Ma
 
     Accounts without events get no row: the job's left join fills counts with 0.
     """
-    spark = events.sparkSession
     bounds = boundaries(snapshots, features, churn)
-    intervals = account_interval_activity(events_in_range(events, bounds), interval_calendar(spark, bounds), slugs)
+    intervals = account_interval_activity(events_in_range(events, bounds), bounds, slugs)
     totals = totals_at_roles(intervals, bounds, list(slugs.values()))
     columns = {**activity_columns(list(slugs.values()), features, churn),
                cat.DAYS_SINCE_LAST_EVENT: days_since_last_event()}
