@@ -9,8 +9,12 @@ from the source by absolute path. With `--accounts-fraction F` the work lakehous
 own copy of the inputs and of bronze.events restricted to a hash sample of F of the accounts (written
 once, reused when present): a mid-sized dataset cut from a big one without re-ingesting. For each
 count N the job computes N monthly snapshots ending at `--last`. The scan baseline reads every event
-and aggregates it per (account, type, day); it runs before and after the jobs and the faster of the
-two is used. Prints a table of ratios.
+and aggregates it per (account, type, day); it runs before the jobs and after each round of them,
+and the fastest run is used. Prints a table of ratios.
+
+`--repeats R` runs R rounds of all counts, interleaved (1, 12, 24, 1, 12, 24, ...) so that a drift of
+the machine touches every count alike, and takes each count's median: single runs vary by about
+±6 s, and the first job in a JVM is 20-30 s slower than the next (JIT warm-up).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import time
-from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shuffle-partitions", type=int, default=8)
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--accounts-fraction", type=float, default=None)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all counts; each count's median is used")
     args = parser.parse_args(argv)
     settings = work_settings(args)
     spark = build_spark(settings.spark, app_name="bench-features-vs-scan")
@@ -86,21 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     types = resolve_event_types(settings, read_bronze_events(spark, settings))
     settings = with_overrides(settings, {"features.event_types": types})
     scans = [scan_and_aggregate_seconds(spark, settings)]
-    results: list[dict[str, Any]] = []
-    for n in args.counts:
-        first = add_months(args.last, -(n - 1))
-        run = with_overrides(settings, {"churn.snapshots.start": first.isoformat(),
-                                        "churn.snapshots.end": args.last.isoformat()})
-        started = time.time()
-        summary = run_features(spark, run)
-        results.append({"snapshots": n, "job_s": time.time() - started, "rows": summary["label_rows"]})
-        print(f"  job with {n} snapshots: {results[-1]['job_s']:.1f}s, {summary['label_rows']} rows", flush=True)
-    scans.append(scan_and_aggregate_seconds(spark, settings))
+    print(f"  scan-and-aggregate: {scans[-1]:.1f}s", flush=True)
+    times: dict[int, list[float]] = {n: [] for n in args.counts}
+    rows: dict[int, int] = {}
+    for _ in range(args.repeats):
+        for n in args.counts:
+            first = add_months(args.last, -(n - 1))
+            run = with_overrides(settings, {"churn.snapshots.start": first.isoformat(),
+                                            "churn.snapshots.end": args.last.isoformat()})
+            started = time.time()
+            summary = run_features(spark, run)
+            times[n].append(time.time() - started)
+            rows[n] = summary["label_rows"]
+            print(f"  job with {n} snapshots: {times[n][-1]:.1f}s, {rows[n]} rows", flush=True)
+        scans.append(scan_and_aggregate_seconds(spark, settings))
+        print(f"  scan-and-aggregate: {scans[-1]:.1f}s", flush=True)
     scan = min(scans)
     print(f"scan-and-aggregate of bronze.events: {scan:.1f}s (runs: {', '.join(f'{s:.1f}' for s in scans)})")
-    print(f"{'snapshots':>10}{'rows':>12}{'job_s':>10}{'ratio':>8}")
-    for r in results:
-        print(f"{r['snapshots']:>10}{r['rows']:>12}{r['job_s']:>10.1f}{r['job_s'] / scan:>8.2f}")
+    print(f"{'snapshots':>10}{'rows':>12}{'job_s':>10}{'ratio':>8}  runs")
+    for n in args.counts:
+        job = statistics.median(times[n])
+        print(f"{n:>10}{rows[n]:>12}{job:>10.1f}{job / scan:>8.2f}  {', '.join(f'{t:.1f}' for t in times[n])}")
     spark.stop()
     return 0
 
