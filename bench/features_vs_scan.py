@@ -90,22 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     # Pin the event types as a production config would (the distinct scan is not part of the job's cost).
     types = resolve_event_types(settings, read_bronze_events(spark, settings))
     settings = with_overrides(settings, {"features.event_types": types})
-    scans = [scan_and_aggregate_seconds(spark, settings)]
-    print(f"  scan-and-aggregate: {scans[-1]:.1f}s", flush=True)
+    scans: list[float] = []
+
+    def scan_once() -> None:
+        scans.append(scan_and_aggregate_seconds(spark, settings))
+        print(f"  scan-and-aggregate: {scans[-1]:.1f}s", flush=True)
+
+    runs = {n: with_overrides(settings, {"churn.snapshots.start": add_months(args.last, -(n - 1)).isoformat(),
+                                         "churn.snapshots.end": args.last.isoformat()}) for n in args.counts}
     times: dict[int, list[float]] = {n: [] for n in args.counts}
     rows: dict[int, int] = {}
+    scan_once()
     for _ in range(args.repeats):
-        for n in args.counts:
-            first = add_months(args.last, -(n - 1))
-            run = with_overrides(settings, {"churn.snapshots.start": first.isoformat(),
-                                            "churn.snapshots.end": args.last.isoformat()})
+        for n, run in runs.items():
             started = time.time()
             summary = run_features(spark, run)
             times[n].append(time.time() - started)
             rows[n] = summary["label_rows"]
             print(f"  job with {n} snapshots: {times[n][-1]:.1f}s, {rows[n]} rows", flush=True)
-        scans.append(scan_and_aggregate_seconds(spark, settings))
-        print(f"  scan-and-aggregate: {scans[-1]:.1f}s", flush=True)
+        scan_once()
     scan = min(scans)
     print(f"scan-and-aggregate of bronze.events: {scan:.1f}s (runs: {', '.join(f'{s:.1f}' for s in scans)})")
     print(f"{'snapshots':>10}{'rows':>12}{'job_s':>10}{'ratio':>8}  runs")
