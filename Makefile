@@ -1,10 +1,14 @@
 # The two commands of the README: `make demo` and `make test`. Both set up everything they need.
+# `make test-fast` is the loop a contributor runs before each commit (docs/development.md).
 VENV ?= .venv
 PYTHON ?= python3
 EXTRAS ?= test,notebook,bench
 PYTEST_ARGS ?= --durations=25
+# The full suite runs on two pytest workers, a test file per worker at a time (module fixtures stay whole).
+FULL_ARGS ?= -n 2 --dist loadfile
+FAST_MARKERS ?= not slow and not cluster and not kafka
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast prefetch lint clean
 
 setup: $(VENV)/.installed
 
@@ -22,9 +26,19 @@ lint: setup
 	$(VENV)/bin/ruff check churn_spark jobs tests bench
 	$(VENV)/bin/mypy
 
+# One-time downloads and builds (connector jars, Kafka broker jars, kustomize) into ~/.cache/churn-spark/,
+# before pytest, so the suite's time is the tests' own.
+prefetch: setup
+	$(VENV)/bin/python -m churn_spark.prefetch
+
 # pytest exits 5 when no test ran: make treats it as the failure it is.
-test: setup lint
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test: setup lint prefetch
+	$(VENV)/bin/python -m pytest $(FULL_ARGS) $(PYTEST_ARGS)
+
+# The pure transformations (labels, as-of rules, features, split, metrics, targeting, config, CLI errors)
+# with one shared Spark session.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 clean:
 	rm -rf lakehouse spark-warehouse metastore_db derby.log .pytest_cache

@@ -2,7 +2,7 @@
 
 A :class:`RaceSpec` is written to JSON by the runner and read by each racer (a subprocess), so
 every racer gets exactly the same snapshots, `data_end`, event types and definitions. The
-definitions are those of DESIGN.md §4 (labels) and `churn_spark/features/catalog.py`:
+definitions are those of docs/churn-definition.md (labels) and `churn_spark/features/catalog.py`:
 
 - `label`, `churn_date`, `tenure_days` as in `gold.churn_labels` (eligible accounts only);
 - `<slug>_count_<w>d` for the any-type prefix `events` and every event type, w in `windows`:

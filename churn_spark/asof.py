@@ -1,4 +1,4 @@
-"""The one point-in-time helper: what is known at snapshot D (DESIGN.md §5).
+"""The one point-in-time helper: what is known at snapshot D (docs/churn-definition.md).
 
 Every feature reads facts only through these functions, so the as-of rule lives in one place:
 

@@ -1,4 +1,4 @@
-"""The `churn-spark` command line (DESIGN.md §7): thin, typed, one clear line per error.
+"""The `churn-spark` command line (docs/architecture.md): thin, typed, one clear line per error.
 
 Each command turns its flags into config overrides, builds the one session, calls the library's
 job function, writes a run summary under `runs/` and prints a short version of it.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import logging
+import os
 import sys
 import time
 import traceback
@@ -39,13 +41,21 @@ JobFn = Callable[[Any, Settings], dict[str, Any]]
 DATE_KEYWORDS = ("today", "yesterday", "month-start")
 
 
+RUN_DATE_ENV = "CHURN_RUN_DATE"
+
+
 def resolve_date(value: str | None, today: dt.date | None = None) -> str | None:
     """An ISO date as given, or a keyword resolved in UTC: a schedule (ScheduledSparkApplication, cron)
     cannot template dates, so `today`, `yesterday` and `month-start` (first day of the current month)
-    name the run date instead."""
+    name the run date instead. `$CHURN_RUN_DATE` (an ISO date) stands in for today: to rerun a missed
+    night as it would have run, or to pin the date in a test."""
     if value is None or value not in DATE_KEYWORDS:
         return value
-    day = today or dt.datetime.now(dt.UTC).date()
+    pinned = os.environ.get(RUN_DATE_ENV)
+    try:
+        day = today or (dt.date.fromisoformat(pinned) if pinned else dt.datetime.now(dt.UTC).date())
+    except ValueError as exc:
+        raise ChurnSparkError(f"{RUN_DATE_ENV} must be an ISO date (YYYY-MM-DD), got {pinned!r}") from exc
     resolved = {"today": day, "yesterday": day - dt.timedelta(days=1), "month-start": day.replace(day=1)}[value]
     return resolved.isoformat()
 
@@ -61,15 +71,53 @@ def _global(
     lakehouse: str = typer.Option(None, "--lakehouse", help="Lakehouse root: a folder or a URI (s3a://...)."),
     master: str = typer.Option(None, "--master", help="Spark master URL (default: spark-submit's, else local[*])."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="For schedulers: no stage lines or progress bars, "
+                                                            "only the one-line result (and errors)."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[churn-spark %(asctime)s] %(message)s",
-                        datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="[churn-spark %(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True)
+    for name in ("py4j", "py4j.clientserver", "py4j.java_gateway"):  # "Closing down clientserver connection"
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings = load_settings(config, {"lakehouse": lakehouse, "spark.master": master})
-    ctx.obj = {"settings": settings, "debug": debug}
+    # Spark's console progress bar is for a terminal; in a log file or under --quiet it is noise.
+    if quiet or ("show_progress" not in settings.spark.model_fields_set and not sys.stderr.isatty()):
+        settings = with_overrides(settings, {"spark.show_progress": False})
+    ctx.obj = {"settings": settings, "debug": debug, "quiet": quiet}
 
 
-def _print_summary(job: str, summary: dict[str, Any]) -> None:
+def _quiet(ctx: typer.Context) -> bool:
+    return bool((ctx.obj or {}).get("quiet"))
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming the cause: for an error raised in the JVM, the innermost Java exception and its
+    message (`java.io.FileNotFoundException: /x (No such file or directory)`), not py4j's
+    `An error occurred while calling o123.load`; otherwise `Type: first line of the message`."""
+    from py4j.protocol import Py4JJavaError
+
+    if isinstance(exc, Py4JJavaError):
+        try:
+            cause = exc.java_exception
+            for _ in range(20):  # the innermost cause names what went wrong (a Spark job wraps it)
+                if cause.getCause() is None or cause.getCause().equals(cause):
+                    break
+                cause = cause.getCause()
+            text = str(cause.toString())
+        except Exception:  # the JVM is gone: py4j's own message is all there is
+            text = ""
+        if text.strip():
+            return text.strip().splitlines()[0]
+    try:
+        message = str(exc).strip()
+    except Exception:
+        message = ""
+    return f"{type(exc).__name__}: {message.splitlines()[0]}" if message else type(exc).__name__
+
+
+def _print_summary(job: str, summary: dict[str, Any], quiet: bool = False) -> None:
     typer.echo(f"== {job}: {summary.get('status', 'ok')} in {summary.get('duration_s', 0):.1f}s")
+    if quiet:
+        return
     for key, value in summary.get("result", {}).items():
         if isinstance(value, dict | list) and len(str(value)) > 300:
             continue
@@ -77,7 +125,7 @@ def _print_summary(job: str, summary: dict[str, Any]) -> None:
 
 
 def execute(settings: Settings, job: str, fn: JobFn, args: dict[str, Any] | None = None,
-            spark: Any = None) -> dict[str, Any]:
+            spark: Any = None, quiet: bool = False) -> dict[str, Any]:
     """Run one job function with a session, timing and a run summary (also on failure)."""
     from churn_spark.session import build_spark
 
@@ -95,21 +143,21 @@ def execute(settings: Settings, job: str, fn: JobFn, args: dict[str, Any] | None
         summary["status"] = "succeeded"
     except BaseException as exc:
         summary["status"] = "failed"
-        summary["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        summary["error"] = error_line(exc)
         raise
     finally:
         summary["duration_s"] = round(time.time() - started, 2)
         summary["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         path = write_run_summary(lake, run_id, summary)
         log.info("%s: %s, run summary %s", job, summary["status"], path)
-    _print_summary(job, summary)
+    _print_summary(job, summary, quiet)
     return summary
 
 
 def _run(ctx: typer.Context, job: str, fn: JobFn, overrides: dict[str, Any] | None = None,
          args: dict[str, Any] | None = None) -> dict[str, Any]:
     settings = with_overrides(_settings(ctx), overrides or {})
-    return execute(settings, job, fn, args)
+    return execute(settings, job, fn, args, quiet=_quiet(ctx))
 
 
 @app.command()
@@ -175,7 +223,8 @@ def features(
     start, end = resolve_date(date_from), resolve_date(date_to)
     overrides = {"churn.snapshots.start": start, "churn.snapshots.end": end}
     summary = _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
-    typer.echo(summary_table(summary.get("result", {})))
+    if not _quiet(ctx):
+        typer.echo(summary_table(summary.get("result", {})))
 
 
 @app.command()
@@ -202,7 +251,8 @@ def score(
         return run_score(spark, settings, day, model_version)
 
     summary = _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
-    _print_target_list(summary)
+    if not _quiet(ctx):
+        _print_target_list(summary)
 
 
 def _print_target_list(summary: dict[str, Any]) -> None:
@@ -235,9 +285,9 @@ def demo(ctx: typer.Context) -> None:
     """Generate a small dataset and run every stage on it, printing the summary."""
     from churn_spark.demo import run_demo
 
-    summaries = run_demo(_settings(ctx), execute)
+    summaries = run_demo(_settings(ctx), functools.partial(execute, quiet=_quiet(ctx)))
     for summary in summaries:
-        if summary.get("job") == "score":
+        if summary.get("job") == "score" and not _quiet(ctx):
             _print_target_list(summary)
 
 
@@ -339,12 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a failed job must exit non-zero with one readable line
         if debug:
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(f"error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+        typer.echo(f"error: {error_line(exc)} (rerun with --debug for the traceback)", err=True)
         return 1
 
 
 GLOBAL_FLAGS = ("--config", "--lakehouse", "--master")
+GLOBAL_SWITCHES = ("--debug", "--quiet")
 
 
 def entrypoint_argv(command: str, argv: list[str]) -> list[str]:
@@ -352,11 +402,11 @@ def entrypoint_argv(command: str, argv: list[str]) -> list[str]:
     parser = argparse.ArgumentParser(add_help=False)
     for flag in GLOBAL_FLAGS:
         parser.add_argument(flag)
-    parser.add_argument("--debug", action="store_true")
+    for switch in GLOBAL_SWITCHES:
+        parser.add_argument(switch, action="store_true")
     known, rest = parser.parse_known_args(argv)
     front = [x for flag in GLOBAL_FLAGS if (v := getattr(known, flag[2:])) for x in (flag, v)]
-    if known.debug:
-        front.append("--debug")
+    front += [switch for switch in GLOBAL_SWITCHES if getattr(known, switch[2:])]
     return [*front, command, *rest]
 
 

@@ -134,17 +134,25 @@ def stop_cluster(cluster: StandaloneCluster) -> None:
 def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str] | None = None) -> list[str]:
     """The spark-submit command for `jobs/<job>.py` against `master`, shipping the Delta/Kafka jars.
 
-    The package reaches executors as an installed environment: `spark.pyspark.python` names the
-    Python that has churn-spark installed (the same venv on every worker of a dev cluster).
+    The jars are the files resolved once into the Ivy cache (`jarcache`), passed with `--jars`: the
+    driver serves them to the executors and spark-submit runs no Ivy resolution. The driver logs
+    through the packaged log4j2 file at ERROR. The package reaches executors as an installed
+    environment: `spark.pyspark.python` names the Python that has churn-spark installed (the same
+    venv on every worker of a dev cluster).
     """
-    from churn_spark.session import maven_packages
+    from churn_spark.jarcache import resolve_jars
+    from churn_spark.session import driver_log_options, maven_packages, packages_missing_from_classpath
 
     root = Path(__file__).resolve().parent.parent
+    ivy = Path("~/.cache/churn-spark/ivy").expanduser()
     confs = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
-             "spark.jars.ivy": str(Path("~/.cache/churn-spark/ivy").expanduser()),
+             "spark.jars.ivy": str(ivy),
+             "spark.driver.extraJavaOptions": " ".join(["-Duser.timezone=UTC", *driver_log_options("ERROR")]),
              "spark.driver.host": HOST, "spark.driver.bindAddress": HOST, **(conf or {})}
-    argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master, "--driver-memory", "2g",
-            "--packages", ",".join(maven_packages())]
+    argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master, "--driver-memory", "2g"]
+    missing = packages_missing_from_classpath(maven_packages())
+    if missing:
+        argv += ["--jars", ",".join(resolve_jars(ivy, missing))]
     for key, value in confs.items():
         argv += ["--conf", f"{key}={value}"]
     return [*argv, str(root / "jobs" / f"{job}.py"), *job_args]

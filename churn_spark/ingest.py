@@ -2,7 +2,7 @@
 
 Grain: one row per distinct `event_id` in bronze; one row per rejected input record in quarantine.
 
-How exactly-once holds (DESIGN.md §6, README "Ingesting events"):
+How exactly-once holds (docs/architecture.md, "Ingest"):
 
 * The source position lives in a checkpoint per source (offsets for Kafka, seen files for the landing
   folder), so a restarted query re-reads exactly the micro-batch that was in flight.
@@ -34,10 +34,10 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from churn_spark import schemas
+from churn_spark import progress, schemas
 from churn_spark.config import IngestSettings, Settings
 from churn_spark.errors import ContractError
-from churn_spark.io import assert_schema, table_version
+from churn_spark.io import assert_schema, first_broken_rule, table_version
 from churn_spark.lakehouse import Lakehouse
 
 log = logging.getLogger("churn_spark")
@@ -152,10 +152,7 @@ def reject_reason(settings: IngestSettings) -> Column:
     ]
     if settings.allowed_event_types is not None:
         checks.append(("unknown_event_type", ~F.col("event_type").isin(*settings.allowed_event_types)))
-    reason: Column = F.lit(None).cast("string")
-    for name, cond in reversed(checks):
-        reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(name)).otherwise(reason)
-    return reason
+    return first_broken_rule(checks)
 
 
 def validated_events(records: DataFrame, settings: IngestSettings) -> DataFrame:
@@ -263,6 +260,7 @@ def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings,
     app: dict[str, str] = {}
 
     def write(batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
         if not app:
             app["id"] = f"churn-spark-ingest-{_query_id(spark, checkpoint)}"
         validated = batch.transform(lambda df: validated_events(df, settings)).persist()
@@ -291,6 +289,9 @@ def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings,
         finally:
             validated.unpersist()
         _add_counts(tally, counts, inserted)
+        log.info("ingest: batch %d: %s records in, %s new to bronze (%s)", batch_id,
+                 progress.rows(sum(int(r["n"]) for r in counts)), progress.rows(inserted),
+                 progress.seconds(time.monotonic() - started))
 
     return write
 
@@ -362,8 +363,8 @@ def check_checkpoint_belongs_here(spark: SparkSession, checkpoint: str, landing:
         if files.next().getPath().getName() == name:
             raise ContractError(
                 f"ingest checkpoint {checkpoint} has read {recorded}, and the same file is now in {landing}: the "
-                "lakehouse was moved or copied, so every landing file would be read again (README: 'Checkpoints "
-                "are tied to the lakehouse's path')")
+                "lakehouse was moved or copied, so every landing file would be read again (docs/operations.md, "
+                "runbook: 'Ingest refuses to start')")
 
 
 def source_records(spark: SparkSession, settings: Settings) -> DataFrame:

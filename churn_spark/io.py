@@ -105,20 +105,25 @@ def _row_rules(table: str) -> Mapping[str, Column]:
     return {}
 
 
+def first_broken_rule(rules: Sequence[tuple[str, Column]]) -> Column:
+    """The name of the first rule, in order, whose condition marks the row bad; null when none does (a
+    null condition does not break its rule). The reject/quarantine reason of `conform` and of ingest."""
+    reason: Column = F.lit(None).cast("string")
+    for name, broken in reversed(rules):
+        reason = F.when(broken, F.lit(name)).otherwise(reason)
+    return reason
+
+
 def _reject_reason(contract: StructType, rules: Mapping[str, Column]) -> Column:
     """First broken rule of a row as `missing_<col>`, `bad_type_<col>` or a business-rule name; null if fine."""
-    checks: list[tuple[Column, str]] = []
+    checks: list[tuple[str, Column]] = []
     for field in contract.fields:
         raw, cast = F.col(f"`__raw_{field.name}`"), F.col(field.name)
         is_blank = raw.isNull() | (F.trim(raw.cast("string")) == "")
         if not field.nullable:
-            checks.append((is_blank, f"missing_{field.name}"))
-        checks.append((~is_blank & cast.isNull(), f"bad_type_{field.name}"))
-    checks.extend((cond, reason) for reason, cond in rules.items())
-    reason: Column = F.lit(None).cast("string")
-    for cond, name in reversed(checks):
-        reason = F.when(cond, F.lit(name)).otherwise(reason)
-    return reason
+            checks.append((f"missing_{field.name}", is_blank))
+        checks.append((f"bad_type_{field.name}", ~is_blank & cast.isNull()))
+    return first_broken_rule([*checks, *rules.items()])
 
 
 def conform(df: DataFrame, contract: StructType, table: str, key: str | None = None,

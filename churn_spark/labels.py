@@ -1,4 +1,4 @@
-"""Churn labels (DESIGN.md §4): eligibility at each snapshot D and churn within the horizon.
+"""Churn labels (docs/churn-definition.md): eligibility at each snapshot D and churn within the horizon.
 
 - Eligible at D: a subscription active at D (`start_date <= D < end_date`, or open) and tenure at D
   (days since the account's `created_at` date) >= `min_tenure_days`; an account created after D is
@@ -19,8 +19,7 @@ from pyspark.sql import functions as F
 from churn_spark import asof
 from churn_spark.config import ChurnSettings, SnapshotSettings
 from churn_spark.errors import ConfigError
-
-KEYS = ["account_id", "as_of_date"]
+from churn_spark.schemas import KEYS
 
 
 def snapshot_dates(schedule: SnapshotSettings) -> list[dt.date]:

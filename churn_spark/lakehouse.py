@@ -1,4 +1,4 @@
-"""The lakehouse layout (DESIGN.md §7): every table location is derived here and nowhere else."""
+"""The lakehouse layout (docs/tables.md): every table location is derived here and nowhere else."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def _f(name: str, dtype: object, nullable: bool = True) -> StructField:
     return StructField(name, dtype, nullable)  # type: ignore[arg-type]
 
 
-# --- raw input contracts (DESIGN.md §3) -------------------------------------------------------
+# --- raw input contracts (docs/contract.md) ----------------------------------------------------
 
 ACCOUNTS = StructType([_f("account_id", StringType(), False), _f("created_at", TimestampType(), False)])
 """Required columns of `accounts`; declared attribute columns (config) are added as strings."""
@@ -74,7 +74,7 @@ CHURN_TRUTH = StructType(
 )
 """Generator only: true P(churn within the horizon) per account and month under its own process."""
 
-# --- tables the pipeline writes (DESIGN.md §6) ------------------------------------------------
+# --- tables the pipeline writes (docs/tables.md) -----------------------------------------------
 
 BRONZE_EVENTS = StructType(
     list(EVENTS.fields)
@@ -106,6 +106,9 @@ CHURN_LABELS = StructType(
     ]
 )
 
+KEYS = ("account_id", "as_of_date")
+"""The grain of labels, features and scores: one row per account and snapshot date."""
+
 FEATURE_KEYS = StructType(
     [
         _f("account_id", StringType(), False),
@@ -113,6 +116,8 @@ FEATURE_KEYS = StructType(
         _f("feature_set_version", StringType(), False),
     ]
 )
+FEATURE_KEY_COLUMNS = tuple(FEATURE_KEYS.fieldNames())
+"""The features table's non-feature columns: `KEYS` and `feature_set_version`."""
 
 CHURN_SCORES = StructType(
     [

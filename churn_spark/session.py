@@ -1,24 +1,33 @@
 """The one place a SparkSession is built: Delta on, UTC, loopback, sized for the machine.
 
 Jars come from the classpath when they are already there (the image), otherwise Spark's own Ivy
-resolution fetches them from Maven once into a cache folder that survives between runs.
+resolution fetches them from Maven once into a cache folder that survives between runs and later
+starts put the recorded jar files on `spark.jars` (`jarcache`): no Ivy output after the first run.
+A driver JVM we launch ourselves logs through the packaged `log4j2.properties` at `spark.log_level`
+and its one start-up line that no logging setting reaches (the JDK's incubator-module warning) is
+dropped; under spark-submit nothing of this applies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+import threading
+from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 from churn_spark.config import SparkSettings
 from churn_spark.errors import EnvironmentProblem
+from churn_spark.jarcache import resolve_jars
 
 SCALA_BINARY = "2.13"
 MIN_JAVA = 17
@@ -104,14 +113,63 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     }
     if not under_spark_submit():
-        # The driver JVM is launched by us: size it and keep it on loopback.
+        # The driver JVM is launched by us: size it, keep it on loopback, log through our log4j2 file.
         conf["spark.driver.memory"] = settings.driver_memory
         conf["spark.driver.host"] = settings.bind_address
         conf["spark.driver.bindAddress"] = settings.bind_address
+        conf["spark.driver.extraJavaOptions"] = " ".join(
+            ["-Duser.timezone=UTC", *driver_log_options(settings.log_level)])
         missing = packages_missing_from_classpath(maven_packages(settings.with_kafka))
-        if missing:
-            conf["spark.jars.packages"] = ",".join(missing)
+        if missing:  # resolved once into the Ivy cache, then plain files: no Ivy at start-up
+            conf["spark.jars"] = ",".join(resolve_jars(settings.ivy_cache, missing))
     return conf
+
+
+def log4j_config() -> str:
+    """The packaged log4j2 configuration of a driver JVM we launch."""
+    return str(resources.files("churn_spark").joinpath("log4j2.properties"))
+
+
+def driver_log_options(level: str) -> list[str]:
+    """JVM options for `log4j2.properties` at `level`; at ERROR, failures that reach Python anyway (a task's
+    stack trace, "aborting job") are not logged twice."""
+    failures = "FATAL" if level == "ERROR" else level
+    return [f"-Dlog4j.configurationFile={shlex.quote(log4j_config())}", f"-Dchurn_spark.log.level={level}",
+            f"-Dchurn_spark.failure.level={failures}"]
+
+
+# Printed by the JDK itself for Spark's `--add-modules=jdk.incubator.vector`; no option turns it off.
+JVM_NOISE = re.compile(rb"^WARNING: Using incubator modules: [^\n]*\n", re.MULTILINE)
+
+
+def _forward_stderr(pipe: Any) -> None:
+    """Copy the driver JVM's stderr to ours as it comes (progress bars included), minus JVM_NOISE."""
+    fd = pipe.fileno()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        chunk = JVM_NOISE.sub(b"", chunk)
+        with contextlib.suppress(OSError):
+            if chunk:
+                os.write(2, chunk)
+
+
+def _launch_driver_jvm(conf: Any) -> None:
+    """Start the driver JVM as pyspark would, with its stderr passed through `_forward_stderr`."""
+    from subprocess import PIPE
+
+    from pyspark import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None:  # a JVM from an earlier session in this process
+        return
+    gateway = launch_gateway(conf, popen_kwargs={"stderr": PIPE})
+    threading.Thread(target=_forward_stderr, args=(gateway.proc.stderr,), name="jvm-stderr", daemon=True).start()
+    SparkContext._ensure_initialized(gateway=gateway, conf=conf)
 
 
 def build_spark(settings: SparkSettings, app_name: str | None = None) -> SparkSession:
@@ -130,12 +188,17 @@ def build_spark(settings: SparkSettings, app_name: str | None = None) -> SparkSe
         # Python workers (local or a dev cluster on this machine) run this same environment.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = SparkConf()
-    for key, value in default_conf(settings, app_name).items():
+    defaults = default_conf(settings, app_name)
+    for key, value in defaults.items():
         conf.setIfMissing(key, value)
     if settings.master:
         conf.set("spark.master", settings.master)
     for key, value in settings.conf.items():
         conf.set(key, value)
+    if "spark.jars" in defaults and "spark.jars" in settings.conf:  # the config's jars in addition to ours
+        conf.set("spark.jars", ",".join([defaults["spark.jars"], settings.conf["spark.jars"]]))
+    if not under_spark_submit():
+        _launch_driver_jvm(conf)
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark

@@ -19,7 +19,7 @@ from bench.peers import duckdb_peer, naive_spark, ours, pandas_peer
 from bench.report import diff_outputs, load_output
 from bench.spec import RaceSpec, span_days
 
-pytest.importorskip("duckdb")
+pytestmark = pytest.mark.slow  # the benchmark racers (DuckDB, pandas, Spark) and a watched subprocess
 
 D1, D2 = dt.date(2023, 6, 1), dt.date(2023, 7, 1)
 

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyspark.errors import PySparkException
 
-from churn_spark.cli import entrypoint_argv, execute, main
-from churn_spark.config import Settings
+from churn_spark import progress
+from churn_spark.cli import entrypoint_argv, error_line, execute, main
+from churn_spark.config import Settings, SparkSettings
+from churn_spark.errors import EnvironmentProblem
+from churn_spark.jarcache import cached_jars, manifest_path, resolve_jars
+from churn_spark.session import default_conf, log4j_config, maven_packages, packages_missing_from_classpath
 
 
 def test_missing_config_is_one_line_and_exit_2(capsys) -> None:
@@ -56,3 +65,146 @@ def test_failed_job_records_failure_and_raises(spark, settings: Settings) -> Non
     (summary,) = _summaries(settings)
     assert summary["status"] == "failed"
     assert summary["error"] == "RuntimeError: input table is empty"
+
+
+# --- quiet, informative runs (issue 19, item 4) --------------------------------------------------
+
+
+def _jvm_file_not_found(spark, path: str) -> None:  # type: ignore[no-untyped-def]
+    spark._jvm.java.io.FileInputStream(path)  # raises inside the JVM: py4j's Py4JJavaError
+
+
+def test_jvm_error_is_one_line_naming_the_java_cause(spark, settings: Settings, tmp_path, monkeypatch,
+                                                     capsys) -> None:
+    missing = str(tmp_path / "no-such-file")
+
+    def job(s, cfg):  # type: ignore[no-untyped-def]
+        _jvm_file_not_found(spark, missing)
+
+    monkeypatch.setattr("churn_spark.session.build_spark", lambda *a, **k: spark)
+    monkeypatch.setattr("churn_spark.generate.run_generate", job)
+    assert main(["--lakehouse", settings.lakehouse, "generate"]) == 1
+    expected = f"java.io.FileNotFoundException: {missing} (No such file or directory)"
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: {expected} (rerun with --debug for the traceback)"]
+    (summary,) = _summaries(settings)
+    assert summary["status"] == "failed" and summary["error"] == expected
+
+
+def test_spark_analysis_error_prints_its_first_line(spark, tmp_path) -> None:
+    with pytest.raises(PySparkException) as info:
+        spark.read.format("delta").load(str(tmp_path / "no-table"))
+    line = error_line(info.value)
+    assert line.startswith("AnalysisException: [") and "no-table" in line and "\n" not in line
+
+
+def test_quiet_prints_only_the_result_line(spark, settings: Settings, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("churn_spark.session.build_spark", lambda *a, **k: spark)
+    monkeypatch.setattr("churn_spark.generate.run_generate", lambda s, cfg: {"rows": s.range(3).count()})
+    assert main(["--quiet", "--lakehouse", settings.lakehouse, "generate"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert re.fullmatch(r"== generate: succeeded in \d+\.\ds\n", captured.out)
+    assert main(["--lakehouse", settings.lakehouse, "generate"]) == 0  # without: stage lines and the result
+    captured = capsys.readouterr()
+    assert "   rows: 3" in captured.out.splitlines() and "generate: starting" in captured.err
+
+
+def test_quiet_failure_is_the_error_line_alone(spark, settings: Settings, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("churn_spark.session.build_spark", lambda *a, **k: spark)
+    monkeypatch.setattr("churn_spark.generate.run_generate",
+                        lambda s, cfg: _jvm_file_not_found(spark, str(tmp_path / "gone")))
+    assert main(["--lakehouse", settings.lakehouse, "--quiet", "generate"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: java.io.FileNotFoundException: {tmp_path / 'gone'} (No such file or directory) "
+        "(rerun with --debug for the traceback)"]
+
+
+def test_entrypoint_keeps_global_switches() -> None:
+    assert entrypoint_argv("train", ["--quiet", "--lakehouse", "/l", "--debug"]) == [
+        "--lakehouse", "/l", "--debug", "--quiet", "train"]
+
+
+def test_stage_line_has_elapsed_time_and_known_rows(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="churn_spark"), progress.stage("features", "events") as step:
+        step.done(f"events aggregated {progress.rows(12_300_000)} -> {progress.rows(4_100)} rows")
+    assert re.fullmatch(r"features: events aggregated 12\.3M -> 4\.1k rows \(\d\.\d s\)", caplog.messages[-1])
+
+
+def _packages() -> list[str]:
+    return packages_missing_from_classpath(maven_packages(with_kafka=True))
+
+
+def test_a_started_session_has_no_ivy_and_logs_through_our_log4j(spark) -> None:
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.jars.packages") is None
+    if _packages():  # an image with the jars baked in needs none
+        jars = conf.get("spark.jars").split(",")
+        assert jars and all(Path(j.removeprefix("file:")).is_file() for j in jars)
+        assert any("delta-spark_2.13" in j for j in jars)
+    options = conf.get("spark.driver.extraJavaOptions")
+    assert "-Duser.timezone=UTC" in options and f"-Dlog4j.configurationFile={log4j_config()}" in options
+    assert Path(log4j_config()).is_file()
+
+
+def _fake_spark_submit(jars: list[str], code: int = 0, output: str = "") -> Any:
+    calls: list[list[str]] = []
+
+    def run(cmd, stdout=None, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(cmd)
+        Path(cmd[-1]).write_text(",".join(f"file://{j}" for j in jars))  # what the resolver script writes
+        stdout.write(output)
+        return subprocess.CompletedProcess(cmd, code)
+
+    run.calls = calls  # type: ignore[attr-defined]
+    return run
+
+
+def test_jars_are_resolved_once_then_read_from_the_manifest(tmp_path, monkeypatch) -> None:
+    jars = [tmp_path / "jars" / "io.delta_delta-spark_2.13-4.0.0.jar", tmp_path / "jars" / "x.jar"]
+    for j in jars:
+        j.parent.mkdir(exist_ok=True)
+        j.write_bytes(b"")
+    fake = _fake_spark_submit([str(j) for j in jars])
+    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", fake)
+    ivy = tmp_path / "ivy"
+    packages = ["io.delta:delta-spark_2.13:4.0.0"]
+    assert resolve_jars(ivy, packages) == [str(j) for j in jars]
+    assert "--packages" in fake.calls[0] and f"spark.jars.ivy={ivy}" in fake.calls[0]
+    assert resolve_jars(ivy, packages) == [str(j) for j in jars]  # second start: the manifest, no spark-submit
+    assert len(fake.calls) == 1
+    jars[1].unlink()  # a jar removed from the cache: resolve again rather than start without it
+    assert cached_jars(ivy, packages) is None
+
+
+def test_second_session_start_sets_jar_files_and_runs_no_ivy(tmp_path, monkeypatch) -> None:
+    packages = _packages()
+    if not packages:
+        pytest.skip("the Delta/Kafka jars are baked into Spark's jars folder here")
+    jars = [tmp_path / f"j{i}.jar" for i in range(2)]
+    for j in jars:
+        j.write_bytes(b"")
+    manifest = manifest_path(tmp_path, packages)
+    manifest.write_text(json.dumps({"packages": packages, "jars": [str(j) for j in jars]}))
+
+    def no_ivy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"spark-submit/Ivy ran: {args}")
+
+    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", no_ivy)
+    conf = default_conf(SparkSettings(ivy_cache=str(tmp_path)))
+    assert "spark.jars.packages" not in conf
+    assert conf["spark.jars"] == ",".join(str(j) for j in jars)
+
+
+def test_failed_resolution_is_one_line_naming_the_log(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit(
+        [], code=1, output=":: loading settings\n:: problems summary ::\n"
+                           "Exception in thread \"main\" java.lang.RuntimeException: [unresolved dependency: "
+                           "io.delta#delta-spark_2.13;9.9.9: not found]\n"))
+    with pytest.raises(EnvironmentProblem) as info:
+        resolve_jars(tmp_path, ["io.delta:delta-spark_2.13:9.9.9"])
+    message = str(info.value)
+    assert "\n" not in message and "unresolved dependency: io.delta#delta-spark_2.13;9.9.9" in message
+    assert str(tmp_path / "churn-spark-resolve-") in message and not list(tmp_path.glob("churn-spark-jars-*.json"))

@@ -1,4 +1,4 @@
-"""The feature catalogue: README table generated from it; names are unique and say their window."""
+"""The feature catalogue: docs/churn-definition.md table generated from it; names are unique and say their window."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from churn_spark.config import Settings
 from churn_spark.errors import ConfigError
 from churn_spark.features import catalog as cat
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "churn-definition.md"
 
 
 def test_readme_feature_table_is_generated_from_the_catalogue():
     text = README.read_text()
-    assert cat.readme_table() in text, "README feature table is stale: paste catalog.readme_table() output"
+    assert cat.readme_table() in text, "docs/churn-definition.md feature table is stale: paste readme_table()"
 
 
 def test_catalogue_names_unique_and_windowed_names_carry_their_window():

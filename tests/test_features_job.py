@@ -21,6 +21,8 @@ from churn_spark.features.job import (
 )
 from churn_spark.lakehouse import Lakehouse
 
+pytestmark = pytest.mark.slow  # the features job end to end on written inputs
+
 SMALL = {
     "features.windows_days": [7, 28], "features.trend_windows_days": [7], "features.per_seat_windows_days": [7],
     "features.change_windows_days": [28], "churn.lookback_months": 1, "churn.horizon_months": 1,
@@ -145,9 +147,15 @@ def test_plan_scans_bronze_once_whatever_the_number_of_snapshots(spark, lakes):
     settings = lakes["settings"]
     inputs = load_inputs(spark, settings)
     plans = []
-    for snaps in ([D(2023, 3, 1)], [D(2022, 10 + i, 1) if i < 3 else D(2023, i - 2, 1) for i in range(6)]):
-        _, features = labels_and_features(inputs, settings, snaps, D(2023, 4, 2), ["login", "report"])
-        plans.append(features._jdf.queryExecution().executedPlan().toString())
+    # Plan strings cut a scan's location at 100 characters by default, and a long temporary path (e.g.
+    # under a pytest-xdist worker's folder) would hide the table's name.
+    spark.conf.set("spark.sql.maxMetadataStringLength", "10000")
+    try:
+        for snaps in ([D(2023, 3, 1)], [D(2022, 10 + i, 1) if i < 3 else D(2023, i - 2, 1) for i in range(6)]):
+            _, features = labels_and_features(inputs, settings, snaps, D(2023, 4, 2), ["login", "report"])
+            plans.append(features._jdf.queryExecution().executedPlan().toString())
+    finally:
+        spark.conf.unset("spark.sql.maxMetadataStringLength")
     assert [_bronze_scans(p) for p in plans] == [1, 1]
     joins = [len(re.findall(r"Join", p)) for p in plans]
     assert joins[0] == joins[1]

@@ -25,6 +25,8 @@ from churn_spark.generate import run_generate, simulate
 from churn_spark.generate.rand import poisson, uniform
 from churn_spark.lakehouse import Lakehouse
 
+pytestmark = pytest.mark.slow  # the generator writes two small datasets
+
 SMALL: dict[str, Any] = {
     "accounts": 300, "start": "2022-01-01", "end": "2023-12-31", "seed": 11, "events_per_account_month": 4.0,
     "event_files": 3, "history_months": 6, "duplicate_event_rate": 0.01, "malformed_event_rate": 0.01,

@@ -30,7 +30,7 @@ from churn_spark.ingest import checkpoint_path, run_ingest, start_ingest
 from churn_spark.kafka_broker import KafkaBroker, start_broker
 from churn_spark.lakehouse import Lakehouse
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 PARTITIONS = 2
 
 

@@ -61,6 +61,14 @@ def test_conform_missing_columns_is_one_clear_error(spark: SparkSession) -> None
         io.conform(df, schemas.ACCOUNTS, "accounts", extra_columns=["country"])
 
 
+def test_first_broken_rule_names_the_first_rule_in_order_and_skips_null_conditions(spark: SparkSession) -> None:
+    df = spark.createDataFrame([(1, 5), (-1, 5), (-1, -5), (None, -5), (None, None), (1, 0)], "a int, b int")
+    reason = io.first_broken_rule([("negative_a", F.col("a") < 0), ("negative_b", F.col("b") < 0),
+                                   ("zero_b", F.col("b") == 0)])
+    got = [r["reason"] for r in df.select(reason.alias("reason")).collect()]
+    assert got == [None, "negative_a", "negative_a", "negative_b", None, "zero_b"]
+
+
 def test_read_input_from_csv_and_parquet(spark: SparkSession, settings: Settings, tmp_path) -> None:
     csv_dir, pq_dir = str(tmp_path / "acc_csv"), str(tmp_path / "acc_pq")
     raw = spark.createDataFrame(

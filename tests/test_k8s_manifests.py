@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -15,12 +16,14 @@ import pytest
 import yaml
 
 from churn_spark.config import load_settings
+from churn_spark.errors import EnvironmentProblem
 from churn_spark.k8s.manifests import load_documents, spark_applications
 from churn_spark.k8s.validate import (
     admission_errors,
     all_errors,
     core_errors,
     crd_errors,
+    crd_folder,
     radanalytics_errors,
     security_errors,
 )
@@ -219,3 +222,31 @@ def test_radanalytics_check_catches_a_bad_enum_and_unknown_field() -> None:
     doc["spec"]["sparkConf"] = {"a": "b"}
     errors = " | ".join(radanalytics_errors(doc))
     assert "mode" in errors and "sparkConf" in errors
+
+
+# --- the CRD schemas ship with the repository ----------------------------------------------------
+
+
+def test_crd_folder_is_the_in_repo_copy_and_the_env_var_overrides_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHURN_K8S_CRDS", raising=False)
+    assert crd_folder() == ROOT / "k8s" / "crds"
+    (tmp_path / "x.yaml").write_text("{}")
+    monkeypatch.setenv("CHURN_K8S_CRDS", str(tmp_path))
+    assert crd_folder() == tmp_path
+    monkeypatch.setenv("CHURN_K8S_CRDS", str(tmp_path / "missing"))
+    with pytest.raises(EnvironmentProblem, match="CHURN_K8S_CRDS") as err:
+        crd_folder()
+    assert "\n" not in str(err.value) and str(tmp_path / "missing") in str(err.value)
+
+
+def test_crd_files_are_the_upstream_blobs_named_in_source_md() -> None:
+    """Byte-identical to the releases SOURCE.md names: each file's git blob id is the one listed there."""
+    folder = ROOT / "k8s" / "crds"
+    listed = dict(re.findall(r"^\| `([^`]+)` \| .* \| `([0-9a-f]{40})` \|$", (folder / "SOURCE.md").read_text(),
+                             re.MULTILINE))
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in (".yaml", ".json"))
+    assert sorted(listed) == files
+    for name, blob in listed.items():
+        data = (folder / name).read_bytes()
+        assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob, name

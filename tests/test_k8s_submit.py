@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from churn_spark.cli import main, resolve_date
+from churn_spark.errors import ChurnSparkError
 from churn_spark.k8s.manifests import App, generated_config_maps, load_documents, select_app
 from churn_spark.k8s.runner import local_plan, resolve_config_maps
 from churn_spark.k8s.submit import submit_args
@@ -116,6 +117,16 @@ def test_date_keywords_resolve_in_utc() -> None:
     assert resolve_date("month-start", today) == "2026-11-01"
     assert resolve_date("2024-12-01", today) == "2024-12-01"
     assert resolve_date(None, today) is None
+
+
+def test_run_date_env_pins_today_for_the_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURN_RUN_DATE", "2024-03-01")
+    assert resolve_date("month-start") == "2024-03-01"
+    assert resolve_date("yesterday") == "2024-02-29"
+    assert resolve_date("2023-01-01") == "2023-01-01"
+    monkeypatch.setenv("CHURN_RUN_DATE", "March")
+    with pytest.raises(ChurnSparkError, match="CHURN_RUN_DATE must be an ISO date"):
+        resolve_date("today")
 
 
 def _nightly() -> Any:

@@ -1,4 +1,4 @@
-"""Churn labels (DESIGN.md §4): one hand-computed test per rule."""
+"""Churn labels (docs/churn-definition.md): one hand-computed test per rule."""
 
 from __future__ import annotations
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import TEST_SPARK
 from featuredata import D, T, accounts, events, subs, write_inputs
 from pyspark.sql import DataFrame, SparkSession
@@ -25,10 +27,11 @@ from churn_spark.errors import ContractError
 from churn_spark.features.job import build_labels_and_features
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.score.job import run_score
-from churn_spark.score.reasons import scores_with_reasons
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
 from churn_spark.train.job import profile_columns
+
+pytestmark = pytest.mark.slow  # end to end: a lakehouse, two trained models, several scoring runs
 
 D0, D1 = D(2023, 6, 1), D(2023, 7, 1)
 OVERRIDES: dict[str, Any] = {
@@ -42,7 +45,9 @@ OVERRIDES: dict[str, Any] = {
 }
 MRR = {"a1": 100, "a2": 200, "a3": 50, "a4": 300, "a5": 80, "a6": 120, "a7": 10, "a8": 90}
 LOGINS = {"a1": 20, "a2": 12, "a3": 8, "a4": 4, "a5": 1}  # logins per month; a6, a7: none
-TRAIN_LABELS = {"a1": 0, "a2": 0, "a3": 0, "a4": 1, "a5": 1, "a6": 1, "a7": 1}
+# Churners are the three quietest accounts, so the median account (a4) is a non-churner: occluding a
+# churner's activity with the training median lowers its risk, and the tree model has reasons to give.
+TRAIN_LABELS = {"a1": 0, "a2": 0, "a3": 0, "a4": 0, "a5": 1, "a6": 1, "a7": 1}
 
 
 def _events(spark: SparkSession) -> DataFrame:
@@ -129,6 +134,73 @@ def _expected_probabilities(spark: SparkSession, lake: dict[str, Any]) -> dict[s
     return {r["account_id"]: r["churn_probability"] for r in P.predict(lake["model"], features).collect()}
 
 
+def _sources_of_slots(model: Any, encoded: DataFrame, categorical: list[str]) -> list[str]:
+    """Source column of each slot of the assembled vector, read off Spark's ML attribute names by hand:
+    `num__x` / `missing__x` -> x, one-hot `cat__c_<value>` -> c."""
+    attrs = encoded.schema["assembled_features" if "assembled_features" in encoded.columns else "features"]
+    slots = sorted((a for group in attrs.metadata["ml_attr"]["attrs"].values() for a in group), key=lambda a: a["idx"])
+    names = [a["name"] for a in slots]
+    return [next((c for c in categorical if n.startswith(f"cat__{c}_")), n.split("__", 1)[1]) for n in names]
+
+
+def _top3(per: dict[str, float]) -> list[str | None]:
+    positive = sorted((s for s, v in per.items() if v > 0), key=lambda s: (-per[s], s))
+    return (positive + [None, None, None])[:3]
+
+
+def _lr_reasons_by_hand(spark: SparkSession, lake: dict[str, Any]) -> dict[str, list[str | None]]:
+    """coefficient x standardised value (the pipeline's own scaled vector), summed per source column."""
+    from pyspark.ml.functions import vector_to_array
+
+    _, features = build_labels_and_features(spark, lake["settings"], [D1])
+    model = lake["model"]
+    encoded = model.transform(features)
+    categorical = [f.name for f in features.schema.fields if f.dataType.typeName() == "string"
+                   and f.name not in ("account_id", "feature_set_version")]
+    sources = _sources_of_slots(model, encoded, categorical)
+    beta = next(st for st in model.stages if hasattr(st, "coefficients")).coefficients.toArray()
+    out = {}
+    for row in encoded.select("account_id", vector_to_array("features").alias("z")).collect():
+        per: dict[str, float] = {}
+        for source, b, z in zip(sources, beta, row["z"], strict=True):
+            per[source] = per.get(source, 0.0) + b * z
+        out[row["account_id"]] = _top3(per)
+    return out
+
+
+def _occlusion_reasons_by_hand(spark: SparkSession, lake: dict[str, Any]) -> dict[str, list[str | None]]:
+    """The slow way: for each of the 10 most important sources, replace the column by the training median
+    (the Imputer's) or most frequent category (the StringIndexer's), re-score, keep the largest drops."""
+    from pyspark.ml.feature import ImputerModel, StringIndexerModel
+
+    _, features = build_labels_and_features(spark, lake["settings"], [D1])
+    model = lake["gbt_model"]
+    categorical = [f.name for f in features.schema.fields if f.dataType.typeName() == "string"
+                   and f.name not in ("account_id", "feature_set_version")]
+    sources = _sources_of_slots(model, model.transform(features), categorical)
+    importance: dict[str, float] = {}
+    trees = next(st for st in model.stages if hasattr(st, "featureImportances"))
+    for source, v in zip(sources, trees.featureImportances.toArray(), strict=True):
+        importance[source] = importance.get(source, 0.0) + float(v)
+    top = sorted((s for s, v in importance.items() if v > 0), key=lambda s: (-importance[s], s))[:10]
+    imputer = next(st for st in model.stages if isinstance(st, ImputerModel))
+    medians = imputer.surrogateDF.first().asDict()
+    indexer = next(st for st in model.stages if isinstance(st, StringIndexerModel))
+    modes = {c: labels[0] for c, labels in zip(indexer.getInputCols(), indexer.labelsArray, strict=True)}
+
+    def probs(df: DataFrame) -> dict[str, float]:
+        return {r["account_id"]: r["churn_probability"] for r in P.predict(model, df).collect()}
+
+    base = probs(features)
+    drops: dict[str, dict[str, float]] = {a: {} for a in base}
+    for source in top:
+        value = modes[source] if source in modes else medians[f"dbl__{source}"]
+        occluded = probs(features.withColumn(source, F.lit(value).cast(features.schema[source].dataType)))
+        for a in base:
+            drops[a][source] = base[a] - occluded[a]
+    return {a: _top3(per) for a, per in drops.items()}
+
+
 def test_every_eligible_account_is_scored_with_rank_and_decile(spark: SparkSession, lake: dict[str, Any],
                                                                scored: dict[str, Any]) -> None:
     probs = _expected_probabilities(spark, lake)
@@ -145,13 +217,11 @@ def test_every_eligible_account_is_scored_with_rank_and_decile(spark: SparkSessi
     assert (counts["eligible"], counts["feature_rows"], counts["scored"]) == (7, 7, 7)
     assert counts["eligible_without_recent_events"] == 2
     assert sum(d["accounts"] for d in scored["first"]["score_distribution"]) == 7
-    # The written reasons are the LR contributions' top three for each account (see test_score_reasons).
-    _, features = build_labels_and_features(spark, lake["settings"], [D1])
-    model = lake["model"]
-    want = scores_with_reasons(features, model, lambda df: P.predict(model, df), 10, ["account_id"])
-    reasons = ["account_id", "reason_1", "reason_2", "reason_3"]
-    assert_df_equality(got.select(*reasons), want.select(*reasons), ignore_row_order=True, ignore_nullable=True)
-    assert want.where(F.col("reason_1").isNotNull()).count() > 0
+    # The written reasons are each account's three largest positive LR contributions, worked out by hand.
+    want = _lr_reasons_by_hand(spark, lake)
+    written = {r["account_id"]: [r["reason_1"], r["reason_2"], r["reason_3"]] for r in got.collect()}
+    assert written == want
+    assert any(reasons[0] is not None for reasons in want.values())
 
 
 def test_rescoring_replaces_only_its_slice(spark: SparkSession, lake: dict[str, Any], scored: dict[str, Any]) -> None:
@@ -180,16 +250,44 @@ def test_target_list_is_the_best_positive_expected_values_within_the_budget(
                                      "account_id string, as_of_date date, model_version string, account_value double, "
                                      "expected_value double, contact_cost double, target_rank long")
     got = spark.read.format("delta").load(lake["lake"].churn_targets).where(F.col("as_of_date") == D1)
-    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(got.select(*expected.columns), expected, 1e-9, ignore_row_order=True,
+                              ignore_nullable=True)
     summary = scored["second"]["targets"]
     assert summary["count"] == len(best)
     assert summary["total_expected_value"] == pytest.approx(sum(ev[a] for a in best), abs=0.01)
     assert [t["account_id"] for t in scored["second"]["top_targets"]] == best
 
 
-def test_drift_is_reported_against_the_training_snapshot(scored: dict[str, Any]) -> None:
+def _hand_psi(reference: list[float], current: list[float], bins: int = 10, floor: float = 1e-4) -> float:
+    """PSI worked out in plain Python: edges = the reference's deciles (the smallest value with at least
+    i/10 of the values at or below it), a value's bin = how many edges are <= it, shares floored."""
+    ref = sorted(reference)
+    edges = sorted({ref[math.ceil(i / bins * len(ref)) - 1] for i in range(1, bins)})
+
+    def shares(values: list[float]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for v in values:
+            b = sum(e <= v for e in edges)
+            out[b] = out.get(b, 0.0) + 1 / len(values)
+        return out
+
+    e, a = shares(reference), shares(current)
+    return sum((max(a.get(b, 0), floor) - max(e.get(b, 0), floor)) * math.log(max(a.get(b, 0), floor)
+                                                                            / max(e.get(b, 0), floor))
+               for b in set(e) | set(a))
+
+
+def test_drift_is_reported_against_the_training_snapshot(spark: SparkSession, lake: dict[str, Any],
+                                                         scored: dict[str, Any]) -> None:
     drift = scored["first"]["drift"]
-    assert drift["status"] == "ok" and drift["score_psi"] >= 0
+    # Reference: the training snapshot D0 as stored in gold, scored by the model; current: the scores of D1.
+    train_rows = spark.read.format("delta").load(lake["lake"].churn_features).where(F.col("as_of_date") == D0)
+    reference = [r["churn_probability"] for r in P.predict(lake["model"], train_rows).collect()]
+    current = list(_expected_probabilities(spark, lake).values())
+    assert len(reference) == 7 and sorted(reference) != sorted(current)
+    assert drift["status"] == "ok"
+    assert drift["score_psi"] == pytest.approx(_hand_psi(reference, current), abs=1e-4)
+    assert drift["score_psi"] > 0.01  # D1 is not D0: a drift check that always said 0 would fail here
     assert 0 < len(drift["feature_psi"]) <= 3
 
 
@@ -210,17 +308,17 @@ def test_schema_mismatch_is_one_clear_error_and_writes_nothing(spark: SparkSessi
 
 
 def test_tree_model_scores_with_occlusion_reasons(spark: SparkSession, lake: dict[str, Any],
-                                                  scored: dict[str, Any]) -> None:
-    """Runs last: it replaces D's target list with the GBT model's (scores of v-lr stay)."""
-    result = run_score(spark, lake["settings"], D1, "v-gbt")
+                                                  scored: dict[str, Any], tmp_path: Path) -> None:
+    """On a copy of the scored lakehouse: scoring D with v-gbt replaces D's target list, which the other
+    tests read from the original."""
+    copy = tmp_path / "lakehouse"
+    shutil.copytree(lake["lake"].root, copy)
+    result = run_score(spark, with_overrides(lake["settings"], {"lakehouse": str(copy)}), D1, "v-gbt")
     assert result["reason_method"] == "occlusion_top_10" and result["counts"]["scored"] == 7
-    _, features = build_labels_and_features(spark, lake["settings"], [D1])
-    model = lake["gbt_model"]
-    want = scores_with_reasons(features, model, lambda df: P.predict(model, df), 10, ["account_id"])
-    got = spark.read.format("delta").load(lake["lake"].churn_scores).where(
-        (F.col("as_of_date") == D1) & (F.col("model_version") == "v-gbt"))
-    cols = ["account_id", "churn_probability", "reason_1", "reason_2", "reason_3"]
-    assert_df_equality(got.select(*cols), want.select(*cols), ignore_row_order=True, ignore_nullable=True)
-    v_lr = spark.read.format("delta").load(lake["lake"].churn_scores).where(
-        (F.col("as_of_date") == D1) & (F.col("model_version") == "v-lr"))
-    assert v_lr.count() == 7
+    want = _occlusion_reasons_by_hand(spark, lake)
+    scores = spark.read.format("delta").load(Lakehouse(str(copy)).churn_scores).where(F.col("as_of_date") == D1)
+    got = scores.where(F.col("model_version") == "v-gbt")
+    written = {r["account_id"]: [r["reason_1"], r["reason_2"], r["reason_3"]] for r in got.collect()}
+    assert written == want
+    assert any(reasons[0] is not None for reasons in want.values())
+    assert scores.where(F.col("model_version") == "v-lr").count() == 7  # the other model's slice stays

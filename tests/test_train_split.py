@@ -7,8 +7,9 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
+from churn_spark.asof import add_months
 from churn_spark.errors import ConfigError
-from churn_spark.train.split import add_months, filter_snapshots, label_window_end, plan_time_split
+from churn_spark.train.split import filter_snapshots, label_window_end, plan_time_split
 
 D = dt.date
 

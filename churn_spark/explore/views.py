@@ -21,7 +21,6 @@ from pyspark.sql import functions as F
 from churn_spark.config import Settings, with_overrides
 from churn_spark.labels import churn_labels
 
-KEYS = ["account_id", "as_of_date"]
 LABEL = "label"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MISSING_VALUE = "(missing)"

@@ -1,1 +1,1 @@
-"""Point-in-time churn features (DESIGN.md §5): one module per family, the catalogue, and the job."""
+"""Point-in-time churn features (docs/churn-definition.md): one module per family, the catalogue, and the job."""

@@ -11,8 +11,7 @@ from pyspark.sql import functions as F
 from churn_spark import asof
 from churn_spark.config import FeatureSettings
 from churn_spark.features import catalog as cat
-
-KEYS = ["account_id", "as_of_date"]
+from churn_spark.schemas import KEYS
 
 
 def with_first_subscription_flag(subscriptions: DataFrame) -> DataFrame:

@@ -28,8 +28,8 @@ from pyspark.sql import functions as F
 from churn_spark import asof
 from churn_spark.config import ChurnSettings, FeatureSettings
 from churn_spark.features import catalog as cat
+from churn_spark.schemas import KEYS
 
-KEYS = ["account_id", "as_of_date"]
 MAX_INTERVAL_DAYS = 62  # a day mask per interval must fit in a signed 64-bit long
 VALUE_SCALE = 10_000  # values are summed as integers of 1e-4 units: exact, order-independent sums
 EPOCH = dt.date(1970, 1, 1)
@@ -179,7 +179,7 @@ def totals_at_roles(intervals: DataFrame, bounds: Boundaries, slugs: Sequence[st
         position = f"try_element_at(__pos, {k} - __first + 1)"
         return F.expr(f"CASE WHEN {k} >= __first THEN try_element_at(__totals, {position}) END").alias(f"__at_{role}")
 
-    rows = per_snapshot.select("account_id", "as_of_date", F.expr(nth([bounds.span_days(d) for d in snaps]))
+    rows = per_snapshot.select(*KEYS, F.expr(nth([bounds.span_days(d) for d in snaps]))
                                .alias("__span_days"), *[at_role(r) for r in bounds.role_names])
     return rows.where(F.col(f"__at_{END}").isNotNull())
 

@@ -1,7 +1,7 @@
 """The feature catalogue: name, family, window, type and definition of every `gold.churn_features` column.
 
 The family modules name their output columns with these functions, the job selects columns in
-catalogue order, and the README's table is generated from `readme_table()` (a test checks both).
+catalogue order, and the table in docs/churn-definition.md is generated from `readme_table()` (a test checks both).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from churn_spark import asof, io, schemas
+from churn_spark import asof, io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.errors import ContractError
 from churn_spark.features import catalog as cat
@@ -27,10 +27,10 @@ from churn_spark.features.activity import activity_features, with_per_seat_rates
 from churn_spark.features.support import support_features
 from churn_spark.labels import churn_labels, snapshot_dates
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
 
 log = logging.getLogger("churn_spark")
 
-KEYS = ["account_id", "as_of_date"]
 SUPPORT_DISABLED = "disabled (inputs.support_tickets.enabled is false): support features omitted"
 
 
@@ -89,7 +89,7 @@ def resolve_event_types(settings: Settings, events: DataFrame) -> list[str]:
 def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Sequence[cat.FeatureSpec],
                       slugs: Sequence[str], settings: Settings) -> DataFrame:
     """Eligible (account, D) rows left-joined with each family; counts of absent facts are 0, in catalogue order."""
-    joined = reduce(lambda acc, fam: acc.join(fam, KEYS, "left"), families, spine)
+    joined = reduce(lambda acc, fam: acc.join(fam, list(KEYS), "left"), families, spine)
     filled = joined.fillna(0.0, subset=[s.name for s in specs if s.zero_when_absent])
     return (
         filled.transform(tenure_as_double)
@@ -195,27 +195,32 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     if not snapshots:
         raise ContractError("churn.snapshots selects no snapshot date")
     lake = Lakehouse.from_settings(settings)
-    loaded = load_inputs(spark, settings)
-    data_end = resolve_data_end(settings, loaded.events)
-    event_types = resolve_event_types(settings, loaded.events)
-    log.info("features: %d snapshots %s..%s, data_end %s, event types %s", len(snapshots), snapshots[0],
-             snapshots[-1], data_end, event_types)
+    with progress.stage("features", "inputs read") as step:
+        loaded = load_inputs(spark, settings)
+        data_end = resolve_data_end(settings, loaded.events)
+        event_types = resolve_event_types(settings, loaded.events)
+        step.done(f"inputs read: {len(snapshots)} snapshots {snapshots[0]}..{snapshots[-1]}, data_end {data_end}, "
+                  f"event types {event_types}")
     if loaded.tickets is None:
         log.warning("features: support tickets %s", SUPPORT_DISABLED)
     inputs = cached_inputs(loaded)
     labels = labels_for(inputs, settings, snapshots, data_end).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         where = io.slice_predicate(within={"as_of_date": snapshots})
-        labels_version = io.write_slice(labels, lake.churn_labels, where, ["as_of_date"], schema=schemas.CHURN_LABELS)
-        features = features_for(inputs, settings, snapshots, labels, event_types)
-        io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
-        features_version = io.write_slice(features, lake.churn_features, where, ["as_of_date"],
-                                          properties=io.KEY_STATS_ONLY)
-        log.info("features: wrote %d snapshots of labels and features", len(snapshots))
-        per_snapshot = snapshot_stats(labels)
+        with progress.stage("features", "labels written") as step:
+            labels_version = io.write_slice(labels, lake.churn_labels, where, ["as_of_date"],
+                                            schema=schemas.CHURN_LABELS)
+            per_snapshot = snapshot_stats(labels)  # from the cached labels
+            step.done(f"labels written: {progress.rows(sum(s['eligible'] for s in per_snapshot))} rows, "
+                      f"{progress.rows(sum(s['censored'] for s in per_snapshot))} censored")
+        with progress.stage("features", f"features of {len(snapshots)} snapshots computed and written"):
+            features = features_for(inputs, settings, snapshots, labels, event_types)
+            io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
+            features_version = io.write_slice(features, lake.churn_features, where, ["as_of_date"],
+                                              properties=io.KEY_STATS_ONLY)
     finally:
         release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
-    names = [c for c in features.columns if c not in (*KEYS, "feature_set_version")]
+    names = [c for c in features.columns if c not in FEATURE_KEY_COLUMNS]
     stats = written_stats(spark, lake.churn_features, features_version, names)
     for s in per_snapshot:
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)

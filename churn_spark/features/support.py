@@ -16,8 +16,8 @@ from churn_spark import asof
 from churn_spark.config import FeatureSettings
 from churn_spark.features import catalog as cat
 from churn_spark.features.tone import with_ticket_tone
+from churn_spark.schemas import KEYS
 
-KEYS = ["account_id", "as_of_date"]
 TONE_SCALE = 10_000  # VADER compound has 4 decimals: integer sums make the mean exact and order-free
 
 

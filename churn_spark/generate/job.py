@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from churn_spark import io, schemas
+from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.generate import activity, mechanism
 from churn_spark.generate.mechanism import Calendar
@@ -104,11 +104,13 @@ def run_generate(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     rows: dict[str, int] = {}
     try:
         for name, (df, path, schema) in tables.items():
-            log.info("generate: writing raw/%s", name)
-            io.overwrite_table(df, path, schema=schema)
-            rows[name] = spark.read.format("delta").load(path).count()
-        log.info("generate: writing event files under %s", lake.landing_events)
-        lines = _write_event_files(simulation, settings, lake.landing_events)
+            with progress.stage("generate", f"raw/{name}") as step:
+                io.overwrite_table(df, path, schema=schema)
+                rows[name] = spark.read.format("delta").load(path).count()
+                step.done(f"raw/{name} written, {progress.rows(rows[name])} rows")
+        with progress.stage("generate", f"event files under {lake.landing_events}") as step:
+            lines = _write_event_files(simulation, settings, lake.landing_events)
+            step.done(f"{progress.rows(lines.get('lines', 0))} event lines written under {lake.landing_events}")
         active_share = activity.active_months(simulation.months, simulation.calendar).agg(F.sum("active_share"))
         active_account_months = float(active_share.collect()[0][0] or 0.0)
     finally:
@@ -128,5 +130,4 @@ def run_generate(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     }
     if active_account_months:
         summary["events_per_active_account_month"] = round(lines.get("ok", 0) / active_account_months, 1)
-    log.info("generate: done: %s", summary)
     return summary

@@ -4,10 +4,11 @@
 laptop or a standalone cluster cannot have, each change listed in `LocalPlan.changes`:
 the master (`local[2]` or `spark://…`) and client deploy mode; `local:///opt/churn-spark/…` image
 paths -> the checkout; ConfigMap mounts -> files with the ConfigMap's data; `--lakehouse` -> a local
-folder; the event log -> a local folder; the Delta/Kafka jars -> `--packages` from the shared Ivy
-cache (the image bakes them in); the Prometheus JMX agent and operator-made metrics conf (image- and
-cluster-only) dropped. Everything else — sparkConf, hadoopConf, resources, arguments — is passed as is,
-so a manifest whose arguments or conf do not fit the code fails here as it would in the cluster.
+folder; the event log -> a local folder; the Delta/Kafka jars -> `--jars`, the files resolved once
+into the shared Ivy cache (`jarcache`; the image bakes them in); the Prometheus JMX agent and
+operator-made metrics conf (image- and cluster-only) dropped. Everything else — sparkConf,
+hadoopConf, resources, arguments — is passed as is, so a manifest whose arguments or conf do not
+fit the code fails here as it would in the cluster.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def local_plan(app: App, *, workdir: str | Path, lakehouse: str | Path, master: 
                driver_memory: str | None = None, extra_conf: dict[str, str] | None = None,
                ivy_cache: str | None = None) -> LocalPlan:
     """The local spark-submit command for `app` (see the module docstring for what changes)."""
+    from churn_spark.jarcache import resolve_jars
     from churn_spark.session import maven_packages, packages_missing_from_classpath
 
     root = Path(root or repo_root()).resolve()
@@ -135,9 +137,10 @@ def local_plan(app: App, *, workdir: str | Path, lakehouse: str | Path, master: 
     cache = Path(ivy_cache or "~/.cache/churn-spark/ivy").expanduser()
     confs["spark.jars.ivy"] = str(cache)
     missing = packages_missing_from_classpath(maven_packages(with_kafka=True))
-    if missing:
-        options += ["--packages", ",".join(missing)]
-        changes.append(f"jars: --packages {','.join(missing)} (Ivy cache {cache}; the image bakes them in)")
+    if missing:  # resolved once into the cache, then plain files: spark-submit runs no Ivy resolution
+        options += ["--jars", ",".join(resolve_jars(cache, missing))]
+        changes.append(f"jars: --jars with {','.join(missing)} resolved in the Ivy cache {cache} "
+                       "(the image bakes them in)")
     local_confs = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
     if driver_memory:
         local_confs["spark.driver.memory"] = driver_memory

@@ -43,20 +43,25 @@ DENIED_SPARK_CONF = {
 }
 SECRET_WORDS = re.compile(r"(secret|password|passwd|token|credential|access[._-]?key|private[._-]?key|api[._-]?key)",
                           re.IGNORECASE)
+CRD_DIR = Path("k8s", "crds")
 CORE_KINDS = {("v1", "ServiceAccount"), ("v1", "ConfigMap"), ("rbac.authorization.k8s.io/v1", "Role"),
               ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"), ("v1", "Namespace")}
 
 
 def crd_folder() -> Path:
-    """../shared/k8s-crds beside the checkout, or $CHURN_K8S_CRDS."""
+    """$CHURN_K8S_CRDS if set, else the checkout's k8s/crds (see its SOURCE.md), else ./k8s/crds (a
+    non-editable install run from a checkout)."""
     if os.environ.get("CHURN_K8S_CRDS"):
-        return Path(os.environ["CHURN_K8S_CRDS"])
-    from churn_spark.k8s.runner import repo_root
+        candidates = [Path(os.environ["CHURN_K8S_CRDS"])]
+    else:
+        from churn_spark.k8s.runner import repo_root
 
-    folder = repo_root().parent / "shared" / "k8s-crds"
-    if not folder.is_dir():
-        raise EnvironmentProblem(f"CRD schemas not found at {folder}; set CHURN_K8S_CRDS")
-    return folder
+        candidates = list(dict.fromkeys([repo_root() / CRD_DIR, Path.cwd().resolve() / CRD_DIR]))
+    for folder in candidates:
+        if any(folder.glob("*.yaml")):
+            return folder
+    raise EnvironmentProblem(f"no CRD schemas (*.yaml) in {' or '.join(map(str, candidates))}; run from a "
+                             f"churn-spark checkout or set CHURN_K8S_CRDS to a folder laid out like its {CRD_DIR}")
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -243,7 +248,10 @@ def radanalytics_errors(doc: dict[str, Any]) -> list[str]:
     file = RADANALYTICS_SCHEMAS.get(doc.get("kind", ""))
     if doc.get("apiVersion") != "radanalytics.io/v1" or file is None:
         return [f"{_label(doc)}: not a radanalytics.io/v1 SparkApplication or SparkCluster"]
-    schema = _relaxed(json.loads((crd_folder() / "radanalytics" / file).read_text()))
+    path = crd_folder() / "radanalytics" / file
+    if not path.is_file():
+        raise EnvironmentProblem(f"radanalytics schema not found: {path}")
+    schema = _relaxed(json.loads(path.read_text()))
     schema.pop("$schema", None)
     jsonschema.Draft7Validator.check_schema(schema)
     problems = _errors(jsonschema.Draft7Validator(schema), doc.get("spec") or {}, _label(doc))

@@ -23,11 +23,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 from pyspark.sql.utils import AnalysisException
 
-from churn_spark import io, schemas
+from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.errors import ContractError
 from churn_spark.features.job import build_labels_and_features
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
 from churn_spark.score.drift import population_stability
 from churn_spark.score.ranking import with_global_rank
 from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons, source_importances, top_sources
@@ -37,8 +38,6 @@ from churn_spark.train.registry import RegisteredModel, load_model
 
 log = logging.getLogger("churn_spark")
 
-KEYS = ["account_id", "as_of_date"]
-KEY_COLUMNS = ("account_id", "as_of_date", "feature_set_version")
 PROBABILITY = "churn_probability"
 MRR = "__mrr"
 TOP_TARGETS = 10
@@ -63,7 +62,7 @@ def feature_schema_problems(actual: StructType, metadata: dict[str, Any], allow_
     expected: dict[str, str] = metadata.get("feature_schema", {})
     ignored = set(metadata.get("dropped_features", [])) | set(
         metadata.get("config", {}).get("model", {}).get("exclude_features", []))
-    have = {f.name: f.dataType.simpleString() for f in actual.fields if f.name not in KEY_COLUMNS}
+    have = {f.name: f.dataType.simpleString() for f in actual.fields if f.name not in FEATURE_KEY_COLUMNS}
     problems = []
     if missing := [n for n in expected if n not in have]:
         problems.append("missing columns: " + ", ".join(missing))
@@ -124,7 +123,7 @@ def with_rank_and_decile(scored: DataFrame) -> DataFrame:
 def churn_scores(scored: DataFrame, model_version: str, scored_at: dt.datetime) -> DataFrame:
     """`gold.churn_scores` columns from probabilities with reasons."""
     return scored.transform(with_rank_and_decile).select(
-        "account_id", "as_of_date", F.lit(model_version).alias("model_version"),
+        *KEYS, F.lit(model_version).alias("model_version"),
         F.col(PROBABILITY).cast("double").alias(PROBABILITY), "risk_decile", "rank", *REASONS,
         F.lit(scored_at).cast("timestamp").alias("scored_at"))
 
@@ -238,34 +237,39 @@ def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
 
 def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered: RegisteredModel, as_of: dt.date,
            scored_at: dt.datetime, labels: DataFrame, features: DataFrame) -> dict[str, Any]:
-    counts = population_counts(labels.where(F.col("as_of_date") == F.lit(as_of)), features)
-    check_population(counts, as_of)
     model = registered.model
     candidates = settings.scoring.reason_candidates
-    log.info("score: %s, model %s, %d eligible accounts, reasons by %s", as_of, registered.version,
-             counts["eligible"], "LR contributions" if is_linear(model) else f"occlusion of the top {candidates}")
-    with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
-    scores = churn_scores(with_reasons, registered.version, scored_at).persist(StorageLevel.MEMORY_AND_DISK)
-    where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
-    try:
-        scored = scores.count()
-        if scored != counts["eligible"]:
-            raise ContractError(f"scored {scored} rows for {counts['eligible']} eligible accounts at {as_of}")
-        io.write_slice(scores, lake.churn_scores, where, ["as_of_date"], schema=schemas.CHURN_SCORES)
-    finally:
-        scores.unpersist()
-    log.info("score: wrote %d scores to %s (%s)", scored, lake.churn_scores, where)
+    with progress.stage("score", f"features at {as_of}") as step:
+        counts = population_counts(labels.where(F.col("as_of_date") == F.lit(as_of)), features)
+        check_population(counts, as_of)
+        step.done(f"features at {as_of}: {progress.rows(counts['eligible'])} eligible accounts, model "
+                  f"{registered.version}, reasons by "
+                  + ("LR contributions" if is_linear(model) else f"occlusion of the top {candidates}"))
+    with progress.stage("score", "scores written") as step:
+        with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
+        scores = churn_scores(with_reasons, registered.version, scored_at).persist(StorageLevel.MEMORY_AND_DISK)
+        where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
+        try:
+            scored = scores.count()
+            if scored != counts["eligible"]:
+                raise ContractError(f"scored {scored} rows for {counts['eligible']} eligible accounts at {as_of}")
+            io.write_slice(scores, lake.churn_scores, where, ["as_of_date"], schema=schemas.CHURN_SCORES)
+        finally:
+            scores.unpersist()
+        step.done(f"{progress.rows(scored)} scores written to {lake.churn_scores}")
     # Everything after the write reads the slice back: targets, drift and the distribution are
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
     # the whole feature + model + reasons lineage (which made the driver run out of heap planning them).
     written = io.read_slice(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
-        targets = write_targets(with_mrr, settings, as_of, lake.churn_targets)
-        log.info("score: %d accounts targeted, expected value %.2f", targets["targets"]["count"],
-                 targets["targets"]["total_expected_value"])
-        drift = drift_or_reason(spark, settings, registered, features, written)
-        distribution = decile_distribution(written)
+        with progress.stage("score", "targets written") as step:
+            with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
+            targets = write_targets(with_mrr, settings, as_of, lake.churn_targets)
+            step.done(f"{targets['targets']['count']} accounts targeted, expected value "
+                      f"{targets['targets']['total_expected_value']:.2f}")
+        with progress.stage("score", "drift and score distribution"):
+            drift = drift_or_reason(spark, settings, registered, features, written)
+            distribution = decile_distribution(written)
     finally:
         written.unpersist()
     return {

@@ -20,10 +20,11 @@ from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from churn_spark import __version__, io
+from churn_spark import __version__, io, progress
 from churn_spark.config import Settings
 from churn_spark.errors import ConfigError, ContractError, NotAvailableError
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.schemas import KEYS
 from churn_spark.train import metrics as M
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
@@ -31,7 +32,6 @@ from churn_spark.train.report import build_report, score_histogram
 from churn_spark.train.split import TimeSplit, filter_snapshots, plan_time_split
 
 log = logging.getLogger("churn_spark")
-KEYS = ["account_id", "as_of_date"]
 HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct")
 
 
@@ -65,7 +65,7 @@ def labelled_dataset(labels: DataFrame, features: DataFrame, feature_set_version
     """
     return (features.where(F.col("feature_set_version") == feature_set_version)
             .join(labels.where(F.col("label").isNotNull()).select(*KEYS, F.col("label").cast("int").alias("label")),
-                  KEYS)
+                  list(KEYS))
             .transform(in_stable_layout))
 
 
@@ -229,19 +229,21 @@ def log_to_mlflow(settings: Settings, version: str, metadata: dict[str, Any]) ->
 def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Train, evaluate on the held-out later snapshots, report, register; promote if not worse."""
     lake, ms = Lakehouse.from_settings(settings), settings.model
-    labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
-    features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
-    fsv = settings.features.feature_set_version
-    dataset = labelled_dataset(labels, features, fsv)
-    stats = snapshot_stats(dataset)
-    if not stats:
-        raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
-                                f"(labels {lake.churn_labels}, features {lake.churn_features})")
-    split = plan_time_split(list(stats), settings.churn.horizon_months, settings.churn.grace_days,
-                            ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
-    splits = split_summary(split, stats)
-    log.info("train: %s snapshots labelled; train %s..%s, validation %s..%s, test %s..%s", len(stats),
-             *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")])
+    with progress.stage("train", "labelled dataset read") as step:
+        labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
+        features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
+        fsv = settings.features.feature_set_version
+        dataset = labelled_dataset(labels, features, fsv)
+        stats = snapshot_stats(dataset)
+        if not stats:
+            raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
+                                    f"(labels {lake.churn_labels}, features {lake.churn_features})")
+        split = plan_time_split(list(stats), settings.churn.horizon_months, settings.churn.grace_days,
+                                ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
+        splits = split_summary(split, stats)
+        step.done("{} snapshots labelled, {} rows; train {}..{}, validation {}..{}, test {}..{}".format(
+            len(stats), progress.rows(sum(n for n, _ in stats.values())),
+            *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
     dataset = with_class_weight(dataset, splits["train"]["label_rate"] if ms.class_weights else 0.5)
     persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
         filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
@@ -264,38 +266,41 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if not columns.numeric and not columns.categorical:
         raise ContractError("gold.churn_features has no usable feature column")
     pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)
-    best, table = search(pipeline, clf, ms.param_grid, dataset, split, ms.parallelism)
+    with progress.stage("train", "parameter search") as step:
+        best, table = search(pipeline, clf, ms.param_grid, dataset, split, ms.parallelism)
+        step.done(f"parameter search over {len(table)} settings, best {best}" if table else None)
     best_params = {clf.getParam(k): v for k, v in best.items()}
     slope, intercept, fitted = 1.0, 0.0, None
     if not split.refit or ms.calibration == "platt":
-        log.info("train: fitting %s on %d rows (%d numeric, %d categorical features)%s", ms.type,
-                 splits["train"]["rows"], len(columns.numeric), len(columns.categorical),
-                 f", best of search {best}" if table else "")
-        fitted = pipeline.fit(train, best_params)
-        if ms.calibration == "platt":
-            slope, intercept = P.fit_platt(score_rows(fitted, validation), ms.seed)
+        with progress.stage("train", f"{ms.type} fitted on {progress.rows(splits['train']['rows'])} rows "
+                                     f"({len(columns.numeric)} numeric, {len(columns.categorical)} categorical "
+                                     "features)" + (", Platt-calibrated" if ms.calibration == "platt" else "")):
+            fitted = pipeline.fit(train, best_params)
+            if ms.calibration == "platt":
+                slope, intercept = P.fit_platt(score_rows(fitted, validation), ms.seed)
     if split.refit:
         train.unpersist()
         refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(refit)
-        log.info("train: refitting %s on %d rows of %d snapshots (%s..%s), calibration from validation", ms.type,
-                 splits["refit"]["rows"], len(split.refit), split.refit[0], split.refit[-1])
-        fitted = pipeline.fit(refit, best_params)
+        with progress.stage("train", f"{ms.type} refitted on {progress.rows(splits['refit']['rows'])} rows of "
+                                     f"{len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}), "
+                                     "calibration from validation"):
+            fitted = pipeline.fit(refit, best_params)
     assert fitted is not None
     model = P.with_calibration(fitted, slope, intercept)
 
-    scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        metrics = M.evaluate(scored, read_truth(spark, settings))
-        raw = M.probability_errors(scored, P.RAW_OUTPUT_COL)
-        metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
-                       roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
-        deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
-        hist = score_histogram(scored)
-    finally:
-        scored.unpersist()
-
-    current_version, current_metrics, problem = evaluate_current(spark, settings, test)
+    with progress.stage("train", f"evaluated on {progress.rows(splits['test']['rows'])} test rows"):
+        scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            metrics = M.evaluate(scored, read_truth(spark, settings))
+            raw = M.probability_errors(scored, P.RAW_OUTPUT_COL)
+            metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
+                           roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
+            deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
+            hist = score_histogram(scored)
+        finally:
+            scored.unpersist()
+        current_version, current_metrics, problem = evaluate_current(spark, settings, test)
     if problem is not None:
         promote, reason = True, f"current model {current_version} cannot score the new test set ({problem})"
     else:
@@ -328,8 +333,9 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                         if ms.calibration == "platt" else "not calibrated"),
         "gap": split.as_dict()["gap"], "metrics": metrics, "splits": splits, "deciles": deciles,
         "explanation": expl, "promotion": promotion}, hist)
-    root = R.save_version(spark, settings, version, model, metadata,
-                          {f"report/{name}": data for name, data in report.items()})
+    with progress.stage("train", f"model {version} and its report saved"):
+        root = R.save_version(spark, settings, version, model, metadata,
+                              {f"report/{name}": data for name, data in report.items()})
     if promote:
         R.write_pointer(spark, settings, version, reason, ms.promote_metric, metrics.get(ms.promote_metric))
     log.info("train: model %s %s (%s)", version, "promoted to current" if promote else "NOT promoted", reason)

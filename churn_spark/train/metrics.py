@@ -16,10 +16,12 @@ from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from churn_spark.schemas import KEYS
+
 SCORE = "churn_probability"
 LABEL = "label"
 TOP_FRACTIONS = (0.05, 0.10, 0.20)
-TIE_BREAK = ("account_id", "as_of_date")
+TIE_BREAK = KEYS
 LOG_LOSS_EPS = 1e-15
 
 
@@ -127,9 +129,8 @@ def calibration_by_decile(scored: DataFrame, score_col: str = SCORE, label_col: 
 def oracle_roc_auc(scored: DataFrame, truth: DataFrame, label_col: str = LABEL) -> dict[str, Any]:
     """AUC of the generator's true probabilities on the same (account, snapshot) rows as `scored`;
     also the model's AUC restricted to the rows that have a truth value, for a like-for-like gap."""
-    joined = scored.select("account_id", "as_of_date", label_col, SCORE).join(
-        truth.select("account_id", "as_of_date", F.col("churn_probability").alias("true_probability")),
-        ["account_id", "as_of_date"])
+    joined = scored.select(*KEYS, label_col, SCORE).join(
+        truth.select(*KEYS, F.col("churn_probability").alias("true_probability")), list(KEYS))
     rows = joined.count()
     if rows == 0:
         return {}

@@ -1,6 +1,6 @@
 """The churn model as ONE MLlib Pipeline: encoding, classifier and calibration saved together.
 
-Stages (STYLE.md habit 7): numeric columns cast to double, non-finite values to null and 0/1
+Stages (docs/development.md, code rules): numeric columns cast to double, non-finite values to null and 0/1
 missing indicators, plus cyclic positions such as `tenure_days mod 365` (one SQLTransformer), median
 imputation, StringIndexer + OneHotEncoder with
 `handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, a
@@ -37,7 +37,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
-KEY_COLUMNS = ("account_id", "as_of_date", "feature_set_version")
+from churn_spark.schemas import FEATURE_KEY_COLUMNS
+
 LABEL_COL = "label"
 WEIGHT_COL = "class_weight"
 ASSEMBLED_COL = "assembled_features"
@@ -93,7 +94,7 @@ def cyclic_column(name: str) -> str | None:
 
 def feature_columns(schema: StructType, exclude: Sequence[str] = ()) -> FeatureColumns:
     """Every numeric column is a numeric feature, every string column but the keys a categorical one."""
-    skip = set(KEY_COLUMNS) | {LABEL_COL, WEIGHT_COL} | set(exclude)
+    skip = set(FEATURE_KEY_COLUMNS) | {LABEL_COL, WEIGHT_COL} | set(exclude)
     numeric = [f.name for f in schema.fields if f.name not in skip and isinstance(f.dataType, NUMERIC_TYPES)]
     categorical = [f.name for f in schema.fields if f.name not in skip and isinstance(f.dataType, StringType)]
     return FeatureColumns(numeric, categorical)

@@ -15,7 +15,6 @@ it closer to the test period, and the test stays as honest: no refit label windo
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,14 +23,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from churn_spark.asof import add_months
 from churn_spark.errors import ConfigError
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    """`day` moved by whole calendar months, clamped to the month's last day (Jan 31 + 1 = Feb 28/29)."""
-    index = day.month - 1 + months
-    year, month = day.year + index // 12, index % 12 + 1
-    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def label_window_end(day: dt.date, horizon_months: int, grace_days: int) -> dt.date:
