@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         sample_lakehouse(spark, os.path.abspath(args.source), os.path.abspath(args.work), args.accounts_fraction)
         print(f"sample of {args.accounts_fraction:.0%} of the accounts: {time.time() - started:.0f}s", flush=True)
     # Pin the event types as a production config would (the distinct scan is not part of the job's cost).
-    types = resolve_event_types(settings, read_bronze_events(spark, settings))
+    types = resolve_event_types(settings, read_bronze_events(spark, settings)).types
     settings = with_overrides(settings, {"features.event_types": types})
     scans: list[float] = []
 

@@ -165,7 +165,7 @@ def with_pinned_event_types(spark: Any, settings: Any) -> Any:
     from churn_spark.config import with_overrides
     from churn_spark.features.job import read_bronze_events, resolve_event_types
 
-    types = resolve_event_types(settings, read_bronze_events(spark, settings))
+    types = resolve_event_types(settings, read_bronze_events(spark, settings)).types
     return with_overrides(settings, {"features.event_types": types})
 
 
@@ -279,7 +279,7 @@ def race_spec(spark: Any, settings: Any, data_dir: Path, out: Path, mode: Mode) 
     return RaceSpec(
         data_dir=str(data_dir), out=str(out), snapshots=[d.isoformat() for d in snaps],
         data_end=resolve_data_end(settings, events).isoformat(),
-        event_types=catalog.event_type_slugs(resolve_event_types(settings, events)),
+        event_types=catalog.event_type_slugs(resolve_event_types(settings, events).types),
         windows=windows, span_days={d.isoformat(): span_days(d, windows, [], settings.churn.lookback_months)
                                     for d in snaps},
         horizon_months=settings.churn.horizon_months, grace_days=settings.churn.grace_days,

@@ -212,6 +212,21 @@ def replay_kafka(
 
 
 @app.command()
+def silver(
+    ctx: typer.Context,
+    rebuild: bool = typer.Option(False, "--rebuild", help="Recompute the whole table from bronze.events "
+                                                          "(after a bronze repair, or to check the incremental one)."),
+) -> None:
+    """Bring silver.account_daily_activity up to date with bronze.events (only the days that changed)."""
+    from churn_spark.silver import run_silver
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return run_silver(spark, settings, rebuild=rebuild)
+
+    _run(ctx, "silver", job, None, {"rebuild": rebuild})
+
+
+@app.command()
 def features(
     ctx: typer.Context,
     date_from: str = typer.Option(None, "--from", help="First snapshot date (YYYY-MM-DD|today|yesterday|month-start)."),
@@ -240,6 +255,9 @@ def score(
     ctx: typer.Context,
     as_of: str = typer.Option(..., "--as-of", help="Snapshot date to score (YYYY-MM-DD|today|yesterday|month-start)."),
     model_version: str = typer.Option(None, "--model-version", help="Registered model version (default: current)."),
+    allow_stale_feed: bool = typer.Option(False, "--allow-stale-feed",
+                                          help="Score although events stop more than scoring.max_feed_lag_days "
+                                               "before the date (recorded in the summary)."),
 ) -> None:
     """Score eligible accounts at a date and write the budget-constrained target list."""
     from churn_spark.score.job import run_score
@@ -248,9 +266,10 @@ def score(
     day = dt.date.fromisoformat(as_of)
 
     def job(spark: Any, settings: Settings) -> dict[str, Any]:
-        return run_score(spark, settings, day, model_version)
+        return run_score(spark, settings, day, model_version, allow_stale_feed)
 
-    summary = _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version})
+    summary = _run(ctx, "score", job, None, {"as_of": as_of, "model_version": model_version,
+                                             "allow_stale_feed": allow_stale_feed})
     if not _quiet(ctx):
         _print_target_list(summary)
 

@@ -194,8 +194,13 @@ class ScoringSettings(_Section):
     psi_warning_threshold: float = Field(0.2, gt=0)
     drift_top_features: int = Field(10, ge=0)
     psi_bins: int = Field(10, ge=2)  # numeric drift bins: quantiles of the training data
+    # Features never checked for drift, besides the catalogue's `grows_by_design` ones (tenure_days).
+    drift_exclude_features: list[str] = Field(default_factory=list)
     reason_candidates: int = Field(10, ge=1)  # trees: top-K features by importance tried by occlusion
     allow_extra_features: bool = False  # true: feature columns unknown to the model are ignored, not an error
+    # Refuse to score D when the latest event day is more than this many days before D (stale activity
+    # windows would push every account's risk up); `score --allow-stale-feed` overrides.
+    max_feed_lag_days: int = Field(2, ge=0)
     targeting: TargetingSettings = TargetingSettings()
 
 

@@ -218,14 +218,18 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 
 def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str],
-                schema: StructType | None = None, properties: Mapping[str, str] | None = None) -> int:
+                schema: StructType | None = None, properties: Mapping[str, str] | None = None,
+                merge_schema: bool = False, commit_metadata: str | None = None) -> int:
     """Atomically replace exactly the rows matching `predicate` (others are an error); returns the commit version.
 
     Rows are rebalanced by the partition columns first (AQE sizes the files): otherwise every task
     writes a small file into every partition it holds rows for (tasks x snapshots files, each
     paying a Parquet writer per column). `properties` (`delta.*` table properties) are set when the
     table is created, and on an existing table that lacks them. The version returned is the table's
-    latest right after the write: each table has one writing job.
+    latest right after the write: each table has one writing job. `merge_schema` lets a write add
+    columns (a table written before a column existed keeps null in its older slices). `commit_metadata`
+    is stored in the write's own commit (`userMetadata` in the history): state that must change
+    atomically with the data (silver's synced bronze version).
     """
     if schema is not None:
         assert_schema(df, schema, f"write to {path}", allow_extra=False)
@@ -235,16 +239,27 @@ def write_slice(df: DataFrame, path: str, predicate: str, partition_by: list[str
     writer = df.hint("rebalance", *partition_by).write.format("delta").mode("overwrite")
     for key, value in (properties or {}).items():
         writer = writer.option(key, value)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    if commit_metadata is not None:
+        writer = writer.option("userMetadata", commit_metadata)
     writer.option("replaceWhere", predicate).partitionBy(*partition_by).save(path)
     version = table_version(spark, path)
     assert version is not None
     return version
 
 
+def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    """The Delta table properties of the table at `path` ({} when there is no table)."""
+    if not table_exists(spark, path):
+        return {}
+    current = DeltaTable.forPath(spark, path).detail().first()
+    return dict(current["properties"] or {}) if current else {}
+
+
 def ensure_table_properties(spark: SparkSession, path: str, properties: Mapping[str, str]) -> None:
     """Set Delta table properties the table lacks (one metadata commit, only when something differs)."""
-    current = DeltaTable.forPath(spark, path).detail().first()
-    have = dict(current["properties"] or {}) if current else {}
+    have = table_properties(spark, path)
     missing = {k: v for k, v in properties.items() if have.get(k) != v}
     if missing:
         assignments = ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in missing.items())
@@ -268,6 +283,57 @@ def commit_data_files(spark: SparkSession, path: str, version: int) -> list[str]
         .where(F.col("p").isNotNull()).collect()
     relative = [unquote(r["p"]) for r in added]  # Delta stores paths URL-encoded, relative to the table
     return [p if "://" in p or p.startswith("/") else f"{root}/{p}" for p in relative]
+
+
+_FILE_ACTIONS = ("struct<add: struct<partitionValues: map<string, string>, dataChange: boolean>, "
+                 "remove: struct<partitionValues: map<string, string>, dataChange: boolean>>")
+
+
+def changed_partition_values(spark: SparkSession, path: str, first: int, last: int, column: str) -> list[str] | None:
+    """Distinct values of partition `column` of the files commits `first..last` added or removed with
+    `dataChange` (rewrites that keep the rows, e.g. OPTIMIZE, are skipped), sorted, as Delta's text.
+
+    Read from those commits' `_delta_log` JSON only (one row per file action, never the data). None
+    when that cannot tell: a commit's JSON is gone (log cleanup) or a changed file has no value for
+    `column`. The result is one row per distinct value: small.
+    """
+    root = path.rstrip("/")
+    commits = [f"{root}/_delta_log/{v:020d}.json" for v in range(first, last + 1)]
+    if not commits:
+        return []
+    try:
+        text = spark.read.text(commits)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" in str(exc):
+            return None
+        raise
+    actions = F.from_json("value", _FILE_ACTIONS)
+    files = text.select(F.explode(F.array(actions["add"], actions["remove"])).alias("f"))
+    value = F.col("f.partitionValues")[column]
+    row = files.where(F.col("f").isNotNull() & F.coalesce(F.col("f.dataChange"), F.lit(True))) \
+        .agg(F.sort_array(F.collect_set(value)).alias("values"), F.count_if(value.isNull()).alias("unknown")).first()
+    if row is None or row["unknown"]:
+        return None
+    return list(row["values"])
+
+
+def commit_history(spark: SparkSession, path: str) -> list[dict[str, Any]]:
+    """`version`, `operation`, `userMetadata`, `operationMetrics` of the commits still in the table's log,
+    newest first (one small dict per commit)."""
+    history = DeltaTable.forPath(spark, path).history()
+    return [r.asDict() for r in history.select("version", "operation", "userMetadata", "operationMetrics")
+            .orderBy(F.desc("version")).collect()]
+
+
+def table_id(spark: SparkSession, path: str) -> str:
+    """The Delta table's id (its `metaData.id`): a table deleted and recreated at the same path gets a new one."""
+    row = DeltaTable.forPath(spark, path).detail().select("id").first()
+    return str(row["id"]) if row else ""
+
+
+def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:
+    """The Delta table at `path` as of commit `version` (time travel): a fixed input while writers append."""
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
 
 
 @contextmanager

@@ -67,6 +67,11 @@ class Lakehouse:
     def bronze_events_quarantine(self) -> str:
         return self.path("bronze/events_quarantine")
 
+    # silver
+    @property
+    def silver_account_daily_activity(self) -> str:
+        return self.path("silver/account_daily_activity")
+
     # gold
     @property
     def churn_labels(self) -> str:

@@ -85,6 +85,18 @@ BRONZE_EVENTS = StructType(
     ]
 )
 
+SILVER_ACCOUNT_DAILY_ACTIVITY = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("event_date", DateType(), False),
+        _f("event_type", StringType(), False),
+        _f("events", LongType(), False),
+        _f("value_units", LongType(), True),
+    ]
+)
+"""`silver.account_daily_activity` (churn_spark/silver): bronze events per (account, UTC day, type);
+`value_units` = sum of round(value * 1e4) (null when every value is null), partitioned by `event_date`."""
+
 EVENTS_QUARANTINE = StructType(
     [
         _f("raw", StringType(), True),
@@ -114,10 +126,13 @@ FEATURE_KEYS = StructType(
         _f("account_id", StringType(), False),
         _f("as_of_date", DateType(), False),
         _f("feature_set_version", StringType(), False),
+        # A hash of the configuration the slice was built with (features.job.feature_config_fingerprint):
+        # scoring reuses a slice only when it matches. Null in slices written before it existed.
+        _f("config_fingerprint", StringType(), True),
     ]
 )
 FEATURE_KEY_COLUMNS = tuple(FEATURE_KEYS.fieldNames())
-"""The features table's non-feature columns: `KEYS` and `feature_set_version`."""
+"""The features table's non-feature columns: `KEYS`, `feature_set_version` and `config_fingerprint`."""
 
 CHURN_SCORES = StructType(
     [

@@ -4,7 +4,8 @@ A ScheduledSparkApplication runs one application and cannot template dates, so t
 three stages in sequence in one session and resolves the date itself: `--as-of` (default
 `month-start`, the latest monthly snapshot; an ISO date or `today`/`yesterday` also work). Global
 flags (--config, --lakehouse, --master) are accepted anywhere, as for every job; `--source` goes to
-ingest. The first stage that fails stops the run with its exit code.
+ingest, `--model-version` and `--allow-stale-feed` to score. The first stage that fails stops the run
+with its exit code.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ def stages(argv: list[str]) -> list[tuple[str, list[str]]]:
     parser.add_argument("--as-of", default="month-start")
     parser.add_argument("--source")
     parser.add_argument("--model-version")
+    parser.add_argument("--allow-stale-feed", action="store_true")
     opts = parser.parse_args(argv)
     common = [x for flag in GLOBAL_FLAGS if (v := getattr(opts, flag[2:])) for x in (flag, v)]
     if opts.debug:
         common.append("--debug")
     day = resolve_date(opts.as_of)
     ingest = [*common, "--once", *(["--source", opts.source] if opts.source else [])]
-    score = [*common, "--as-of", str(day), *(["--model-version", opts.model_version] if opts.model_version else [])]
+    score = [*common, "--as-of", str(day), *(["--model-version", opts.model_version] if opts.model_version else []),
+             *(["--allow-stale-feed"] if opts.allow_stale_feed else [])]
     return [("ingest", ingest), ("features", [*common, "--from", str(day), "--to", str(day)]), ("score", score)]
 
 

@@ -7,6 +7,7 @@ from featuredata import D, T, events
 
 from churn_spark.config import ChurnSettings, FeatureSettings
 from churn_spark.features.activity import MAX_INTERVAL_DAYS, activity_features, boundaries, with_per_seat_rates
+from churn_spark.silver import daily_activity
 
 FEATURES = FeatureSettings(windows_days=[7, 28], trend_windows_days=[7], per_seat_windows_days=[7],
                            change_windows_days=[28])
@@ -66,7 +67,7 @@ EXPECTED = [
 
 
 def test_activity_features_per_type_window_trend_and_recency(spark):
-    got = activity_features(events(spark, EVENTS), [D1, D2], TYPES, FEATURES, CHURN)
+    got = activity_features(daily_activity(events(spark, EVENTS)), [D1, D2], TYPES, FEATURES, CHURN)
     want = spark.createDataFrame([tuple(r[c] for c in got.columns) for r in EXPECTED], got.schema)
     assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
 
@@ -95,6 +96,7 @@ def test_boundaries_cover_every_window_and_keep_intervals_short():
 
 def test_events_on_or_after_the_last_snapshot_never_reach_a_window(spark):
     late = events(spark, [("x1", "a", "login", T(2023, 3, 15)), ("x2", "a", "login", T(2023, 3, 14, 23, 59))])
-    got = activity_features(late, [D2], TYPES, FEATURES, CHURN).select("login_count_7d", "days_since_last_event")
+    got = activity_features(daily_activity(late), [D2], TYPES, FEATURES, CHURN).select(
+        "login_count_7d", "days_since_last_event")
     want = spark.createDataFrame([(1.0, 1.0)], "login_count_7d double, days_since_last_event double")
     assert_df_equality(got, want, ignore_nullable=True)

@@ -35,3 +35,11 @@ def test_clashing_event_types_and_attributes_are_config_errors():
     clash = Settings.model_validate({"inputs": {"account_attributes": ["mrr"]}})
     with pytest.raises(ConfigError, match="clash"):
         cat.feature_catalog(clash, ["login"], with_support=False)
+
+
+def test_only_tenure_grows_by_design():
+    """Drift skips features flagged `grows_by_design` (docs/model.md#drift): tenure grows a month every month
+    for every account; windowed counts and rates, contract values and days-since-last-event do not."""
+    specs = cat.feature_catalog(Settings(), ["login"], with_support=True)
+    assert [s.name for s in specs if s.grows_by_design] == ["tenure_days"]
+    assert cat.grows_by_design(Settings()) == ["tenure_days"]

@@ -20,6 +20,7 @@ from churn_spark.features.job import (
     run_features,
 )
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.schemas import FEATURE_KEY_COLUMNS
 
 pytestmark = pytest.mark.slow  # the features job end to end on written inputs
 
@@ -95,7 +96,7 @@ def test_labels_and_summary_hand_computed(spark, lakes):
 def test_summary_null_rates_from_parquet_footers_equal_a_count_of_the_table(spark, lakes):
     result = lakes["first"]
     features = table(spark, Lakehouse.from_settings(lakes["settings"]).churn_features)
-    names = [c for c in features.columns if c not in ("account_id", "as_of_date", "feature_set_version")]
+    names = [c for c in features.columns if c not in FEATURE_KEY_COLUMNS]
     non_null = features.agg(*[F.count(F.col(n)).alias(n) for n in names]).first()
     assert len(names) > 32  # beyond Delta's default of 32 columns with statistics
     assert result["null_rate"] == {n: round((6 - non_null[n]) / 6, 4) for n in names}
@@ -106,11 +107,12 @@ def test_summary_null_rates_from_parquet_footers_equal_a_count_of_the_table(spar
 def test_columns_match_the_catalogue_and_types(spark, lakes):
     features = table(spark, Lakehouse.from_settings(lakes["settings"]).churn_features)
     specs = cat.feature_catalog(lakes["settings"], ["login", "report"], with_support=True)
-    assert features.columns == ["account_id", "as_of_date", "feature_set_version"] + [s.name for s in specs]
+    assert features.columns == ["account_id", "as_of_date", "feature_set_version", "config_fingerprint"] + [
+        s.name for s in specs]
     types = dict(features.dtypes)
     for s in specs:
         assert types[s.name] == ("string" if s.dtype == "categorical" else "double"), s.name
-    strings = {c for c, t in features.dtypes if t == "string"} - {"account_id", "feature_set_version"}
+    strings = {c for c, t in features.dtypes if t == "string"} - set(FEATURE_KEY_COLUMNS)
     assert strings == {s.name for s in specs if s.dtype == "categorical"}
 
 
@@ -134,16 +136,17 @@ def test_rerun_is_identical_and_range_a_then_b_equals_a_union_b(spark, lakes):
     for path, before in ((whole.churn_labels, labels_1), (whole.churn_features, features_1)):
         now = table(spark, path)
         assert_df_equality(now, spark.createDataFrame(before, now.schema), ignore_row_order=True)
-    assert lakes["again"]["features_version"] == lakes["first"]["features_version"] + 1
+    # The first run also froze the feature set's event types (one table-property commit); a rerun is one commit.
+    assert lakes["again"]["features_version"] == lakes["first"]["features_version"] + 2
     for path in ("gold/churn_labels", "gold/churn_features"):
         assert_df_equality(table(spark, parts.path(path)), table(spark, whole.path(path)), ignore_row_order=True)
 
 
-def _bronze_scans(plan: str) -> int:
-    return len([line for line in plan.splitlines() if re.search(r"Scan|FileScan", line) and "bronze/events" in line])
+def _scans(plan: str, table: str) -> int:
+    return len([line for line in plan.splitlines() if re.search(r"Scan|FileScan", line) and table in line])
 
 
-def test_plan_scans_bronze_once_whatever_the_number_of_snapshots(spark, lakes):
+def test_plan_scans_silver_once_and_never_bronze_whatever_the_number_of_snapshots(spark, lakes):
     settings = lakes["settings"]
     inputs = load_inputs(spark, settings)
     plans = []
@@ -156,7 +159,8 @@ def test_plan_scans_bronze_once_whatever_the_number_of_snapshots(spark, lakes):
             plans.append(features._jdf.queryExecution().executedPlan().toString())
     finally:
         spark.conf.unset("spark.sql.maxMetadataStringLength")
-    assert [_bronze_scans(p) for p in plans] == [1, 1]
+    assert [_scans(p, "silver/account_daily_activity") for p in plans] == [1, 1]
+    assert [_scans(p, "bronze/events") for p in plans] == [0, 0]
     joins = [len(re.findall(r"Join", p)) for p in plans]
     assert joins[0] == joins[1]
 

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from churn_spark import schemas
 from churn_spark.config import Settings, with_overrides
 from churn_spark.features.job import FeatureInputs, labels_and_features
+from churn_spark.silver import daily_activity
 
 SNAPSHOTS = [dt.date(2023, 2, 1), dt.date(2023, 3, 1)]
 D = SNAPSHOTS[-1]
@@ -105,7 +106,7 @@ def inputs_of(spark: SparkSession, datasets: list[dict[str, list[tuple]]]) -> Fe
         accounts=spark.createDataFrame(rows["accounts"], "account_id string, created_at timestamp, country string"),
         subscriptions=spark.createDataFrame(rows["subs"], schemas.SUBSCRIPTIONS),
         tickets=spark.createDataFrame(tickets, schemas.SUPPORT_TICKETS),
-        events=spark.createDataFrame(bronze, schemas.BRONZE_EVENTS), rejected=None,
+        events=daily_activity(spark.createDataFrame(bronze, schemas.BRONZE_EVENTS)), rejected=None,
     )
 
 

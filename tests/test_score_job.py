@@ -18,6 +18,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import TEST_SPARK
 from featuredata import D, T, accounts, events, subs, write_inputs
+from modeldata import register, train_on_stored
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,8 +29,6 @@ from churn_spark.features.job import build_labels_and_features
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.score.job import run_score
 from churn_spark.train import pipeline as P
-from churn_spark.train import registry as R
-from churn_spark.train.job import profile_columns
 
 pytestmark = pytest.mark.slow  # end to end: a lakehouse, two trained models, several scoring runs
 
@@ -42,6 +41,7 @@ OVERRIDES: dict[str, Any] = {
     "scoring.targeting.max_contacts": 3, "scoring.targeting.cost_per_contact": 10.0,
     "scoring.targeting.success_rate": 0.5, "scoring.targeting.value_months": 12.0,
     "scoring.drift_top_features": 3,
+    "scoring.max_feed_lag_days": 11,  # the tiny feed's last event is 2023-06-20, 11 days before D1
 }
 MRR = {"a1": 100, "a2": 200, "a3": 50, "a4": 300, "a5": 80, "a6": 120, "a7": 10, "a8": 90}
 LOGINS = {"a1": 20, "a2": 12, "a3": 8, "a4": 4, "a5": 1}  # logins per month; a6, a7: none
@@ -56,13 +56,6 @@ def _events(spark: SparkSession) -> DataFrame:
         for month in (4, 5, 6):
             rows += [(f"{acc}-{month}-{i}", acc, "login", T(2023, month, 1 + i, 10)) for i in range(per_month)]
     return events(spark, rows)
-
-
-def _register(spark: SparkSession, s: Settings, version: str, model: Any, meta: dict[str, Any],
-              current: bool = False) -> None:
-    R.save_version(spark, s, version, model, {**meta, "version": version}, {})
-    if current:
-        R.write_pointer(spark, s, version, "test", "roc_auc", None)
 
 
 @pytest.fixture(scope="module")
@@ -80,29 +73,18 @@ def lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
     lh = Lakehouse.from_settings(s)
     _, train_features = build_labels_and_features(spark, s, [D0])
     io.write_slice(train_features, lh.churn_features, io.slice_predicate(equals={"as_of_date": D0}), ["as_of_date"])
-    stored = spark.read.format("delta").load(lh.churn_features)
-    label = F.create_map(*[x for a, y in TRAIN_LABELS.items() for x in (F.lit(a), F.lit(y))])
-    train = stored.withColumn("label", label[F.col("account_id")])
-    columns, empty = profile_columns(train, P.feature_columns(stored.schema), True)
-    pipeline, _ = P.build_pipeline(columns, "lr", {"regParam": 0.1}, seed=1, weighted=False)
-    model = pipeline.fit(train)
-    meta = {"model_type": "lr", "feature_set_version": "1", "feature_columns": columns.as_dict(),
-            "feature_schema": P.feature_schema(stored.schema, columns), "dropped_features": empty,
-            "config": {"model": {"exclude_features": []}},
-            "lineage": {"tables": {"features": {"path": lh.churn_features,
-                                                "delta_version": io.table_version(spark, lh.churn_features)}},
-                        "split": {"train": {"dates": [D0.isoformat()]}}}}
-    _register(spark, s, "v-lr", model, meta, current=True)
-    gbt, _ = P.build_pipeline(columns, "gbt", {"maxIter": 5, "maxDepth": 2, "minInstancesPerNode": 1,
-                                               "subsamplingRate": 1.0}, seed=1, weighted=False)
-    gbt_model = gbt.fit(train)
-    _register(spark, s, "v-gbt", gbt_model, {**meta, "model_type": "gbt"})
+    model, meta = train_on_stored(spark, s, TRAIN_LABELS, [D0])
+    register(spark, s, "v-lr", model, meta, current=True)
+    gbt_model, gbt_meta = train_on_stored(spark, s, TRAIN_LABELS, [D0], "gbt", {
+        "maxIter": 5, "maxDepth": 2, "minInstancesPerNode": 1, "subsamplingRate": 1.0})
+    register(spark, s, "v-gbt", gbt_model, gbt_meta)
+    register(spark, s, "v-no-reference", model, {k: v for k, v in meta.items() if k != "drift_reference"})
     bad = dict(meta["feature_schema"])
     dropped = next(iter(bad))
     bad.pop(dropped)
     bad.update({"ghost_feature": "double", "mrr": "string"})
-    _register(spark, s, "v-bad-schema", model, {**meta, "feature_schema": bad})
-    _register(spark, s, "v-old-features", model, {**meta, "feature_set_version": "0"})
+    register(spark, s, "v-bad-schema", model, {**meta, "feature_schema": bad})
+    register(spark, s, "v-old-features", model, {**meta, "feature_set_version": "0"})
     return {"settings": s, "model": model, "gbt_model": gbt_model, "lake": lh, "dropped": dropped}
 
 
@@ -280,7 +262,8 @@ def _hand_psi(reference: list[float], current: list[float], bins: int = 10, floo
 def test_drift_is_reported_against_the_training_snapshot(spark: SparkSession, lake: dict[str, Any],
                                                          scored: dict[str, Any]) -> None:
     drift = scored["first"]["drift"]
-    # Reference: the training snapshot D0 as stored in gold, scored by the model; current: the scores of D1.
+    # Reference: the training snapshot D0 as stored in gold, scored by the model (stored with the model as
+    # edges and shares when it was registered); current: the scores of D1.
     train_rows = spark.read.format("delta").load(lake["lake"].churn_features).where(F.col("as_of_date") == D0)
     reference = [r["churn_probability"] for r in P.predict(lake["model"], train_rows).collect()]
     current = list(_expected_probabilities(spark, lake).values())
@@ -289,6 +272,26 @@ def test_drift_is_reported_against_the_training_snapshot(spark: SparkSession, la
     assert drift["score_psi"] == pytest.approx(_hand_psi(reference, current), abs=1e-4)
     assert drift["score_psi"] > 0.01  # D1 is not D0: a drift check that always said 0 would fail here
     assert 0 < len(drift["feature_psi"]) <= 3
+    assert drift["reference"] == {"model_version": "v-lr", "snapshots": [D0.isoformat()], "rows": 7}
+
+
+def test_drift_needs_no_training_rows(spark: SparkSession, lake: dict[str, Any], scored: dict[str, Any],
+                                      tmp_path: Path) -> None:
+    """On a copy of the scored lakehouse without gold.churn_features at all -- neither the training snapshot
+    D0 nor the table version in the model's lineage exists -- drift is the same as in the first run: it
+    comes from the reference stored with the model. A model registered without one (older models) still
+    scores, with drift `unavailable` and why."""
+    copy = tmp_path / "lakehouse"
+    shutil.copytree(lake["lake"].root, copy)
+    shutil.rmtree(Lakehouse(str(copy)).churn_features)
+    s = with_overrides(lake["settings"], {"lakehouse": str(copy)})
+    assert run_score(spark, s, D1, "v-lr")["drift"] == scored["first"]["drift"]
+    older = run_score(spark, s, D1, "v-no-reference")
+    assert older["counts"]["scored"] == 7
+    assert older["drift"] == {
+        "status": "unavailable", "reference": {"model_version": "v-no-reference"},
+        "reason": "model v-no-reference has no stored drift reference (trained before references were stored "
+                  "with the model): retrain to get drift"}
 
 
 def test_schema_mismatch_is_one_clear_error_and_writes_nothing(spark: SparkSession, lake: dict[str, Any],
@@ -322,3 +325,33 @@ def test_tree_model_scores_with_occlusion_reasons(spark: SparkSession, lake: dic
     assert written == want
     assert any(reasons[0] is not None for reasons in want.values())
     assert scores.where(F.col("model_version") == "v-lr").count() == 7  # the other model's slice stays
+
+
+def test_scoring_builds_the_features_slice_once_then_reuses_it(spark: SparkSession, lake: dict[str, Any],
+                                                               scored: dict[str, Any]) -> None:
+    from churn_spark.score.job import features_slice_problem
+
+    first, second = scored["first"]["features"], scored["second"]["features"]
+    assert (first["source"], first["reason"]) == ("built", f"no features slice for {D1}")
+    assert (second["source"], second["reason"]) == ("reused", None)
+    assert second["features_version"] == first["features_version"]  # the second run wrote no features
+    # Another churn definition or feature setting gives another fingerprint: the slice is not reused.
+    for change in ({"churn.grace_days": 7}, {"features.windows_days": [7]}, {"features.feature_set_version": "2"}):
+        problem = features_slice_problem(spark, with_overrides(lake["settings"], change), D1)
+        assert problem is not None, change
+    assert features_slice_problem(spark, lake["settings"], D(2023, 9, 1)) == "no features slice for 2023-09-01"
+
+
+def test_a_stale_feed_is_refused_before_anything_is_written(spark: SparkSession, lake: dict[str, Any],
+                                                           scored: dict[str, Any]) -> None:
+    lh = lake["lake"]
+    tables = (lh.churn_scores, lh.churn_targets, lh.churn_features, lh.churn_labels)
+    versions = [io.table_version(spark, t) for t in tables]
+    strict = with_overrides(lake["settings"], {"scoring.max_feed_lag_days": 10})
+    with pytest.raises(ContractError, match=r"feed is stale for 2023-07-01: the latest event day is 2023-06-20 "
+                                            r"\(11 days before\), more than scoring.max_feed_lag_days=10"):
+        run_score(spark, strict, D1)
+    assert [io.table_version(spark, t) for t in tables] == versions
+    assert scored["first"]["feed"] == {
+        "latest_event_day": "2023-06-20", "latest_subscription_change": "2023-05-01", "event_lag_days": 11,
+        "max_feed_lag_days": 11, "stale": False, "allowed_stale": False}

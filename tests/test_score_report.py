@@ -24,3 +24,9 @@ def test_target_list_table_lists_the_top_rows_and_the_totals() -> None:
         "   2  acc-2             0.500    1,200.00       95.00  ",
         "drift: score PSI 0.310; above 0.2: churn_probability",
     ]
+
+
+def test_drift_unavailable_says_why() -> None:
+    result = {"as_of_date": "2024-12-01", "model_version": "v0", "targets": {}, "top_targets": [],
+              "drift": {"status": "unavailable", "reason": "model v0 has no stored drift reference"}}
+    assert target_list_table(result).splitlines()[-1] == "drift: unavailable (model v0 has no stored drift reference)"

@@ -133,6 +133,39 @@ def test_metadata_records_config_features_lineage_and_split(spark: SparkSession,
     assert [d["decile"] for d in md["calibration_by_decile"]] == list(range(1, 11))
 
 
+def _hand_distribution(values: list[Any], bins: int = 10) -> dict[str, Any]:
+    """Edges and shares worked out in plain Python: the i/bins quantile is the smallest value with at least
+    i/bins of the non-null values at or below it; a value's bin is how many edges are <= it; nulls apart."""
+    known = sorted(v for v in values if v is not None)
+    edges = sorted({float(known[-(-i * len(known) // bins) - 1]) for i in range(1, bins)})
+    counts: dict[str, int] = {}
+    for v in values:
+        b = "null" if v is None else str(sum(e <= v for e in edges))
+        counts[b] = counts.get(b, 0) + 1
+    return {"type": "numeric", "edges": edges, "shares": {b: n / len(values) for b, n in counts.items()}}
+
+
+def test_drift_reference_is_stored_with_the_model(spark: SparkSession, runs: dict[str, Any]) -> None:
+    """metadata.json `drift_reference`: edges and shares of the train snapshots (January .. April), by hand
+    from the input rows; the score's from the registered model's probabilities of those rows."""
+    s, a = runs["settings"], runs["a"]
+    reg = R.load_model(spark, s, a["model_version"])
+    ref = reg.metadata["drift_reference"]
+    april = dt.date(2023, 4, 1)
+    train = [f for f in _rows()[1] if f[1] <= april]
+    assert (ref["snapshots"], ref["rows"], ref["bins"]) == (
+        ["2023-01-01", "2023-02-01", "2023-03-01", "2023-04-01"], 240, 10)
+    assert ref["excluded_features"] == ["tenure_days"]
+    assert set(ref["features"]) == {"usage", "tickets", "plan"}  # drift_top_features 10: all three
+    assert ref["features"]["plan"] == {"type": "categorical", "shares": {"basic": 0.5, "pro": 0.5}}
+    assert ref["features"]["usage"] == _hand_distribution([f[3] for f in train])
+    assert ref["features"]["tickets"] == _hand_distribution([f[4] for f in train])
+    rows = spark.read.format("delta").load(Lakehouse.from_settings(s).churn_features).where(
+        F.col("as_of_date") <= april)
+    probabilities = [r["churn_probability"] for r in predict(reg.model, rows).collect()]
+    assert ref["score"] == _hand_distribution(probabilities)
+
+
 def test_report_is_self_contained_html_with_plots(runs: dict[str, Any]) -> None:
     a = runs["a"]
     folder = os.path.dirname(a["report"])

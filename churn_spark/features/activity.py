@@ -1,11 +1,14 @@
-"""Activity features from `bronze.events`, for all snapshots from ONE scan and one aggregation.
+"""Activity features from daily activity rows (`silver.account_daily_activity`, or `daily_activity`
+of bronze events), for all snapshots from ONE scan and one aggregation.
 
 How the cost stays flat in the number of snapshots and windows:
 
 1. Boundaries: every date a window of any snapshot starts or ends at (D, D-w, D-2w for trends, the
    lookback start), sorted; they cut time into intervals `[B_i, B_i+1)` (at most 62 days each).
-2. One aggregation of the events to grain (account, interval): per event type a count, a fixed-point
-   value sum and a bit mask of active days (so distinct days add up across intervals).
+2. One aggregation of the daily rows (account, day, event type -> events, value units) to grain
+   (account, interval): per event type a count, a fixed-point value sum and a bit mask of active
+   days (so distinct days add up across intervals). Days are whole UTC days, so the daily rows give
+   exactly what the raw events gave.
 3. Running sums over an account's intervals give, for every boundary B_k, the totals of all days
    before B_k; a window `[D-w, D)` is then `total(D) - total(D-w)`, exactly (integers only).
 4. The totals each (snapshot, role) needs are looked up per account in its sorted array of running
@@ -29,9 +32,9 @@ from churn_spark import asof
 from churn_spark.config import ChurnSettings, FeatureSettings
 from churn_spark.features import catalog as cat
 from churn_spark.schemas import KEYS
+from churn_spark.silver.daily import DAY, VALUE_SCALE
 
 MAX_INTERVAL_DAYS = 62  # a day mask per interval must fit in a signed 64-bit long
-VALUE_SCALE = 10_000  # values are summed as integers of 1e-4 units: exact, order-independent sums
 EPOCH = dt.date(1970, 1, 1)
 END = "end"
 
@@ -90,13 +93,16 @@ def with_interval_of_day(events: DataFrame, bounds: Boundaries) -> DataFrame:
     })
 
 
-def events_in_range(events: DataFrame, bounds: Boundaries) -> DataFrame:
-    """Events with a UTC day in [B_0, B_last): `account_id`, `event_type`, `day`, `value` (pruned scan)."""
+def activity_in_range(daily: DataFrame, bounds: Boundaries) -> DataFrame:
+    """Daily rows with a UTC day in [B_0, B_last): `account_id`, `event_type`, `day`, `events`, `value_units`.
+
+    A filter on the partition column (pruned scan). The as-of rule (asof.time_known_at) is the same as
+    on raw events: an event is before boundary B exactly when its UTC day is before B.
+    """
     lo, hi = bounds.dates[0], bounds.dates[-1]
     return (
-        events.where((F.col("event_date") >= lo - dt.timedelta(days=1)) & (F.col("event_date") <= hi))
-        .where((F.col("event_time") >= asof.start_of(F.lit(lo))) & asof.time_known_at(F.col("event_time"), F.lit(hi)))
-        .select("account_id", "event_type", F.to_date("event_time").alias("day"), "value")
+        daily.where((F.col(DAY) >= lo) & (F.col(DAY) < hi))
+        .select("account_id", "event_type", F.col(DAY).alias("day"), "events", "value_units")
     )
 
 
@@ -104,24 +110,25 @@ def _metric_names(slugs: Sequence[str]) -> list[str]:
     return [f"{s}__{m}" for s in [cat.ANY_TYPE, *slugs] for m in ("n", "v", "d") if (s, m) != (cat.ANY_TYPE, "v")]
 
 
-def account_interval_activity(events: DataFrame, bounds: Boundaries, slugs: Mapping[str, str]) -> DataFrame:
+def account_interval_activity(daily: DataFrame, bounds: Boundaries, slugs: Mapping[str, str]) -> DataFrame:
     """Grain (account, interval idx): per type `<slug>__n` events, `__v` value sum (1e-4 units), `__d` days.
 
-    `last_day` is the interval's last event day (days since 1970-01-01). Events of types not in
-    `slugs` count only towards the any-type metrics. The event type is matched once per event to
+    From daily rows (`activity_in_range`): counts are sums of `events`, value sums sums of
+    `value_units`. `last_day` is the interval's last event day (days since 1970-01-01). Types not
+    in `slugs` count only towards the any-type metrics. The event type is matched once per row to
     its 1-based position in `slugs` (0: another type); the per-type aggregates compare integers.
     """
     types = list(slugs)
     bit = F.expr("shiftleft(CAST(1 AS BIGINT), offset)")
-    fixed = F.round(F.col("value") * VALUE_SCALE).try_cast("long")
-    typed = with_interval_of_day(events, bounds).withColumn(
+    events, units = F.col("events"), F.col("value_units")
+    typed = with_interval_of_day(daily, bounds).withColumn(
         "__type", F.array_position(F.array(*[F.lit(t) for t in types]), F.col("event_type")))
-    aggs = [F.count("*").alias("events__n"), F.bit_or(bit).alias("events__mask"),
+    aggs = [F.sum(events).alias("events__n"), F.bit_or(bit).alias("events__mask"),
             F.max(F.datediff("day", F.lit(EPOCH))).alias("last_day")]
     for position, slug in enumerate(slugs.values(), start=1):
         is_t = F.col("__type") == position
-        aggs += [F.count_if(is_t).alias(f"{slug}__n"), F.sum(F.when(is_t, fixed)).alias(f"{slug}__v"),
-                 F.bit_or(F.when(is_t, bit)).alias(f"{slug}__mask")]
+        aggs += [F.sum(F.when(is_t, events).otherwise(F.lit(0))).alias(f"{slug}__n"),
+                 F.sum(F.when(is_t, units)).alias(f"{slug}__v"), F.bit_or(F.when(is_t, bit)).alias(f"{slug}__mask")]
     grouped = typed.groupBy("account_id", "idx").agg(*aggs)
     days = [F.coalesce(F.bit_count(f"{s}__mask"), F.lit(0)).cast("long").alias(f"{s}__d")
             for s in [cat.ANY_TYPE, *slugs.values()]]
@@ -218,14 +225,15 @@ def days_since_last_event() -> str:
     return f"CAST(CASE WHEN `__at_{END}`.last_day IS NOT NULL AND {age} <= __span_days THEN {age} END AS DOUBLE)"
 
 
-def activity_features(events: DataFrame, snapshots: Sequence[dt.date], slugs: Mapping[str, str],
+def activity_features(daily: DataFrame, snapshots: Sequence[dt.date], slugs: Mapping[str, str],
                       features: FeatureSettings, churn: ChurnSettings) -> DataFrame:
     """Grain (account, as_of_date) for accounts with any event in the snapshot spans; see module doc.
 
-    Accounts without events get no row: the job's left join fills counts with 0.
+    `daily`: rows of `silver.account_daily_activity` (or `daily_activity` of bronze events). Accounts
+    without events get no row: the job's left join fills counts with 0.
     """
     bounds = boundaries(snapshots, features, churn)
-    intervals = account_interval_activity(events_in_range(events, bounds), bounds, slugs)
+    intervals = account_interval_activity(activity_in_range(daily, bounds), bounds, slugs)
     totals = totals_at_roles(intervals, bounds, list(slugs.values()))
     columns = {**activity_columns(list(slugs.values()), features, churn),
                cat.DAYS_SINCE_LAST_EVENT: days_since_last_event()}

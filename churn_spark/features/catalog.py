@@ -27,6 +27,9 @@ class FeatureSpec:
     dtype: Dtype
     definition: str
     zero_when_absent: bool = False  # a count: 0 (not null) for an account with no events/tickets
+    # grows with calendar time for every account (tenure): its distribution shifts every night by design,
+    # so drift never checks it (score/drift.py, docs/model.md#drift)
+    grows_by_design: bool = False
 
 
 def type_slug(event_type: str) -> str:
@@ -121,7 +124,8 @@ def mrr_change_col(w: int) -> str:
 
 def account_specs(f: FeatureSettings, attributes: Sequence[str]) -> list[FeatureSpec]:
     specs = [
-        FeatureSpec("tenure_days", "account", None, "numeric", "days from the account's creation date to D"),
+        FeatureSpec("tenure_days", "account", None, "numeric", "days from the account's creation date to D",
+                    grows_by_design=True),
         FeatureSpec("mrr", "account", None, "numeric", "sum of `mrr` of subscriptions active at D"),
         FeatureSpec("quantity", "account", None, "numeric", "sum of `quantity` (seats) of subscriptions active at D"),
         FeatureSpec("active_subscriptions", "account", None, "numeric", "subscriptions active at D"),
@@ -198,6 +202,17 @@ def feature_catalog(settings: Settings, event_types: Sequence[str], with_support
     if clashes:
         raise ConfigError(f"feature names clash (check inputs.account_attributes): {', '.join(clashes)}")
     return specs
+
+
+def grows_by_design(settings: Settings) -> list[str]:
+    """Features whose values grow with calendar time for every account (flagged in the catalogue).
+
+    Read off the specs directly (no name-clash check, so drift never fails on a config the features job
+    would refuse); per-event-type activity features are windowed and never grow by design.
+    """
+    specs = account_specs(settings.features, settings.inputs.account_attributes)
+    specs += activity_specs(settings.features, settings.churn, []) + support_specs(settings.features)
+    return [s.name for s in specs if s.grows_by_design]
 
 
 def readme_table(settings: Settings | None = None) -> str:

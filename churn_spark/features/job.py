@@ -1,13 +1,16 @@
 """The features job: `gold.churn_labels` and `gold.churn_features` for a range of snapshots.
 
-Extract (raw inputs through io.read_input, `bronze.events` once) -> transform (labels, then the
-feature families joined on the eligible accounts) -> load (replace exactly the snapshots computed).
+Extract (raw inputs through io.read_input; activity once from `silver.account_daily_activity`, synced
+with `bronze.events` first) -> transform (labels, then the feature families joined on the eligible
+accounts) -> load (replace exactly the snapshots computed).
 `build_labels_and_features` is the transform alone, reused by scoring for a single date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +31,7 @@ from churn_spark.features.support import support_features
 from churn_spark.labels import churn_labels, snapshot_dates
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
+from churn_spark.silver import daily_activity, read_silver, sync_silver
 
 log = logging.getLogger("churn_spark")
 
@@ -36,13 +40,19 @@ SUPPORT_DISABLED = "disabled (inputs.support_tickets.enabled is false): support 
 
 @dataclass(frozen=True)
 class FeatureInputs:
-    """The job's inputs in their contracts; `tickets` is None when support tickets are configured absent."""
+    """The job's inputs in their contracts; `tickets` is None when support tickets are configured absent.
+
+    `events` is the activity at the grain the features need: daily rows (account_id, event_date,
+    event_type, events, value_units) of `silver.account_daily_activity`, or `daily_activity(bronze)`
+    (`bronze_daily_activity`); not raw events. `silver` is the summary of the sync that preceded the read.
+    """
 
     accounts: DataFrame
     subscriptions: DataFrame
     tickets: DataFrame | None
     events: DataFrame
     rejected: DataFrame | None
+    silver: dict[str, Any] | None = None
 
 
 def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -54,40 +64,119 @@ def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
     return io.assert_schema(events, schemas.BRONZE_EVENTS, "bronze.events", allow_extra=True)
 
 
+def bronze_daily_activity(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The daily activity rows computed from bronze on the fly (what silver holds, without silver)."""
+    return read_bronze_events(spark, settings).transform(daily_activity)
+
+
 def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
+    """The conformed raw inputs and the daily activity of silver, synced with bronze first (never stale)."""
     conformed = {t: io.read_input(spark, settings, t) for t in ("accounts", "subscriptions", "support_tickets")}
     accounts, subscriptions = conformed["accounts"], conformed["subscriptions"]
     if accounts is None or subscriptions is None:
         raise ContractError("features need the accounts and subscriptions inputs (enabled: true)")
     tickets = conformed["support_tickets"]
     rejected = [c.rejected for c in conformed.values() if c is not None]
+    synced = sync_silver(spark, settings)
     return FeatureInputs(accounts.good, subscriptions.good, tickets.good if tickets else None,
-                         read_bronze_events(spark, settings), reduce(DataFrame.unionByName, rejected))
+                         read_silver(spark, settings), reduce(DataFrame.unionByName, rejected), synced)
 
 
 def resolve_data_end(settings: Settings, events: DataFrame) -> dt.date:
     """`churn.data_end`, else the UTC date of the latest event.
 
-    Read as max(`event_date`), bronze's partition column (the UTC date of `event_time`): Delta answers
-    that from the log's partition values, where max(`event_time`) would be one more scan of bronze.
+    Read as max(`event_date`) of the daily activity, silver's (and bronze's) partition column (the UTC
+    date of `event_time`): Delta answers that from the log's partition values, not by a scan.
     """
     if settings.churn.data_end is not None:
         return settings.churn.data_end
     latest = events.agg(F.max("event_date").alias("d")).first()
     if latest is None or latest["d"] is None:
-        raise ContractError("bronze.events is empty: set churn.data_end to label snapshots")
+        raise ContractError("no events (bronze.events, silver.account_daily_activity empty): "
+                            "set churn.data_end to label snapshots")
     return latest["d"]
 
 
-def resolve_event_types(settings: Settings, events: DataFrame) -> list[str]:
-    """`features.event_types`, else the distinct types in all of bronze (so every range gets the same columns)."""
+EVENT_TYPES_PROPERTY = "churn.feature_set.{version}.event_types"
+
+
+@dataclass(frozen=True)
+class EventTypes:
+    """The event types a feature set has columns for, where that list came from, and types seen since.
+
+    `source`: `config` (features.event_types), `recorded` (frozen when the feature-set version was
+    first built, kept as a table property of gold.churn_features) or `discovered` (first build:
+    the distinct types of the activity input, recorded after the write). `new`: types in the input
+    that the frozen list lacks; their events are ignored until a new feature-set version is built.
+    """
+
+    types: list[str]
+    source: str
+    new: list[str]
+
+
+def recorded_event_types(spark: SparkSession, settings: Settings) -> list[str] | None:
+    """The event types frozen for the configured feature-set version, or None before its first build."""
+    key = EVENT_TYPES_PROPERTY.format(version=settings.features.feature_set_version)
+    raw = io.table_properties(spark, Lakehouse.from_settings(settings).churn_features).get(key)
+    return sorted(json.loads(raw)) if raw else None
+
+
+def frozen_event_types(spark: SparkSession, settings: Settings) -> list[str] | None:
+    """`features.event_types`, else the recorded list: what the columns of this feature set are built from."""
     if settings.features.event_types is not None:
         return sorted(set(settings.features.event_types))
-    return sorted(r["event_type"] for r in events.select("event_type").distinct().collect())
+    return recorded_event_types(spark, settings)
+
+
+def resolve_event_types(settings: Settings, events: DataFrame) -> EventTypes:
+    """The feature set's event types: configured, frozen at its first build, or discovered now.
+
+    Discovering means the distinct types of the whole input (so every range gets the same columns);
+    with a frozen list the same scan names the types that arrived later (reported, not featurised).
+    """
+    if settings.features.event_types is not None:
+        return EventTypes(sorted(set(settings.features.event_types)), "config", [])
+    seen = sorted(r["event_type"] for r in events.select("event_type").distinct().collect())
+    recorded = recorded_event_types(events.sparkSession, settings)
+    if recorded is None:
+        return EventTypes(seen, "discovered", [])
+    return EventTypes(recorded, "recorded", [t for t in seen if t not in recorded])
+
+
+def record_event_types(spark: SparkSession, settings: Settings, event_types: EventTypes) -> None:
+    """Freeze a discovered list on gold.churn_features (one metadata commit, first build only)."""
+    if event_types.source == "discovered":
+        key = EVENT_TYPES_PROPERTY.format(version=settings.features.feature_set_version)
+        io.ensure_table_properties(spark, Lakehouse.from_settings(settings).churn_features,
+                                   {key: json.dumps(event_types.types)})
+
+
+def without_new_event_types(events: DataFrame, event_types: EventTypes) -> DataFrame:
+    """A frozen feature set ignores types that arrived after it: not even the any-type counts see them.
+
+    (With a configured list, other types still count towards the any-type features, as documented.)
+    """
+    if event_types.source == "recorded" and event_types.new:
+        return events.where(F.col("event_type").isin(event_types.types))
+    return events
+
+
+def feature_config_fingerprint(settings: Settings, event_types: Sequence[str], with_support: bool) -> str:
+    """A short hash of everything a features slice depends on besides the data: the churn definition
+    (without the snapshot schedule and data_end, which only change labels), the feature settings, the
+    event types and attributes. Scoring reuses a stored slice only when its fingerprint matches."""
+    payload = {
+        "churn": settings.churn.model_dump(mode="json", exclude={"snapshots", "data_end"}),
+        "features": settings.features.model_dump(mode="json", exclude={"event_types"}),
+        "event_types": sorted(event_types), "support": with_support,
+        "account_attributes": list(settings.inputs.account_attributes),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Sequence[cat.FeatureSpec],
-                      slugs: Sequence[str], settings: Settings) -> DataFrame:
+                      slugs: Sequence[str], settings: Settings, fingerprint: str) -> DataFrame:
     """Eligible (account, D) rows left-joined with each family; counts of absent facts are 0, in catalogue order."""
     joined = reduce(lambda acc, fam: acc.join(fam, list(KEYS), "left"), families, spine)
     filled = joined.fillna(0.0, subset=[s.name for s in specs if s.zero_when_absent])
@@ -95,7 +184,7 @@ def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Se
         filled.transform(tenure_as_double)
         .transform(lambda df: with_per_seat_rates(df, slugs, settings.features))
         .select(*KEYS, F.lit(settings.features.feature_set_version).alias("feature_set_version"),
-                *[F.col(s.name) for s in specs])
+                F.lit(fingerprint).alias("config_fingerprint"), *[F.col(s.name) for s in specs])
     )
 
 
@@ -120,7 +209,8 @@ def features_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[
     if inputs.tickets is not None:
         families.append(support_features(inputs.tickets, snaps, snapshots, settings.features))
     spine = labels.select(*KEYS, "tenure_days")
-    return assemble_features(spine, families, specs, list(slugs.values()), settings)
+    fingerprint = feature_config_fingerprint(settings, event_types, inputs.tickets is not None)
+    return assemble_features(spine, families, specs, list(slugs.values()), settings, fingerprint)
 
 
 def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
@@ -138,7 +228,9 @@ def build_labels_and_features(spark: SparkSession, settings: Settings,
     """
     inputs = load_inputs(spark, settings)
     data_end = resolve_data_end(settings, inputs.events)
-    return labels_and_features(inputs, settings, snapshots, data_end, resolve_event_types(settings, inputs.events))
+    event_types = resolve_event_types(settings, inputs.events)
+    inputs = replace(inputs, events=without_new_event_types(inputs.events, event_types))
+    return labels_and_features(inputs, settings, snapshots, data_end, event_types.types)
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -185,22 +277,35 @@ def release(*frames: DataFrame | None) -> None:
 
 
 def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
-    """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices.
-
-    Cost: bronze.events is scanned once (activity); the small inputs and the labels are computed
-    once and cached for the run; each table is written once; the summary comes from the
-    Parquet footers of the files the features commit added.
-    """
+    """Labels and features for settings.churn.snapshots; replaces exactly those snapshot slices."""
     snapshots = snapshot_dates(settings.churn.snapshots)
     if not snapshots:
         raise ContractError("churn.snapshots selects no snapshot date")
+    return write_labels_and_features(spark, settings, snapshots)
+
+
+def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots: Sequence[dt.date]) -> dict[str, Any]:
+    """Labels and features for `snapshots` (any dates, e.g. a scoring date between monthly snapshots).
+
+    Cost: the activity input is scanned once; the small inputs and the labels are computed once
+    and cached for the run; each table is written once; the summary comes from the Parquet
+    footers of the files the features commit added.
+    """
+    snapshots = sorted(set(snapshots))
     lake = Lakehouse.from_settings(settings)
     with progress.stage("features", "inputs read") as step:
         loaded = load_inputs(spark, settings)
         data_end = resolve_data_end(settings, loaded.events)
-        event_types = resolve_event_types(settings, loaded.events)
+        resolved = resolve_event_types(settings, loaded.events)
+        event_types = resolved.types
+        loaded = replace(loaded, events=without_new_event_types(loaded.events, resolved))
         step.done(f"inputs read: {len(snapshots)} snapshots {snapshots[0]}..{snapshots[-1]}, data_end {data_end}, "
-                  f"event types {event_types}")
+                  f"event types {event_types} ({resolved.source})"
+                  + (f", ignored new event types {resolved.new}" if resolved.new else ""))
+    if resolved.new:
+        log.warning("features: event types %s are not in feature set %s (frozen at its first build): ignored "
+                    "until a new features.feature_set_version is built", resolved.new,
+                    settings.features.feature_set_version)
     if loaded.tickets is None:
         log.warning("features: support tickets %s", SUPPORT_DISABLED)
     inputs = cached_inputs(loaded)
@@ -217,7 +322,8 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
             features = features_for(inputs, settings, snapshots, labels, event_types)
             io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
             features_version = io.write_slice(features, lake.churn_features, where, ["as_of_date"],
-                                              properties=io.KEY_STATS_ONLY)
+                                              properties=io.KEY_STATS_ONLY, merge_schema=True)
+            record_event_types(spark, settings, resolved)
     finally:
         release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
     names = [c for c in features.columns if c not in FEATURE_KEY_COLUMNS]
@@ -226,9 +332,12 @@ def run_features(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
     return {
         "snapshots": len(snapshots), "from": snapshots[0].isoformat(), "to": snapshots[-1].isoformat(),
-        "data_end": data_end.isoformat(), "event_types": event_types,
+        "data_end": data_end.isoformat(), "event_types": event_types, "event_types_source": resolved.source,
+        "new_event_types": resolved.new,
         "feature_set_version": settings.features.feature_set_version, "features": len(names),
+        "config_fingerprint": feature_config_fingerprint(settings, event_types, inputs.tickets is not None),
         "support": "enabled" if inputs.tickets is not None else SUPPORT_DISABLED,
+        "silver": loaded.silver,
         "label_rows": sum(s["eligible"] for s in per_snapshot),
         "censored_rows": sum(s["censored"] for s in per_snapshot),
         "per_snapshot": per_snapshot,

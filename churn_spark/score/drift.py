@@ -6,17 +6,24 @@ reference bin holds ~10%); nulls are a bin of their own; categorical bins are th
 of 0 is floored at `floor` so a bin that appears or disappears counts heavily but finitely. Rule of
 thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 major shift.
 
-Both populations are reduced to (feature, bin, count) in one aggregation each; only those small
-aggregates and the reference's quantiles reach the driver.
+The reference is reduced once, at training, to its stored form (`reference_distributions`: per
+column the bin edges and the bin shares, small JSON kept in the model's metadata.json); scoring bins
+only the scored population at the stored edges (`stability_against`). Each population is reduced to
+(feature, bin, count) in one aggregation; only those small aggregates and the reference's quantiles
+reach the driver.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from churn_spark.config import Settings
+from churn_spark.features.catalog import grows_by_design
 
 NULL_BIN = "null"
 DEFAULT_FLOOR = 1e-4
@@ -76,10 +83,53 @@ def bin_shares(df: DataFrame, edges: Mapping[str, Sequence[float]],
     return out
 
 
+def excluded_features(settings: Settings) -> list[str]:
+    """Features never checked for drift: the catalogue's `grows_by_design` ones (tenure_days moves by a
+    month every month for every account, so its PSI would warn every night) and
+    `scoring.drift_exclude_features`."""
+    return sorted(set(grows_by_design(settings)) | set(settings.scoring.drift_exclude_features))
+
+
+def _bin_order(b: str) -> tuple[int, int, str]:
+    """Numeric bins in edge order, then the null bin; categories by name."""
+    if b == NULL_BIN:
+        return (2, 0, b)
+    return (0, int(b), b) if b.isdigit() else (1, 0, b)
+
+
+def reference_distributions(reference: DataFrame, numeric: Sequence[str], categorical: Sequence[str] = (),
+                            bins: int = 10) -> dict[str, dict[str, Any]]:
+    """The stored form of a reference population, per column (numeric, then categorical)::
+
+        {"x": {"type": "numeric", "edges": [2.0, 4.0], "shares": {"0": 0.1, "1": 0.4, "2": 0.3, "null": 0.2}},
+         "plan": {"type": "categorical", "shares": {"basic": 0.6, "pro": 0.4}}}
+
+    Edges are the distinct interior quantiles (`quantile_edges`), shares are over all rows (nulls
+    included). Two aggregations (quantiles, then one count per bin); the result is JSON-ready.
+    """
+    edges = quantile_edges(reference, list(numeric), bins)
+    shares = bin_shares(reference, edges, categorical)
+
+    def ordered(c: str) -> dict[str, float]:
+        return {b: shares.get(c, {})[b] for b in sorted(shares.get(c, {}), key=_bin_order)}
+
+    out: dict[str, dict[str, Any]] = {c: {"type": "numeric", "edges": edges[c], "shares": ordered(c)}
+                                      for c in numeric}
+    out.update({c: {"type": "categorical", "shares": ordered(c)} for c in categorical})
+    return out
+
+
+def stability_against(reference: Mapping[str, Mapping[str, Any]], current: DataFrame,
+                      floor: float = DEFAULT_FLOOR) -> dict[str, float]:
+    """PSI per column of `current` against stored reference distributions (`reference_distributions`'s
+    form): only `current` is binned, at the stored edges; the reference population is never read."""
+    edges = {c: [float(e) for e in r["edges"]] for c, r in reference.items() if r["type"] == "numeric"}
+    categorical = [c for c, r in reference.items() if r["type"] == "categorical"]
+    actual = bin_shares(current, edges, categorical)
+    return {c: psi(r["shares"], actual.get(c, {}), floor) for c, r in reference.items()}
+
+
 def population_stability(reference: DataFrame, current: DataFrame, numeric: Sequence[str],
                          categorical: Sequence[str] = (), bins: int = 10) -> dict[str, float]:
     """PSI per column of the current population against the reference, bins cut on the reference."""
-    edges = quantile_edges(reference, list(numeric), bins)
-    expected = bin_shares(reference, edges, categorical)
-    actual = bin_shares(current, edges, categorical)
-    return {c: psi(expected.get(c, {}), actual.get(c, {})) for c in [*numeric, *categorical]}
+    return stability_against(reference_distributions(reference, numeric, categorical, bins), current)

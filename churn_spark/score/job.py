@@ -1,23 +1,23 @@
 """`churn-spark score --as-of D [--model-version V]`: scores, reasons, drift and the target list for D.
 
-Extract: the registered model, and features for D built by the features job's own code
-(`build_labels_and_features`, so scoring encodes exactly what training saw). Check: the model's
-feature-set version, the features' schema against the training schema, and that every eligible
-account has one feature row. Transform: probabilities + reason codes, global rank and risk
-decile, expected values and the budgeted selection. Load: `gold.churn_scores` slice
-(as_of_date = D, model_version = V) and `gold.churn_targets` slice (as_of_date = D), each one
-atomic Delta transaction; re-running replaces exactly those slices.
+Extract: the registered model, and the `gold.churn_features` / `gold.churn_labels` slices of D —
+reused when they were built with the model's feature-set version and this configuration's
+fingerprint, else built once by the features job's own code and written (so the next run reuses
+them, and scoring encodes exactly what training saw). Check: the feed reaches D
+(`scoring.max_feed_lag_days`), the model's feature-set version, the features' schema against the
+training schema, and that every eligible account has one feature row. Transform: probabilities +
+reason codes, global rank and risk decile, expected values and the budgeted selection. Load:
+`gold.churn_scores` slice (as_of_date = D, model_version = V) and `gold.churn_targets` slice
+(as_of_date = D), each one atomic Delta transaction; re-running replaces exactly those slices.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -26,13 +26,20 @@ from pyspark.sql.utils import AnalysisException
 from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.errors import ContractError
-from churn_spark.features.job import build_labels_and_features
+from churn_spark.features.job import (
+    feature_config_fingerprint,
+    frozen_event_types,
+    read_bronze_events,
+    resolve_event_types,
+    write_labels_and_features,
+)
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
-from churn_spark.score.drift import population_stability
+from churn_spark.score.drift import excluded_features, stability_against
 from churn_spark.score.ranking import with_global_rank
-from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons, source_importances, top_sources
+from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
 from churn_spark.score.targeting import churn_targets, contact_limit
+from churn_spark.silver.job import read_silver
 from churn_spark.train.pipeline import predict
 from churn_spark.train.registry import RegisteredModel, load_model
 
@@ -140,49 +147,51 @@ def decile_distribution(scores: DataFrame) -> list[dict[str, Any]]:
 # --- drift against the training population -----------------------------------------------------------
 
 
-def training_features(spark: SparkSession, settings: Settings, metadata: dict[str, Any]) -> DataFrame:
-    """The rows the model was trained on: gold.churn_features at the recorded Delta version, train snapshots."""
-    lineage = metadata["lineage"]
-    table = lineage["tables"]["features"]
-    dates = [dt.date.fromisoformat(d) for d in lineage["split"]["train"]["dates"]]
-    path = table.get("path") or Lakehouse.from_settings(settings).churn_features
-    return (spark.read.format("delta").option("versionAsOf", int(table["delta_version"])).load(path)
-            .where(F.col("as_of_date").isin(dates) & (F.col("feature_set_version") == metadata["feature_set_version"])))
+def drift_report(reference: dict[str, Any], features: DataFrame, scores: DataFrame, model_version: str,
+                 settings: Settings) -> dict[str, Any]:
+    """PSI of the score and of the top features against the model's stored reference (metadata.json
+    `drift_reference`, built at training); warnings above the configured threshold.
 
-
-def drift_report(reference: DataFrame, features: DataFrame, scores: DataFrame, model: PipelineModel,
-                 categorical: Sequence[str], settings: Settings) -> dict[str, Any]:
-    """PSI of the score and of the model's top features; warnings above the configured threshold."""
+    Only the scored population is binned, at the stored edges. Features that grow by design and
+    `scoring.drift_exclude_features` are skipped (also in a reference stored before they were excluded);
+    `scoring.drift_top_features` caps the stored features checked, in importance order.
+    """
     sc = settings.scoring
-    top = top_sources(source_importances(model, features.limit(0)), sc.drift_top_features)
-    top = [t for t in top if t in features.columns]
-    score_psi = population_stability(reference, scores, [PROBABILITY], bins=sc.psi_bins)[PROBABILITY]
-    feature_psi = population_stability(reference, features, [t for t in top if t not in categorical],
-                                       [t for t in top if t in categorical], bins=sc.psi_bins)
+    excluded = excluded_features(settings)
+    stored = {c: r for c, r in reference["features"].items() if c not in excluded and c in features.columns}
+    checked = dict(list(stored.items())[:sc.drift_top_features])
+    score_psi = stability_against({PROBABILITY: reference["score"]}, scores)[PROBABILITY]
+    feature_psi = stability_against(checked, features)
     above = [name for name, v in [(PROBABILITY, score_psi), *feature_psi.items()] if v > sc.psi_warning_threshold]
     for name in above:
         value = score_psi if name == PROBABILITY else feature_psi[name]
         log.warning("score: drift: PSI of %s is %.3f (> %.2f) between training and scored population",
                     name, value, sc.psi_warning_threshold)
     return {"status": "ok", "threshold": sc.psi_warning_threshold, "score_psi": round(score_psi, 4),
-            "feature_psi": {k: round(feature_psi[k], 4) for k in top}, "above_threshold": above}
+            "feature_psi": {k: round(v, 4) for k, v in feature_psi.items()}, "above_threshold": above,
+            "reference": {"model_version": model_version, "snapshots": reference.get("snapshots"),
+                          "rows": reference.get("rows")},
+            "excluded_features": excluded}
 
 
-def drift_or_reason(spark: SparkSession, settings: Settings, registered: RegisteredModel, features: DataFrame,
+def drift_or_reason(settings: Settings, registered: RegisteredModel, features: DataFrame,
                     scores: DataFrame) -> dict[str, Any]:
-    """Drift against the training data, or why it could not be computed (never fails the scoring run)."""
-    try:
-        train_rows = training_features(spark, settings, registered.metadata)
-    except (KeyError, TypeError, ValueError, AnalysisException) as exc:
-        reason = f"training data not readable from the model's lineage ({type(exc).__name__}: {exc})".splitlines()[0]
+    """Drift against the reference stored with the model, or why it could not be computed (never fails
+    the scoring run). No training rows are read."""
+    def unavailable(reason: str) -> dict[str, Any]:
+        reason = reason.splitlines()[0]
         log.warning("score: drift skipped: %s", reason)
-        return {"status": "unavailable", "reason": reason}
-    reference = predict(registered.model, train_rows).persist(StorageLevel.MEMORY_AND_DISK)
+        return {"status": "unavailable", "reason": reason, "reference": {"model_version": registered.version}}
+
+    reference = registered.metadata.get("drift_reference")
+    if not isinstance(reference, dict):
+        return unavailable(f"model {registered.version} has no stored drift reference (trained before references "
+                           "were stored with the model): retrain to get drift")
     try:
-        categorical = registered.metadata.get("feature_columns", {}).get("categorical", [])
-        return drift_report(reference, features, scores, registered.model, categorical, settings)
-    finally:
-        reference.unpersist()
+        return drift_report(reference, features, scores, registered.version, settings)
+    except (KeyError, TypeError, ValueError, AnalysisException) as exc:
+        return unavailable(f"the stored drift reference of model {registered.version} is unusable "
+                           f"({type(exc).__name__}: {exc})")
 
 
 # --- the job -----------------------------------------------------------------------------------------
@@ -216,21 +225,125 @@ def write_targets(scores: DataFrame, settings: Settings, as_of: dt.date, path: s
         "top_targets": _top_targets(written)}
 
 
+# --- the feed and the features of D --------------------------------------------------------------------
+
+
+def feed_freshness(spark: SparkSession, settings: Settings) -> dict[str, str | None]:
+    """The latest event day in bronze.events and the latest subscription start or end (ISO dates).
+
+    max(`event_date`) is bronze's partition column: Delta answers it from the log, without a scan.
+    """
+    lake = Lakehouse.from_settings(settings)
+    latest_event = None
+    if io.table_exists(spark, lake.bronze_events):
+        row = spark.read.format("delta").load(lake.bronze_events).agg(F.max("event_date").alias("d")).first()
+        latest_event = row["d"] if row else None
+    subscriptions = io.read_input(spark, settings, "subscriptions")
+    latest_change = None
+    if subscriptions is not None:
+        row = subscriptions.good.agg(F.greatest(F.max("start_date"), F.max("end_date")).alias("d")).first()
+        latest_change = row["d"] if row else None
+    return {"latest_event_day": latest_event.isoformat() if latest_event else None,
+            "latest_subscription_change": latest_change.isoformat() if latest_change else None}
+
+
+def check_feed(freshness: dict[str, Any], as_of: dt.date, max_lag_days: int, allow_stale: bool) -> dict[str, Any]:
+    """Refuse to score D when events stop more than `max_lag_days` before it (unless allowed, then say so).
+
+    Stale activity windows look like disengagement: every account's risk would go up at once.
+    """
+    latest = freshness["latest_event_day"]
+    lag = None if latest is None else (as_of - dt.date.fromisoformat(latest)).days
+    stale = lag is None or lag > max_lag_days
+    if stale and not allow_stale:
+        seen = ("no events in bronze.events" if latest is None
+                else f"the latest event day is {latest} ({lag} days before)")
+        raise ContractError(f"feed is stale for {as_of}: {seen}, more than scoring.max_feed_lag_days={max_lag_days}; "
+                            "ingest the missing days or pass --allow-stale-feed")
+    if stale:
+        log.warning("score: scoring %s on a stale feed (event lag %s days), allowed by --allow-stale-feed", as_of, lag)
+    return {**freshness, "event_lag_days": lag, "max_feed_lag_days": max_lag_days, "stale": stale,
+            "allowed_stale": stale and allow_stale}
+
+
+def features_slice_problem(spark: SparkSession, settings: Settings, as_of: dt.date) -> str | None:
+    """Why the stored features of `as_of` cannot be scored (None: they can).
+
+    Reusable means: labels and features slices for D exist, and every feature row was written with the
+    configured feature-set version and this configuration's fingerprint.
+    """
+    lake = Lakehouse.from_settings(settings)
+    if not io.table_exists(spark, lake.churn_features):
+        return "no features table yet"
+    event_types = frozen_event_types(spark, settings)
+    if event_types is None:
+        return f"feature set {settings.features.feature_set_version!r} has no recorded event types"
+    with_support = settings.inputs.support_tickets.enabled
+    fingerprint = feature_config_fingerprint(settings, event_types, with_support)
+    where = io.slice_predicate(equals={"as_of_date": as_of})
+    stored = io.read_slice(spark, lake.churn_features, where)
+    if "config_fingerprint" not in stored.columns:
+        return "the features table predates configuration fingerprints"
+    row = stored.agg(F.count(F.lit(1)).alias("n"), F.count_if(
+        (F.col("feature_set_version") == settings.features.feature_set_version)
+        & (F.col("config_fingerprint") == fingerprint)).alias("matching")).first()
+    assert row is not None
+    if not row["n"]:
+        return f"no features slice for {as_of}"
+    if row["matching"] != row["n"]:
+        return f"the features slice for {as_of} was built with another feature set or configuration"
+    if not io.table_exists(spark, lake.churn_labels) or io.read_slice(spark, lake.churn_labels, where).isEmpty():
+        return f"no labels slice for {as_of}"
+    return None
+
+
+def features_of(spark: SparkSession, settings: Settings, as_of: dt.date) -> tuple[DataFrame, DataFrame, dict[str, Any]]:
+    """(labels, features) of `as_of` from gold: the stored slices when reusable, else built once and written."""
+    lake = Lakehouse.from_settings(settings)
+    problem = features_slice_problem(spark, settings, as_of)
+    built = None
+    if problem is not None:
+        with progress.stage("score", f"features of {as_of} built") as step:
+            built = write_labels_and_features(spark, settings, [as_of])
+            step.done(f"features of {as_of} built and written ({problem})")
+    where = io.slice_predicate(equals={"as_of_date": as_of})
+    version = io.table_version(spark, lake.churn_features)
+    features = (spark.read.format("delta").option("versionAsOf", version).load(lake.churn_features)
+                .where(where).drop("config_fingerprint"))
+    labels = io.read_slice(spark, lake.churn_labels, where)
+    info = {"source": "reused" if built is None else "built", "reason": problem, "features_version": version}
+    return labels, features, info
+
+
+def new_event_types(spark: SparkSession, settings: Settings) -> list[str]:
+    """Event types in the activity input that the model's frozen feature set ignores (reported, not scored).
+
+    Read from silver (small) when it exists, else from bronze: a report, so it never needs a sync.
+    """
+    silver = io.table_exists(spark, Lakehouse.from_settings(settings).silver_account_daily_activity)
+    events = read_silver(spark, settings) if silver else read_bronze_events(spark, settings)
+    return resolve_event_types(settings, events).new
+
+
 def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
-              model_version: str | None = None) -> dict[str, Any]:
+              model_version: str | None = None, allow_stale_feed: bool = False) -> dict[str, Any]:
     """Score every eligible account at `as_of` with the current (or named) model; write scores and targets."""
     lake = Lakehouse.from_settings(settings)
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     registered = load_model(spark, settings, model_version)
     check_feature_set_version(registered, settings)
-    labels, features = build_labels_and_features(spark, settings, [as_of])
+    feed = check_feed(feed_freshness(spark, settings), as_of, settings.scoring.max_feed_lag_days, allow_stale_feed)
+    unfeatured = new_event_types(spark, settings)
+    labels, features, features_info = features_of(spark, settings, as_of)
     check_feature_schema(features, registered, settings.scoring.allow_extra_features)
     mrr_col = settings.scoring.targeting.mrr_column
     if mrr_col not in features.columns:
         raise ContractError(f"scoring.targeting.mrr_column {mrr_col!r} is not a feature column")
     features = features.withColumn(MRR, F.col(mrr_col)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _score(spark, settings, lake, registered, as_of, scored_at, labels, features)
+        result = _score(spark, settings, lake, registered, as_of, scored_at, labels, features)
+        return {**result, "feed": feed, "features": features_info,
+                "new_event_types": unfeatured}
     finally:
         features.unpersist()
 
@@ -268,7 +381,7 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
             step.done(f"{targets['targets']['count']} accounts targeted, expected value "
                       f"{targets['targets']['total_expected_value']:.2f}")
         with progress.stage("score", "drift and score distribution"):
-            drift = drift_or_reason(spark, settings, registered, features, written)
+            drift = drift_or_reason(settings, registered, features, written)
             distribution = decile_distribution(written)
     finally:
         written.unpersist()

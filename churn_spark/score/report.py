@@ -20,4 +20,6 @@ def target_list_table(result: dict[str, Any]) -> str:
         above = drift.get("above_threshold") or []
         lines.append(f"drift: score PSI {drift['score_psi']:.3f}; "
                      + (f"above {drift['threshold']}: {', '.join(above)}" if above else "no PSI above threshold"))
+    elif drift.get("status") == "unavailable":
+        lines.append(f"drift: unavailable ({drift.get('reason')})")
     return "\n".join(lines)

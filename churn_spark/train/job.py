@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from churn_spark.config import Settings
 from churn_spark.errors import ConfigError, ContractError, NotAvailableError
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import KEYS
+from churn_spark.score.drift import excluded_features, reference_distributions
+from churn_spark.score.reasons import source_importances, top_sources
 from churn_spark.train import metrics as M
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
@@ -171,6 +174,32 @@ def score_rows(model: PipelineModel, rows: DataFrame) -> DataFrame:
     return P.predict(model, rows).select(*KEYS, "label", P.OUTPUT_COL, P.RAW_OUTPUT_COL)
 
 
+def drift_reference(model: PipelineModel, features: DataFrame, dates: Sequence[dt.date], columns: P.FeatureColumns,
+                    settings: Settings) -> dict[str, Any]:
+    """What scoring's drift is measured against, stored in metadata.json (`drift_reference`): bin edges
+    and shares of the calibrated score and of the model's top `scoring.drift_top_features` features
+    (minus `excluded_features`: tenure and the like) on the training snapshots `dates` of `features`.
+    A few hundred numbers, so scoring never reads or re-scores the training rows."""
+    sc = settings.scoring
+    rows = features.where(F.col("as_of_date").isin(list(dates))
+                          & (F.col("feature_set_version") == settings.features.feature_set_version))
+    excluded = excluded_features(settings)
+    importances = source_importances(model, rows.limit(0))
+    top = [t for t in top_sources(importances, len(importances)) if t in rows.columns and t not in excluded]
+    top = top[:sc.drift_top_features]
+    categorical = [t for t in top if t in columns.categorical]
+    scored = P.predict(model, rows).select(P.OUTPUT_COL, *[F.col(f"`{t}`") for t in top]) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        n = scored.count()
+        dists = reference_distributions(scored, [P.OUTPUT_COL, *[t for t in top if t not in categorical]],
+                                        categorical, sc.psi_bins)
+    finally:
+        scored.unpersist()
+    return {"snapshots": [d.isoformat() for d in dates], "rows": n, "bins": sc.psi_bins,
+            "excluded_features": excluded, "score": dists[P.OUTPUT_COL], "features": {t: dists[t] for t in top}}
+
+
 # --- registry / promotion ------------------------------------------------------------------------
 
 
@@ -301,6 +330,10 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         finally:
             scored.unpersist()
         current_version, current_metrics, problem = evaluate_current(spark, settings, test)
+    with progress.stage("train", "drift reference") as step:
+        reference = drift_reference(model, features, split.train, columns, settings)
+        step.done(f"drift reference: score and {len(reference['features'])} features on "
+                  f"{progress.rows(reference['rows'])} training rows")
     if problem is not None:
         promote, reason = True, f"current model {current_version} cannot score the new test set ({problem})"
     else:
@@ -324,7 +357,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         "explanation": expl, "feature_set_version": settings.features.feature_set_version,
         "lineage": {"tables": tables, "split": _split_lineage(split, splits),
                     "code": code_version()},
-        "promotion": promotion,
+        "promotion": promotion, "drift_reference": reference,
     }
     report = build_report({
         "version": version, "model_type": ms.type, "trained_at": trained_at,

@@ -1,0 +1,48 @@
+"""A small LR model trained with the training code on stored features and registered with the registry's
+own functions: what the scoring tests need without running the train job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark import io
+from churn_spark.config import Settings
+from churn_spark.lakehouse import Lakehouse
+from churn_spark.train import pipeline as P
+from churn_spark.train import registry as R
+from churn_spark.train.job import drift_reference, profile_columns
+
+
+def register(spark: SparkSession, settings: Settings, version: str, model: PipelineModel, meta: dict[str, Any],
+             current: bool = False) -> None:
+    R.save_version(spark, settings, version, model, {**meta, "version": version}, {})
+    if current:
+        R.write_pointer(spark, settings, version, "test", "roc_auc", None)
+
+
+def train_on_stored(spark: SparkSession, settings: Settings, labels: dict[str, int], train_dates: list[Any],
+                    model_type: str = "lr", params: dict[str, Any] | None = None) -> tuple[PipelineModel, dict]:
+    """Fit on the gold.churn_features rows of `train_dates` with hand-given labels per account.
+
+    Returns the model and the metadata scoring reads (feature columns and schema, lineage at the
+    features table's current version, the drift reference as training stores it).
+    """
+    lh = Lakehouse.from_settings(settings)
+    stored = spark.read.format("delta").load(lh.churn_features).where(F.col("as_of_date").isin(train_dates))
+    label = F.create_map(*[x for a, y in labels.items() for x in (F.lit(a), F.lit(y))])
+    train = stored.withColumn("label", label[F.col("account_id")])
+    columns, empty = profile_columns(train, P.feature_columns(stored.schema), True)
+    pipeline, _ = P.build_pipeline(columns, model_type, params or {"regParam": 0.1}, seed=1, weighted=False)
+    model = pipeline.fit(train)
+    meta = {"model_type": model_type, "feature_set_version": settings.features.feature_set_version,
+            "feature_columns": columns.as_dict(), "feature_schema": P.feature_schema(stored.schema, columns),
+            "dropped_features": empty, "config": {"model": {"exclude_features": []}},
+            "lineage": {"tables": {"features": {"path": lh.churn_features,
+                                                "delta_version": io.table_version(spark, lh.churn_features)}},
+                        "split": {"train": {"dates": [d.isoformat() for d in train_dates]}}},
+            "drift_reference": drift_reference(model, stored, train_dates, columns, settings)}
+    return model, meta
