@@ -97,6 +97,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "training_auc_diff_mllib_minus_sklearn": _get(results, "training", "auc_diff_mllib_minus_sklearn"),
         "scoring_accounts_per_s": _get(results, "score", "accounts_per_s"),
         "ingest_events_per_s": _get(results, "ingest", "events_per_s"),
+        "score_accounts_per_s": _get(results, "nightly", "score_accounts_per_s"),
+        "nightly_seconds": _get(results, "nightly", "nightly_seconds"),
+        "nightly_vs_rebuild_ratio": _get(results, "nightly", "nightly_vs_rebuild_ratio"),
+        "nightly_event_volume_ratio": _get(results, "nightly", "nightly_event_volume_ratio"),
     }
 
 
@@ -167,6 +171,7 @@ def table(results: dict[str, Any]) -> str:
                      f"{ing['exactly_once_rows_ok']}"))
     elif "error" in ing:
         rows.append(("ingest", "failed", ing["error"]))
+    rows += nightly_rows(results.get("nightly", {}))
     head = (f"churn-spark bench ({results.get('mode')}) {results.get('date')} on {m.get('cores')} cores, "
             f"{m.get('memory_gib')} GiB, load avg (1/5/15 min) at start {m.get('load_avg_at_start')}, "
             f"at end {m.get('load_avg_at_end')}; "
@@ -174,6 +179,27 @@ def table(results: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     return head + "\n\n" + "\n".join(lines)
+
+
+def nightly_rows(ni: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The nightly stage's three figures (issue 20)."""
+    if "error" in ni:
+        return [("nightly", "failed", ni["error"])]
+    if "nightly" not in ni:
+        return []
+    so, n, fs, vol = ni["score_only"], ni["nightly"], ni["from_scratch"], ni["volume"]
+    x1, x10 = vol["x1"], vol["x10"]
+    return [
+        ("scoring only (features present): accounts/s", _fmt(ni["score_accounts_per_s"]),
+         f"{so['scored_accounts']:,} accounts in {so['score_s']:.1f}s"),
+        ("nightly / from scratch", _fmt(ni["nightly_vs_rebuild_ratio"], ".3f"),
+         f"nightly {n['seconds']:.1f}s (ingest {n['ingest_s']:.1f}, features {n['features_s']:.1f}, score "
+         f"{n['score_s']:.1f}; {ni['appended_events']:,} new events) vs silver rebuild {fs['silver_rebuild_s']:.1f} + "
+         f"features {fs['features_s']:.1f} + score {fs['score_s']:.1f}s"),
+        ("nightly at 10x / 1x events per account-month", _fmt(vol["nightly_event_volume_ratio"], ".3f"),
+         f"{vol['accounts']:,} accounts: {x10['seconds']:.1f}s on {x10['bronze_events']:,} events vs "
+         f"{x1['seconds']:.1f}s on {x1['bronze_events']:,}"),
+    ]
 
 
 def results_name(results: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ import psutil
 
 from bench import report
 from bench.measure import loglog_slope, run_watched, timed
+from bench.nightly import stage_nightly
 from bench.spec import RaceSpec, add_months, span_days
 
 HERE = Path(__file__).resolve().parent
@@ -447,7 +448,7 @@ def run_stage(results: dict[str, Any], name: str, fn: Callable[[], dict[str, Any
     results.setdefault("stage_seconds", {})[name] = round(time.perf_counter() - start, 1)
 
 
-STAGES = ("data", "floor", "growth", "peers", "training", "score", "ingest")
+STAGES = ("data", "floor", "growth", "peers", "training", "score", "ingest", "nightly")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--accounts", type=int, help="override the mode's account count")
     parser.add_argument("--gbt-iter", type=int, help="override the mode's boosting rounds (training and score stages)")
+    parser.add_argument("--volume-accounts", type=int,
+                        help="accounts of the nightly stage's x1/x10 event-volume lakehouses (default: the mode's)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md (full runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -492,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": lambda: stage_ingest(spark, settings, mode, work),
         "growth": lambda: stage_growth(spark, settings, mode, work, results.get("floor")),
         "score": lambda: stage_score(spark, with_snapshots(settings, 24)),
+        "nightly": lambda: stage_nightly(spark, with_snapshots(settings, 24), work, SCORE_DATE,
+                                         args.volume_accounts),
     }
     try:
         run_stage(results, "data", lambda: stage_data(spark, settings, work, args.fresh))
