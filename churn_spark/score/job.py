@@ -308,8 +308,8 @@ def features_of(spark: SparkSession, settings: Settings, as_of: dt.date) -> tupl
             step.done(f"features of {as_of} built and written ({problem})")
     where = io.slice_predicate(equals={"as_of_date": as_of})
     version = io.table_version(spark, lake.churn_features)
-    features = (spark.read.format("delta").option("versionAsOf", version).load(lake.churn_features)
-                .where(where).drop("config_fingerprint"))
+    assert version is not None  # D's slice was just found reusable or written
+    features = io.read_version(spark, lake.churn_features, version).where(where).drop("config_fingerprint")
     labels = io.read_slice(spark, lake.churn_labels, where)
     info = {"source": "reused" if built is None else "built", "reason": problem, "features_version": version}
     return labels, features, info

@@ -46,7 +46,7 @@ def read_delta_at(spark: SparkSession, path: str, what: str) -> tuple[DataFrame,
     version = io.table_version(spark, path)
     if version is None:
         raise NotAvailableError(f"{what} not found at {path}: run `churn-spark features` first")
-    return spark.read.format("delta").option("versionAsOf", version).load(path), version
+    return io.read_version(spark, path, version), version
 
 
 def read_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
