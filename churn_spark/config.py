@@ -62,6 +62,8 @@ class SparkSettings(_Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
     bind_address: str = "127.0.0.1"
     with_kafka: bool = True
+    # extra options of a driver JVM this process launches (JIT, code cache, GC); spark-submit's own win
+    java_options: str = ""
     conf: dict[str, str] = Field(default_factory=dict)
 
 

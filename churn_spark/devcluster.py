@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -131,14 +132,15 @@ def stop_cluster(cluster: StandaloneCluster) -> None:
         kill_process_group(pid, signal.SIGKILL)
 
 
-def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str] | None = None) -> list[str]:
+def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str] | None = None,
+                java_options: str = "") -> list[str]:
     """The spark-submit command for `jobs/<job>.py` against `master`, shipping the Delta/Kafka jars.
 
     The jars are the files resolved once into the Ivy cache (`jarcache`), passed with `--jars`: the
     driver serves them to the executors and spark-submit runs no Ivy resolution. The driver logs
     through the packaged log4j2 file at ERROR. The package reaches executors as an installed
     environment: `spark.pyspark.python` names the Python that has churn-spark installed (the same
-    venv on every worker of a dev cluster).
+    venv on every worker of a dev cluster). `java_options` go to the driver and the executors.
     """
     from churn_spark.jarcache import resolve_jars
     from churn_spark.session import driver_log_options, maven_packages, packages_missing_from_classpath
@@ -147,7 +149,9 @@ def submit_argv(master: str, job: str, job_args: list[str], conf: dict[str, str]
     ivy = Path("~/.cache/churn-spark/ivy").expanduser()
     confs = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
              "spark.jars.ivy": str(ivy),
-             "spark.driver.extraJavaOptions": " ".join(["-Duser.timezone=UTC", *driver_log_options("ERROR")]),
+             "spark.driver.extraJavaOptions": " ".join(["-Duser.timezone=UTC", *driver_log_options("ERROR"),
+                                                        *shlex.split(java_options)]),
+             "spark.executor.extraJavaOptions": " ".join(["-Duser.timezone=UTC", *shlex.split(java_options)]),
              "spark.driver.host": HOST, "spark.driver.bindAddress": HOST, **(conf or {})}
     argv = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", master, "--driver-memory", "2g"]
     missing = packages_missing_from_classpath(maven_packages())

@@ -21,3 +21,7 @@ class ContractError(ChurnSparkError):
 
 class NotAvailableError(ChurnSparkError):
     """A command or model that does not exist (yet)."""
+
+
+class PromotionError(ChurnSparkError):
+    """The new model could not be compared with the current one: it is kept, not promoted."""

@@ -118,7 +118,7 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         conf["spark.driver.host"] = settings.bind_address
         conf["spark.driver.bindAddress"] = settings.bind_address
         conf["spark.driver.extraJavaOptions"] = " ".join(
-            ["-Duser.timezone=UTC", *driver_log_options(settings.log_level)])
+            ["-Duser.timezone=UTC", *driver_log_options(settings.log_level), *shlex.split(settings.java_options)])
         missing = packages_missing_from_classpath(maven_packages(settings.with_kafka))
         if missing:  # resolved once into the Ivy cache, then plain files: no Ivy at start-up
             conf["spark.jars"] = ",".join(resolve_jars(settings.ivy_cache, missing))

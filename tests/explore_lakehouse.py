@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TEST_SPARK
 from pyspark.sql import SparkSession
 
 from churn_spark.config import Settings, load_settings
@@ -15,7 +16,9 @@ from churn_spark.config import Settings, load_settings
 # ~150 accounts over two years: 24 monthly snapshots, 18 of them labelled (6-month horizon + 30 days),
 # enough for the training code's time split (train, 2 validation, 3 test snapshots with gaps).
 CONFIG: dict[str, Any] = {
-    "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "show_progress": False},
+    # the notebook's kernel starts its own driver: the test session's interpreted-code settings there too
+    "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "show_progress": False,
+              "java_options": TEST_SPARK.java_options, "conf": TEST_SPARK.conf},
     "generate": {"accounts": 150, "start": "2023-01-01", "end": "2024-12-31", "seed": 5,
                  "events_per_account_month": 6.0, "event_files": 1, "history_months": 12},
     "churn": {"snapshots": {"start": "2023-01-01", "end": "2024-12-01"}},

@@ -208,3 +208,10 @@ def test_failed_resolution_is_one_line_naming_the_log(tmp_path, monkeypatch) -> 
     message = str(info.value)
     assert "\n" not in message and "unresolved dependency: io.delta#delta-spark_2.13;9.9.9" in message
     assert str(tmp_path / "churn-spark-resolve-") in message and not list(tmp_path.glob("churn-spark-jars-*.json"))
+
+
+def test_java_options_reach_the_driver_jvm_we_launch(spark) -> None:  # type: ignore[no-untyped-def]
+    """The test session is built with `spark.java_options` (tests/conftest.py): the JVM runs with them."""
+    args = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert "-XX:TieredStopAtLevel=1" in args and "-XX:ReservedCodeCacheSize=256m" in args
+    assert "-Duser.timezone=UTC" in args  # added to our own options, not replacing them

@@ -1,7 +1,9 @@
 """The whole pipeline on a real Spark standalone cluster (master + two 1-core workers on 127.0.0.1).
 
 Local mode hides what breaks in other JVMs and Python workers, so every job runs here through
-`spark-submit --master spark://…` and its tables are compared with the same run in local mode.
+`spark-submit --master spark://…` and its tables are compared with the same run in local mode. The
+score job is submitted from its Kubernetes manifest through the runner's translation (`k8s/runner.py`),
+so the operator's confs are proven where executors are separate JVMs too.
 Faults: a worker (and its executor) killed during the features job, and the driver killed while
 it writes scores.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from conftest import JIT, with_jit
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType
@@ -71,13 +74,15 @@ scoring:
   drift_top_features: 3
   targeting: {max_contacts: 20}
 """
-SCORE_DATE = "2024-09-01"
+OVERLAY = Path(__file__).resolve().parents[1] / "k8s" / "overlays" / "dev"
+SCORE_APP = "churn-score"  # submitted from its manifest: the operator's arguments and confs on `spark://`
+SCORE_DATE = "2024-12-01"  # the score manifest's --as-of (checked in the fixture)
+LAST_SNAPSHOT = "2024-09-01"  # churn.snapshots.end of CONFIG
 STAGES: list[tuple[str, str, list[str]]] = [
     ("generate", "generate_data", []),
     ("ingest", "ingest_events", ["--once"]),
     ("features", "build_features", []),
     ("train", "train", []),
-    ("score", "score", ["--as-of", SCORE_DATE]),
 ]
 # Columns that differ by construction between two runs (wall-clock times, file paths, versions).
 VOLATILE = {"ingested_at", "source", "scored_at", "model_version", "ingest_date"}
@@ -103,12 +108,33 @@ def config_file(tmp_path_factory) -> Path:
 def _submit(cluster: StandaloneCluster, job: str, args: list[str], lakehouse: Path, config: Path,
             background: bool = False) -> subprocess.Popen[bytes]:
     argv = submit_argv(cluster.master_url, job, ["--config", str(config), "--lakehouse", str(lakehouse), *args],
-                       {"spark.executor.memory": "1g", "spark.ui.enabled": "false"})
+                       {"spark.executor.memory": "1g", "spark.ui.enabled": "false"}, java_options=JIT)
     log = open(lakehouse.parent / f"{lakehouse.name}-{job}.log", "ab")  # noqa: SIM115 - closed by the caller's wait
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if not background:
         assert proc.wait(timeout=900) == 0, f"{job} failed on the cluster: see {log.name}"
     return proc
+
+
+def _submit_manifest(cluster: StandaloneCluster, name: str, lakehouse: Path, config: Path) -> None:
+    """Application `name` of the dev overlay through the runner's spark-submit translation, against the
+    cluster, with the test's config in place of the ConfigMap's: the manifest's own confs (driver and
+    executor options, event log, jars) must work where executors are separate JVMs."""
+    from churn_spark.k8s.manifests import load_documents, select_app
+    from churn_spark.k8s.runner import local_plan, resolve_config_maps, run_plan
+
+    docs = load_documents(OVERLAY)
+    app = select_app(docs, name)
+    args = app.spec["arguments"]
+    assert args[args.index("--as-of") + 1] == SCORE_DATE, "the score manifest's date moved: update SCORE_DATE"
+    maps = {m: {f: config.read_text() for f in files} for m, files in resolve_config_maps(docs).items()}
+    work = lakehouse.parent / f"{lakehouse.name}-{name}"
+    plan = local_plan(app, workdir=work, lakehouse=lakehouse, master=cluster.master_url, config_maps=maps,
+                      driver_memory="1g", extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
+                                                      "spark.executor.cores": "1", **with_jit(app)})
+    log = work / "spark-submit.log"
+    code = run_plan(plan, cwd=work, timeout=900, log_file=log)
+    assert code == 0, "\n".join(log.read_text().splitlines()[-40:])
 
 
 def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
@@ -128,9 +154,9 @@ def _table(spark: SparkSession, lakehouse: Path, name: str) -> DataFrame:
                        for c in sorted(c for c in df.columns if c not in VOLATILE)])
 
 
-def _assert_same_tables(spark: SparkSession, left: Path, right: Path, tables: list[str]) -> None:
+def _assert_same_tables(spark: SparkSession, left: Path, right: Path, tables: list[str], where: str = "true") -> None:
     for name in tables:
-        a, b = _table(spark, left, name), _table(spark, right, name)
+        a, b = _table(spark, left, name).where(where), _table(spark, right, name).where(where)
         assert a.columns == b.columns, name
         doubles = [f.name for f in a.schema.fields if f.dataType.typeName() in ("double", "float")]
         if doubles:
@@ -153,6 +179,7 @@ def runs(spark: SparkSession, cluster: StandaloneCluster, config_file: Path,
     on_cluster, local = root / "cluster", root / "local"
     for _, job, args in STAGES:
         _submit(cluster, job, args, on_cluster, config_file)
+    _submit_manifest(cluster, SCORE_APP, on_cluster, config_file)
     _run_local(spark, config_file, local)
     return on_cluster, local
 
@@ -193,10 +220,14 @@ def test_features_job_survives_losing_a_worker(spark: SparkSession, cluster: Sta
     _wait_for(lambda: _executor_running(cluster, victim), 300, "an executor on the victim worker")
     time.sleep(8)  # let it take tasks of the features job
     kill_process_group(cluster.worker_pids[victim])
-    assert proc.wait(timeout=900) == 0, "features job did not survive the loss of a worker"
-    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_labels", "gold/churn_features"])
+    survived = proc.wait(timeout=900) == 0
     start_worker(cluster, cores=1, memory="1536m")  # back to two workers for the next test
     _wait_for(lambda: cluster.alive_workers() >= 2, 120, "a replacement worker")
+    assert survived, "features job did not survive the loss of a worker"
+    # The configured snapshots; the score job added the slice of its own date to both tables since.
+    configured = f"as_of_date <= '{LAST_SNAPSHOT}'"
+    assert _table(spark, lake, "gold/churn_features").where(f"not ({configured})").count() == 0
+    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_labels", "gold/churn_features"], configured)
 
 
 def _uncommitted_files(table: Path, before: set[str]) -> bool:

@@ -11,12 +11,12 @@ import datetime as dt
 import glob
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import with_jit
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "k8s" / "overlays" / "dev"
 # The only changes made for test speed: 200 accounts (the dev generate manifest asks for 2,000), a small
-# GBT and 3 occlusion candidates in the ConfigMap's config (the plumbing does not depend on their size).
+# GBT and 3 occlusion candidates in the ConfigMap's config (the plumbing does not depend on their size),
+# and the test JVMs' JIT options added to the manifests' own (conftest.with_jit).
 ACCOUNTS = 200
 SMALL_MODEL = {"params": {"maxIter": 5, "maxDepth": 3}}
 SMALL = {"model": SMALL_MODEL, "scoring": {"reason_candidates": 3}}
@@ -58,7 +59,7 @@ def _run(docs: list[dict[str, Any]], app: App, lake: Path) -> None:
     """Run one application through the runner; fail with the log's tail."""
     plan = local_plan(app, workdir=lake / "work", lakehouse=lake / "lakehouse", master="local[2]",
                       config_maps=_small_config_maps(docs), driver_memory="2g",
-                      extra_conf={"spark.ui.enabled": "false"})
+                      extra_conf={"spark.ui.enabled": "false", **with_jit(app)})
     plan.env["CHURN_RUN_DATE"] = RUN_DATE
     log = lake / f"{app.name}.log"
     code = run_plan(plan, cwd=lake, timeout=1200, log_file=log)
@@ -159,37 +160,6 @@ def test_score(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -
     assert targets.count() > 0
     (run,) = [r for r in _summaries(lake, "score") if r["args"]["as_of"] == as_of.isoformat()]
     assert run["status"] == "succeeded"
-
-
-@pytest.mark.cluster
-def test_score_on_a_standalone_cluster_matches_local(overlay: list[dict[str, Any]], lake: Path,
-                                                     spark: SparkSession, tmp_path: Path) -> None:
-    """The same manifest against `spark://` (executors in their own JVMs) rewrites the same scores."""
-    from chispa import assert_approx_df_equality
-
-    from churn_spark.devcluster import start_cluster, stop_cluster
-
-    app = select_app(overlay, "churn-score")
-    as_of = _arg(app, "--as-of")
-    cols = ["account_id", "model_version", "churn_probability"]
-    local = _delta(spark, lake, "gold/churn_scores").where(f"as_of_date = '{as_of}'").select(*cols)
-    copy = tmp_path / "copy"  # a copy of the module's lakehouse: the other tests read the original
-    shutil.copytree(lake / "lakehouse", copy / "lakehouse")
-    cluster = start_cluster(workers=1, cores=1, memory="2g", work_dir=str(copy / "cluster"))
-    try:
-        plan = local_plan(app, workdir=copy / "work", lakehouse=copy / "lakehouse", master=cluster.master_url,
-                          config_maps=resolve_config_maps(overlay), driver_memory="1g",
-                          extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
-                                      "spark.executor.cores": "1"})
-        log = copy / "churn-score-cluster.log"
-        code = run_plan(plan, cwd=copy, timeout=1200, log_file=log)
-        assert code == 0, "\n".join(log.read_text().splitlines()[-40:])
-    finally:
-        stop_cluster(cluster)
-    remote = _delta(spark, copy, "gold/churn_scores").where(f"as_of_date = '{as_of}'").select(*cols)
-    assert local.count() > 0
-    assert_approx_df_equality(remote.orderBy("account_id"), local.orderBy("account_id"), 1e-9)
-    assert _summaries(copy, "score")[-1]["status"] == "succeeded"
 
 
 def test_nightly(overlay: list[dict[str, Any]], lake: Path, spark: SparkSession) -> None:

@@ -232,3 +232,42 @@ def test_registered_model_is_refitted_on_every_snapshot_before_the_test_gap(
     # Spark's approximate median (relative error 0.001): within one rank of the lower middle value.
     middle = (len(usage) - 1) // 2
     assert usage[middle - 1] <= median <= usage[middle + 1]
+
+
+@pytest.fixture()
+def trained_once(spark: SparkSession, lake: str, tmp_path) -> tuple[Settings, str]:  # type: ignore[no-untyped-def]
+    """A copy of the module's lakehouse with one model trained and promoted (no parameter search)."""
+    root = str(tmp_path / "lakehouse")
+    shutil.copytree(lake, root)
+    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, "model.param_grid": {}})
+    return s, run_train(spark, s)["model_version"]
+
+
+def test_a_model_that_recorded_other_features_is_replaced_without_a_comparison(
+        spark: SparkSession, trained_once: tuple[Settings, str]) -> None:
+    s, first = trained_once
+    lh = Lakehouse.from_settings(s)
+    io.overwrite_table(spark.read.format("delta").load(lh.churn_features).drop("tickets"), lh.churn_features,
+                       ["as_of_date"])  # the feature set lost a column the first model was trained on
+    second = run_train(spark, s)
+    assert second["promoted"] is True
+    reason = f"current model {first} is incompatible (missing columns: tickets): no comparison"
+    assert second["promotion_reason"] == reason
+    assert R.read_pointer(spark, s)["version"] == second["model_version"]  # type: ignore[index]
+
+
+def test_a_current_model_that_fails_to_load_blocks_promotion_and_stays_current(
+        spark: SparkSession, trained_once: tuple[Settings, str]) -> None:
+    from churn_spark.errors import PromotionError
+
+    s, first = trained_once
+    shutil.rmtree(os.path.join(R.version_path(s, first), R.PIPELINE_DIR))  # metadata intact, model files gone
+    versions_before = set(os.listdir(R.models_root(s)))
+    with pytest.raises(PromotionError, match=f"saved but not promoted: current model {first} could not be "
+                                             "evaluated on the new test rows"):
+        run_train(spark, s)
+    assert R.read_pointer(spark, s)["version"] == first  # type: ignore[index]
+    (new,) = set(os.listdir(R.models_root(s))) - versions_before
+    with open(os.path.join(R.models_root(s), new, R.METADATA)) as f:
+        saved = json.load(f)
+    assert saved["promotion"]["promoted"] is False and "models/current unchanged" in saved["promotion"]["reason"]

@@ -20,7 +20,6 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 from pyspark.sql.utils import AnalysisException
 
 from churn_spark import io, progress, schemas
@@ -34,12 +33,13 @@ from churn_spark.features.job import (
     write_labels_and_features,
 )
 from churn_spark.lakehouse import Lakehouse
-from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
+from churn_spark.schemas import KEYS
 from churn_spark.score.drift import excluded_features, stability_against
 from churn_spark.score.ranking import with_global_rank
 from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
 from churn_spark.score.targeting import churn_targets, contact_limit
 from churn_spark.silver.job import read_silver
+from churn_spark.train import registry as R
 from churn_spark.train.pipeline import predict
 from churn_spark.train.registry import RegisteredModel, load_model
 
@@ -64,24 +64,8 @@ def check_feature_set_version(registered: RegisteredModel, settings: Settings) -
             f"model trained on feature set {wanted!r}")
 
 
-def feature_schema_problems(actual: StructType, metadata: dict[str, Any], allow_extra: bool) -> list[str]:
-    """Missing, mistyped and (unless allowed) unknown feature columns against the training schema."""
-    expected: dict[str, str] = metadata.get("feature_schema", {})
-    ignored = set(metadata.get("dropped_features", [])) | set(
-        metadata.get("config", {}).get("model", {}).get("exclude_features", []))
-    have = {f.name: f.dataType.simpleString() for f in actual.fields if f.name not in FEATURE_KEY_COLUMNS}
-    problems = []
-    if missing := [n for n in expected if n not in have]:
-        problems.append("missing columns: " + ", ".join(missing))
-    if mistyped := [f"{n} is {have[n]}, model expects {t}" for n, t in expected.items() if n in have and have[n] != t]:
-        problems.append("mistyped columns: " + "; ".join(mistyped))
-    if not allow_extra and (extra := [n for n in have if n not in expected and n not in ignored]):
-        problems.append("extra columns (unknown to the model): " + ", ".join(extra))
-    return problems
-
-
 def check_feature_schema(features: DataFrame, registered: RegisteredModel, allow_extra: bool) -> None:
-    problems = feature_schema_problems(features.schema, registered.metadata, allow_extra)
+    problems = R.feature_schema_problems(features.schema, registered.metadata, allow_extra)
     if problems:
         raise ContractError(f"features do not match the training schema of model {registered.version}: "
                             + "; ".join(problems))

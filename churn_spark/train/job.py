@@ -12,6 +12,7 @@ import logging
 import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pyspark.sql import functions as F
 
 from churn_spark import __version__, io, progress
 from churn_spark.config import Settings
-from churn_spark.errors import ConfigError, ContractError, NotAvailableError
+from churn_spark.errors import ConfigError, ContractError, NotAvailableError, PromotionError
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import KEYS
 from churn_spark.score.drift import excluded_features, reference_distributions
@@ -218,22 +219,44 @@ def code_version() -> dict[str, Any]:
     return out
 
 
-def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame) -> tuple[str | None, dict | None,
-                                                                                        str | None]:
-    """(version, metrics on the new test rows, problem) of the current model; (None, None, None) if none."""
+@dataclass(frozen=True)
+class CurrentModel:
+    """The current model against the new test rows: its metrics, or why it was not compared."""
+
+    version: str | None = None
+    metrics: dict[str, Any] | None = None
+    incompatible: str | None = None  # recorded: another feature-set version or schema
+    error: str | None = None  # anything else: the comparison failed
+
+
+def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame) -> CurrentModel:
+    """The current model's metrics on the new test rows. Only what the model recorded (feature-set
+    version, feature schema) makes it incompatible; any other failure is an error, never a pass."""
     pointer = R.read_pointer(spark, settings)
     if pointer is None:
-        return None, None, None
+        return CurrentModel()
     version = str(pointer["version"])
     try:
-        current = R.load_model(spark, settings, version)
-        scored = score_rows(current.model, test)
-        result = {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored), **M.probability_errors(scored)}
-        return version, result, None
-    except Exception as exc:  # an incompatible model (e.g. other feature set) cannot be compared
-        problem = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        log.warning("train: current model %s cannot score the new test set (%s)", version, problem)
-        return version, None, problem
+        metadata = R.load_metadata(spark, settings, version)
+        problems = R.incompatibilities(metadata, settings.features.feature_set_version, test.schema)
+        if problems:
+            return CurrentModel(version, incompatible="; ".join(problems))
+        scored = score_rows(R.load_model(spark, settings, version).model, test)
+        return CurrentModel(version, {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored),
+                                      **M.probability_errors(scored)})
+    except Exception as exc:  # noqa: BLE001 - reported as the promotion's failure, one line
+        text = str(exc).strip()
+        return CurrentModel(version, error=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def promotion_decision(current: CurrentModel, metrics: dict[str, Any], metric: str,
+                       tolerance: float) -> tuple[bool, str]:
+    if current.error is not None:
+        return False, (f"current model {current.version} could not be evaluated on the new test rows "
+                       f"({current.error}); models/current unchanged")
+    if current.incompatible is not None:
+        return True, f"current model {current.version} is incompatible ({current.incompatible}): no comparison"
+    return R.decide_promotion(metrics, current.metrics, metric, tolerance)
 
 
 def log_to_mlflow(settings: Settings, version: str, metadata: dict[str, Any]) -> str:
@@ -329,18 +352,17 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
             hist = score_histogram(scored)
         finally:
             scored.unpersist()
-        current_version, current_metrics, problem = evaluate_current(spark, settings, test)
+        current = evaluate_current(spark, settings, test)
     with progress.stage("train", "drift reference") as step:
         reference = drift_reference(model, features, split.train, columns, settings)
         step.done(f"drift reference: score and {len(reference['features'])} features on "
                   f"{progress.rows(reference['rows'])} training rows")
-    if problem is not None:
-        promote, reason = True, f"current model {current_version} cannot score the new test set ({problem})"
-    else:
-        promote, reason = R.decide_promotion(metrics, current_metrics, ms.promote_metric, ms.promote_tolerance)
+    promote, reason = promotion_decision(current, metrics, ms.promote_metric, ms.promote_tolerance)
+    if current.error is not None:
+        log.warning("train: %s", reason)
     promotion = {"promoted": promote, "reason": reason, "metric": ms.promote_metric,
-                 "tolerance": ms.promote_tolerance, "current_version": current_version,
-                 "current_metrics_on_test": current_metrics}
+                 "tolerance": ms.promote_tolerance, "current_version": current.version,
+                 "current_metrics_on_test": current.metrics}
 
     version = R.new_version(ms.type)
     names = P.vector_feature_names(model, train.limit(0), columns)
@@ -369,12 +391,15 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     with progress.stage("train", f"model {version} and its report saved"):
         root = R.save_version(spark, settings, version, model, metadata,
                               {f"report/{name}": data for name, data in report.items()})
+    if current.error is not None:
+        raise PromotionError(f"model {version} saved but not promoted: {reason}; fix the current model (or point "
+                             "models/current at a version that loads) and rerun train")
     if promote:
         R.write_pointer(spark, settings, version, reason, ms.promote_metric, metrics.get(ms.promote_metric))
     log.info("train: model %s %s (%s)", version, "promoted to current" if promote else "NOT promoted", reason)
     return {
         "model_version": version, "model_type": ms.type, "promoted": promote, "promotion_reason": reason,
-        "current_version": version if promote else current_version,
+        "current_version": version if promote else current.version,
         "metrics": {k: metrics[k] for k in HEADLINE if k in metrics},
         "metrics_detail": metrics, "report": f"{root}/report/report.html", "model_path": root,
         "rows": {k: v["rows"] for k, v in splits.items()},

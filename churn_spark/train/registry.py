@@ -22,10 +22,12 @@ from typing import Any
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
+from pyspark.sql.types import StructType
 
 from churn_spark.config import Settings
 from churn_spark.errors import NotAvailableError
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.schemas import FEATURE_KEY_COLUMNS
 
 POINTER = "current"
 METADATA = "metadata.json"
@@ -157,6 +159,34 @@ def load_model(spark: SparkSession, settings: Settings, version: str | None = No
     metadata = load_metadata(spark, settings, version)
     path = version_path(settings, version)
     return RegisteredModel(version, PipelineModel.load(f"{path}/{PIPELINE_DIR}"), metadata, path)
+
+
+# --- compatibility: what a model records about the features it was trained on --------------------------
+
+
+def feature_schema_problems(actual: StructType, metadata: dict[str, Any], allow_extra: bool) -> list[str]:
+    """Missing, mistyped and (unless allowed) unknown feature columns against the training schema."""
+    expected: dict[str, str] = metadata.get("feature_schema", {})
+    ignored = set(metadata.get("dropped_features", [])) | set(
+        metadata.get("config", {}).get("model", {}).get("exclude_features", []))
+    have = {f.name: f.dataType.simpleString() for f in actual.fields if f.name not in FEATURE_KEY_COLUMNS}
+    problems = []
+    if missing := [n for n in expected if n not in have]:
+        problems.append("missing columns: " + ", ".join(missing))
+    if mistyped := [f"{n} is {have[n]}, model expects {t}" for n, t in expected.items() if n in have and have[n] != t]:
+        problems.append("mistyped columns: " + "; ".join(mistyped))
+    if not allow_extra and (extra := [n for n in have if n not in expected and n not in ignored]):
+        problems.append("extra columns (unknown to the model): " + ", ".join(extra))
+    return problems
+
+
+def incompatibilities(metadata: dict[str, Any], feature_set_version: str, features: StructType) -> list[str]:
+    """Why a registered model cannot score `features` of `feature_set_version` (empty: it can), from what
+    the model recorded at training: its feature-set version and its feature schema (extra columns allowed)."""
+    trained = str(metadata.get("feature_set_version"))
+    version = ([f"trained on feature set version {trained!r}, the features are version {feature_set_version!r}"]
+               if trained != feature_set_version else [])
+    return version + feature_schema_problems(features, metadata, allow_extra=True)
 
 
 # --- promotion -------------------------------------------------------------------------------------
