@@ -83,7 +83,8 @@ def runs(spark: SparkSession, lake: str, tmp_path_factory) -> dict[str, Any]:
 
 def test_summary_has_headline_metrics_and_says_what_it_did(runs: dict[str, Any]) -> None:
     a = runs["a"]
-    assert set(a["metrics"]) == {"roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct"}
+    assert set(a["metrics"]) == {"roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct",
+                                 "ece", "calibration_in_the_large"}
     assert a["promoted"] is True and a["promotion_reason"] == "no current model"
     assert a["snapshots"] == {"train": "2023-01-01..2023-04-01", "validation": "2023-05-01..2023-05-01",
                               "test": "2023-06-01..2023-06-01", "refit": "2023-01-01..2023-05-01"}
@@ -131,6 +132,9 @@ def test_metadata_records_config_features_lineage_and_split(spark: SparkSession,
     assert md["params"]["regParam"] == best
     assert set(md["metrics"]) >= {"precision_at_5pct", "recall_at_20pct", "log_loss_raw", "roc_auc_raw"}
     assert [d["decile"] for d in md["calibration_by_decile"]] == list(range(1, 11))
+    # Refit on: the calibrator learnt from the May predictions of the model fitted on January .. April.
+    assert (md["calibration"]["method"], md["calibration"]["rows"]) == ("platt", 60)
+    assert md["calibration"]["fitted_on"].startswith("predictions on 2023-05-01 of models fitted on the snapshots")
 
 
 def _hand_distribution(values: list[Any], bins: int = 10) -> dict[str, Any]:
@@ -181,8 +185,26 @@ def test_report_is_self_contained_html_with_plots(runs: dict[str, Any]) -> None:
 def test_same_data_config_seed_gives_same_metrics_and_equal_model_is_promoted(runs: dict[str, Any]) -> None:
     a, b = runs["a"], runs["b"]
     assert a["model_version"] != b["model_version"]
-    assert b["metrics_detail"] == a["metrics_detail"]
+    # Equal to 1e-12, not to the bit: MLlib's LBFGS merges partial sums in task-completion order, so
+    # the coefficients of two fits on the same rows can differ in the last bit.
+    def flat(metrics: dict[str, Any]) -> dict[str, float]:
+        intervals = {f"{k}_{end}": v[end] for k, v in metrics["intervals"].items() for end in ("low", "high")}
+        return {**{k: v for k, v in metrics.items() if k != "intervals"}, **intervals}
+
+    assert flat(b["metrics_detail"]) == pytest.approx(flat(a["metrics_detail"]), rel=1e-12, abs=1e-15)
     assert b["promoted"] is True and b["promotion_reason"].startswith("not worse: roc_auc")
+    # The same model twice: the paired bootstrap of the difference is zero in every account resample.
+    paired = b["paired_bootstrap"]
+    assert (paired["low"], paired["high"], paired["p_new_not_worse"]) == pytest.approx((0.0, 0.0, 1.0), abs=1e-12)
+
+
+def test_intervals_bracket_the_test_metrics(runs: dict[str, Any]) -> None:
+    """200 account resamples of the 60 June rows: each 95 % interval holds the point estimate."""
+    a = runs["a"]
+    for key in ("roc_auc", "pr_auc", "lift_at_10pct"):
+        interval = a["intervals"][key]
+        assert interval["low"] < a["metrics_detail"][key] < interval["high"], key
+        assert interval["replicates"] == 200
 
 
 def test_worse_model_is_not_promoted_and_current_stays(runs: dict[str, Any]) -> None:
@@ -190,6 +212,9 @@ def test_worse_model_is_not_promoted_and_current_stays(runs: dict[str, Any]) -> 
     assert runs["pointer_after_a"]["version"] == runs["a"]["model_version"]
     assert c["metrics"]["roc_auc"] < b["metrics"]["roc_auc"]
     assert c["promoted"] is False and c["promotion_reason"].startswith("worse: roc_auc")
+    paired = c["paired_bootstrap"]  # recorded beside the rule: new minus current on the same June rows
+    assert paired["difference"] == pytest.approx(c["metrics"]["roc_auc"] - b["metrics"]["roc_auc"], abs=1e-9)
+    assert paired["low"] <= paired["difference"] <= paired["high"] and paired["higher_is_better"] is True
     assert runs["pointer"]["version"] == b["model_version"] == c["current_version"]
     assert os.path.isfile(os.path.join(c["model_path"], "metadata.json"))  # registered all the same
 

@@ -8,6 +8,7 @@ import math
 import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from churn_spark.train import metrics as M
 
@@ -92,3 +93,121 @@ def test_evaluate_has_the_run_summary_keys(scored: DataFrame) -> None:
     assert got["roc_auc"] == pytest.approx(21.5 / 24) and got["pr_auc"] == pytest.approx(41 / 48)
     assert got["lift_at_10pct"] == pytest.approx(2.5) and got["brier"] == pytest.approx(0.14125)
     assert "oracle_roc_auc" not in got
+
+
+def weighted_rows(spark: SparkSession, weights: dict[str, int]) -> DataFrame:
+    """The ten ROWS as one bootstrap replicate (0) with a written-out weight per account (1 when not given)."""
+    return spark.createDataFrame([(a, D, s, y, 0, weights.get(a, 1)) for a, s, y in ROWS],
+                                 "account_id string, as_of_date date, churn_probability double, label int, "
+                                 "replicate int, weight int")
+
+
+def test_weights_of_one_reproduce_the_point_metrics(spark: SparkSession, scored: DataFrame) -> None:
+    ranking = M._ranking_by_replicate(weighted_rows(spark, {})).collect()
+    assert len(ranking) == 1 and ranking[0]["replicate"] == 0
+    assert ranking[0]["roc_auc"] == pytest.approx(M.roc_auc(scored), abs=1e-12)
+    assert ranking[0]["roc_auc"] == pytest.approx(21.5 / 24, abs=1e-12)
+    assert ranking[0]["pr_auc"] == pytest.approx(M.pr_auc(scored), abs=1e-12)
+    assert ranking[0]["pr_auc"] == pytest.approx(41 / 48, abs=1e-12)
+    assert ranking[0]["lift_at_10pct"] == pytest.approx(M.top_fraction_metrics(scored)["lift_at_10pct"], abs=1e-12)
+    assert ranking[0]["lift_at_10pct"] == pytest.approx(2.5, abs=1e-12)
+    errors = M.probability_errors(scored)
+    for metric in ("log_loss", "brier"):
+        got = M._by_replicate(weighted_rows(spark, {}), metric).collect()
+        assert got[0][metric] == pytest.approx(errors[metric], abs=1e-12)
+
+
+def test_weighted_auc_pr_auc_and_lift_by_hand(spark: SparkSession) -> None:
+    weights = {"a1": 1, "a2": 0, "a3": 3, "a4": 2, "a5": 1, "a6": 2, "a7": 1, "a8": 0, "a9": 1, "a10": 2}
+    got = M._ranking_by_replicate(weighted_rows(spark, weights)).first()
+    assert got is not None
+    # churners a1 (.9) x1, a4 (.6) x2, a6 (.5) x2: P = 5 (a2 has weight 0, it is not in the resample);
+    # others a3 (.7) x3, a5 (.5) x1, a7 (.4) x1, a9 (.1) x1, a10 (.05) x2: N = 8; W = 13.
+    # AUC: a1 beats all 8 -> 1 * 8; a4 beats a5 a7 a9 a10 = 5 -> 2 * 5; a6 beats a7 a9 a10 = 4 and ties a5 (half of 1)
+    # -> 2 * 4.5. (8 + 10 + 9) / (5 * 8)
+    assert got["roc_auc"] == pytest.approx(27 / 40, abs=1e-12)
+    # distinct thresholds (tp, fp): .9 (1, 0), .7 (1, 3), .6 (3, 3), .5 (5, 4), lower ones add no churner.
+    # (recall, precision): (0, 1) (.2, 1) (.2, 1/4) (.6, 1/2) (1, 5/9), trapezoids:
+    expected_pr = 0.2 + 0.4 * (1 / 4 + 1 / 2) / 2 + 0.4 * (1 / 2 + 5 / 9) / 2
+    assert expected_pr == pytest.approx(101 / 180)
+    assert got["pr_auc"] == pytest.approx(expected_pr, abs=1e-12)
+    # top ceil(0.1 * 13) = 2 copies: a1 (1 copy, churner), then 1 of a3's 3 copies (not a churner): the row across
+    # the cut gives only what fits. Precision 1/2, base rate 5/13 -> lift 13/10.
+    assert got["lift_at_10pct"] == pytest.approx(1.3, abs=1e-12)
+
+
+def test_weighted_log_loss_and_brier_by_hand(spark: SparkSession) -> None:
+    rows = weighted_rows(spark, {a: 0 for a, _, _ in ROWS} | {"a1": 2, "a3": 1})
+    # a1 (p .9, churner) twice and a3 (p .7, not) once
+    assert M._by_replicate(rows, "log_loss").collect()[0]["log_loss"] == pytest.approx(
+        -(2 * math.log(0.9) + math.log(0.3)) / 3, abs=1e-12)
+    assert M._by_replicate(rows, "brier").collect()[0]["brier"] == pytest.approx((2 * 0.01 + 0.49) / 3, abs=1e-12)
+
+
+def test_poisson_weights_resample_accounts_not_rows(spark: SparkSession) -> None:
+    two_snapshots = spark.createDataFrame(
+        [(a, d, s, y if d == D else 1 - y) for a, s, y in ROWS for d in (D, dt.date(2023, 5, 1))],
+        "account_id string, as_of_date date, churn_probability double, label int")
+    per_account = (M.poisson_weights(two_snapshots, replicates=300, seed=7)
+                   .groupBy("replicate", "account_id")
+                   .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("weight").alias("weights"),
+                        F.max("weight").alias("weight"))
+                   .collect())
+    assert len(per_account) == 300 * 10
+    assert all(r["rows"] == 2 and r["weights"] == 1 for r in per_account)  # both snapshots share the draw
+    draws = [r["weight"] for r in per_account]
+    # 3000 draws of Poisson(1): mean 1 (sd 0.018), P(0) = P(1) = 1/e (sd 0.009); the draws are fixed by the seed
+    assert sum(draws) / len(draws) == pytest.approx(1.0, abs=0.06)
+    assert draws.count(0) / len(draws) == pytest.approx(math.exp(-1), abs=0.03)
+    assert draws.count(1) / len(draws) == pytest.approx(math.exp(-1), abs=0.03)
+    assert max(draws) <= len(M.POISSON_CDF)
+
+
+def test_same_seed_same_intervals_on_any_partitioning(scored: DataFrame) -> None:
+    one = M.bootstrap_intervals(scored.coalesce(1), replicates=50, seed=3)
+    assert M.bootstrap_intervals(scored.repartition(4), replicates=50, seed=3) == one
+    assert M.bootstrap_intervals(scored, replicates=50, seed=4) != one
+
+
+def test_interval_contains_the_point_estimate(scored: DataFrame) -> None:
+    got = M.bootstrap_intervals(scored)  # 200 replicates
+    points = {"roc_auc": 21.5 / 24, "pr_auc": 41 / 48, "lift_at_10pct": 2.5}
+    for metric, point in points.items():
+        interval = got[metric]
+        assert interval["low"] <= point <= interval["high"] and interval["low"] < interval["high"], metric
+        # a replicate that draws no churner (all of a1 a2 a4 a6 weight 0, P = e^-4) has no metric
+        assert 180 <= interval["replicates"] <= 200
+
+
+def test_paired_difference_of_a_model_with_itself_is_zero(scored: DataFrame) -> None:
+    for metric, point in (("roc_auc", 21.5 / 24), ("brier", 0.14125)):  # a ranking metric and a probability error
+        got = M.paired_bootstrap_difference(scored, scored, metric, replicates=20, seed=1)
+        assert got["new"] == got["current"] and got["new"] == pytest.approx(point, abs=1e-12), metric
+        assert (got["difference"], got["low"], got["high"], got["p_new_not_worse"]) == (0.0, 0.0, 0.0, 1.0), metric
+
+
+def test_paired_difference_favours_the_better_model(scored: DataFrame) -> None:
+    perfect = scored.withColumn("churn_probability", F.col("label") * 0.98 + 0.01)  # .99 for churners, .01 others
+    auc = M.paired_bootstrap_difference(perfect, scored, "roc_auc", replicates=50)
+    # perfect ordering: AUC 1 in every replicate, so never below the current model's
+    assert auc["difference"] == pytest.approx(1 - 21.5 / 24, abs=1e-12) and auc["higher_is_better"] is True
+    assert 0 <= auc["low"] < auc["high"] and auc["p_new_not_worse"] == 1.0
+    loss = M.paired_bootstrap_difference(perfect, scored, "log_loss", replicates=50)
+    # -log .99 on every row, below every row's current loss (the lowest is a10's -log .95)
+    assert loss["higher_is_better"] is False and loss["new"] == pytest.approx(-math.log(0.99), abs=1e-12)
+    assert loss["low"] < loss["high"] < 0 and loss["p_new_not_worse"] == 1.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        M.paired_bootstrap_difference(perfect, scored, "accuracy")
+
+
+def test_calibration_errors_from_the_decile_rows_by_hand() -> None:
+    deciles = [  # 10 + 10 + 20 rows
+        {"rows": 10, "positives": 6, "mean_predicted": 0.5, "observed_rate": 0.6},
+        {"rows": 10, "positives": 2, "mean_predicted": 0.3, "observed_rate": 0.2},
+        {"rows": 20, "positives": 1, "mean_predicted": 0.1, "observed_rate": 0.05},
+    ]
+    # ece = 0.25 * 0.1 + 0.25 * 0.1 + 0.5 * 0.05 = 0.075; mean predicted (5 + 3 + 2) / 40 = 0.25,
+    # observed 9 / 40 = 0.225: calibration-in-the-large +0.025 (over-predicts)
+    got = M.calibration_errors(deciles)
+    assert got["ece"] == pytest.approx(0.075, abs=1e-12)
+    assert got["calibration_in_the_large"] == pytest.approx(0.025, abs=1e-12)

@@ -42,7 +42,7 @@ def test_feature_columns_from_schema(train_df: DataFrame) -> None:
 def _fit(train_df: DataFrame, model_type: str, params: dict) -> tuple[PipelineModel, P.FeatureColumns]:
     cols = P.FeatureColumns(["usage", "seats"], ["plan"], ["usage"])
     pipe, _ = P.build_pipeline(cols, model_type, params, seed=3)
-    return P.with_calibration(pipe.fit(train_df), 2.0, 0.0), cols
+    return P.with_calibration(pipe.fit(train_df), P.PlattCalibration(2.0, 0.0)), cols
 
 
 def test_gbt_pipeline_imputes_encodes_and_handles_unseen_categories(spark: SparkSession, train_df: DataFrame,
@@ -90,7 +90,7 @@ def test_save_load_gives_identical_predictions(spark: SparkSession, train_df: Da
     model.write().overwrite().save(str(tmp_path / "m"))
     loaded = PipelineModel.load(str(tmp_path / "m"))
     assert isinstance(loaded.stages[-1], P.PlattCalibration)
-    assert P.calibration_of(loaded) == {"slope": 2.0, "intercept": 0.0}
+    assert P.calibration_of(loaded) == {"method": "platt", "slope": 2.0, "intercept": 0.0}
     before = P.predict(model, train_df).select("account_id", "churn_probability", "churn_probability_raw")
     after = P.predict(loaded, train_df).select("account_id", "churn_probability", "churn_probability_raw")
     assert_df_equality(before, after, ignore_row_order=True)
@@ -128,8 +128,43 @@ def test_fit_platt_recovers_the_slope_of_a_two_point_design(spark: SparkSession)
     # logit(0.2) = -ln 4 to logit(0.1) = -ln 9, so slope = ln 9 / ln 4 and intercept 0.
     rows = [(0.2, 1 if i == 0 else 0) for i in range(10)] + [(0.8, 0 if i == 0 else 1) for i in range(10)]
     df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
-    slope, intercept = P.fit_platt(df)
-    assert slope == pytest.approx(math.log(9) / math.log(4), abs=1e-4)
-    assert intercept == pytest.approx(0.0, abs=1e-4)
+    fitted = P.fit_platt(df).describe()
+    assert fitted["slope"] == pytest.approx(math.log(9) / math.log(4), abs=1e-4)
+    assert fitted["intercept"] == pytest.approx(0.0, abs=1e-4)
     one_class = spark.createDataFrame([(0.2, 0), (0.3, 0)], "churn_probability_raw double, label int")
-    assert P.fit_platt(one_class) == (1.0, 0.0)
+    assert P.fit_platt(one_class).describe() == {"method": "platt", "slope": 1.0, "intercept": 0.0}
+
+
+def test_isotonic_stage_interpolates_between_knots_and_is_flat_outside(spark: SparkSession) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    stage = P.IsotonicCalibration(boundaries=[0.2, 0.4, 0.4, 0.8], predictions=[0.1, 0.3, 0.5, 0.7])
+    raws = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.95]
+    df = spark.createDataFrame([(Vectors.dense([1 - r, r]),) for r in raws], ["probability"])
+    out = stage.transform(df).select("churn_probability_raw", "churn_probability")
+    # below the first knot: 0.1; 0.3 halfway from (0.2, 0.1) to (0.4, 0.3): 0.2; at the repeated knot 0.4
+    # the later one (0.5) holds; 0.6 halfway from (0.4, 0.5) to (0.8, 0.7): 0.6; beyond the last: 0.7.
+    expected = [0.1, 0.1, 0.2, 0.5, 0.6, 0.7, 0.7]
+    assert [r[1] for r in out.orderBy("churn_probability_raw").collect()] == pytest.approx(expected, abs=1e-12)
+
+
+def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
+    # raw 0.1: 1 churner of 4; raw 0.2: 0 of 2; raw 0.3: 3 of 4 -- 0.1 and 0.2 violate the order and pool
+    # to 1 of 6; so the knots are 0.1 and 0.2 at 1/6, then 0.3 at 3/4.
+    rows = [(0.1, y) for y in (1, 0, 0, 0)] + [(0.2, 0), (0.2, 0)] + [(0.3, y) for y in (1, 1, 1, 0)]
+    df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
+    fitted = P.fit_isotonic(df).describe()
+    assert fitted["boundaries"] == pytest.approx([0.1, 0.2, 0.3])
+    assert fitted["predictions"] == pytest.approx([1 / 6, 1 / 6, 0.75])
+
+
+def test_an_isotonic_model_saves_and_loads_with_its_knots(spark: SparkSession, train_df: DataFrame,
+                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, _ = _fit(train_df, "lr", {})
+    iso = P.with_calibration(model, P.IsotonicCalibration([0.3, 0.6], [0.2, 0.4]))
+    iso.write().overwrite().save(str(tmp_path / "m"))
+    loaded = PipelineModel.load(str(tmp_path / "m"))
+    assert isinstance(loaded.stages[-1], P.IsotonicCalibration)
+    assert P.calibration_of(loaded)["boundaries"] == [0.3, 0.6]
+    got = P.predict(loaded, train_df).select("churn_probability").collect()
+    assert all(0.2 <= r[0] <= 0.4 for r in got)

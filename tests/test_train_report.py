@@ -26,17 +26,22 @@ def test_report_files_are_pngs_and_one_self_contained_page() -> None:
         "version": "v1", "model_type": "gbt", "trained_at": "2024-01-01T00:00:00", "feature_set_version": "1",
         "n_features": 3, "calibration": "not calibrated", "gap": "6 months + 30 days",
         "metrics": {"roc_auc": 0.71, "pr_auc": 0.4, "log_loss": 0.5, "brier": 0.2, "lift_at_10pct": 2.0,
-                    "label_rate": 0.3, "oracle_roc_auc": 0.74},
+                    "label_rate": 0.3, "oracle_roc_auc": 0.74,
+                    "intervals": {"roc_auc": {"low": 0.6512, "high": 0.7634, "replicates": 200}}},
         "splits": {"train": {"from": "2022-07-01", "to": "2023-01-01", "snapshots": 7, "rows": 100,
                              "label_rate": 0.25}},
         "deciles": [{"decile": i, "rows": 10, "positives": 10 - i, "mean_predicted": (10 - i) / 10,
                      "observed_rate": (10 - i) / 10} for i in range(1, 11)],
         "explanation": {"kind": "importances", "values": {"usage": 0.7, "plan=pro": 0.3}},
-        "promotion": {"promoted": True, "reason": "no current model"},
+        "promotion": {"promoted": True, "reason": "not worse", "metric": "roc_auc",
+                      "paired_bootstrap": {"difference": 0.0123, "low": -0.0042, "high": 0.0301,
+                                           "p_new_not_worse": 0.93, "replicates": 200, "higher_is_better": True}},
     }
     files = RP.build_report(ctx, hist)
     assert sorted(files) == sorted([name for name, _ in RP.PLOTS] + ["report.html"])
     assert all(files[name].startswith(b"\x89PNG") for name, _ in RP.PLOTS)
     page = files["report.html"].decode()
     assert page.count("data:image/png;base64,") == 6
-    assert "0.7100" in page and "0.7400" in page and "2022-07-01" in page and "no current model" in page
+    assert "0.7100" in page and "0.7400" in page and "2022-07-01" in page and "not worse" in page
+    assert "0.6512 .. 0.7634" in page  # the ROC AUC row carries its interval
+    assert "new minus current +0.0123, 95 % interval -0.0042 .. +0.0301" in page and "93% of 200" in page

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,11 @@ from churn_spark.train import metrics as M
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
 from churn_spark.train.report import build_report, score_histogram
-from churn_spark.train.split import TimeSplit, filter_snapshots, plan_time_split
+from churn_spark.train.split import Snapshots, TimeSplit, filter_snapshots, plan_time_split
 
 log = logging.getLogger("churn_spark")
-HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct")
+HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct", "ece",
+            "calibration_in_the_large")
 
 
 # --- extract -------------------------------------------------------------------------------------
@@ -89,6 +91,12 @@ def with_class_weight(df: DataFrame, positive_rate: float) -> DataFrame:
     rate = min(max(positive_rate, 1e-9), 1 - 1e-9)
     return df.withColumn(P.WEIGHT_COL, F.when(F.col("label") == 1, F.lit(0.5 / rate))
                          .otherwise(F.lit(0.5 / (1 - rate))))
+
+
+def label_rate(stats: dict[dt.date, tuple[int, int]], days: Sequence[dt.date]) -> float:
+    """Positives / rows over the snapshots `days` (from the per-snapshot counts: no Spark job)."""
+    rows = sum(stats[d][0] for d in days)
+    return sum(stats[d][1] for d in days) / rows if rows else 0.5
 
 
 def _missing(name: str) -> Column:
@@ -146,16 +154,17 @@ def param_maps(clf: Any, grid: dict[str, list[Any]]) -> list[dict[Any, Any]]:
     return builder.build()
 
 
-def search(pipeline: Pipeline, clf: Any, grid: dict[str, list[Any]], dataset: DataFrame, split: TimeSplit,
-           parallelism: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def search(pipeline: Pipeline, clf: Any, grid: dict[str, list[Any]], rows: Callable[[Snapshots], DataFrame],
+           split: TimeSplit, parallelism: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Expanding-window search: for each validation snapshot, fit every candidate on the snapshots
-    whose label window ends before it and score ROC AUC on it; the best mean AUC wins."""
+    whose label window ends before it and score ROC AUC on it; the best mean AUC wins.
+    `rows(days)`: the labelled rows of those snapshots, ready to fit (class weights)."""
     maps = param_maps(clf, grid)
     if len(maps) <= 1:
         return ({p.name: v for p, v in maps[0].items()} if maps else {}), []
     scores = [[] for _ in maps]  # type: list[list[float]]
     for fit_days, eval_days in split.folds:
-        fit_df, eval_df = filter_snapshots(dataset, fit_days), filter_snapshots(dataset, eval_days)
+        fit_df, eval_df = rows(fit_days), rows(eval_days)
 
         def one(pm: dict[Any, Any], fit_df: DataFrame = fit_df, eval_df: DataFrame = eval_df) -> float:
             return M.roc_auc(P.predict(pipeline.fit(fit_df, pm), eval_df))
@@ -173,6 +182,31 @@ def search(pipeline: Pipeline, clf: Any, grid: dict[str, list[Any]], dataset: Da
 def score_rows(model: PipelineModel, rows: DataFrame) -> DataFrame:
     """Keys, label and both probabilities of `rows` under `model`."""
     return P.predict(model, rows).select(*KEYS, "label", P.OUTPUT_COL, P.RAW_OUTPUT_COL)
+
+
+def out_of_time_predictions(fits: Sequence[tuple[PipelineModel, DataFrame]]) -> DataFrame:
+    """Label and raw probability of each model on its later, unseen snapshots, pooled and persisted:
+    what a calibrator may learn from, since no model's own training rows say how it errs on new ones."""
+    parts = [score_rows(model, rows).select("label", P.RAW_OUTPUT_COL) for model, rows in fits]
+    return reduce(DataFrame.unionByName, parts).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def calibration_source(split: TimeSplit) -> str:
+    """Where the calibrator's rows came from, in words (metadata.json and the report)."""
+    if split.refit:
+        return ("predictions on " + ", ".join(str(e[0]) for _, e in split.folds) + " of models fitted on the "
+                "snapshots before each (time-ordered cross-fitting); applied to the refitted model")
+    return f"predictions of the registered model on the validation snapshots {split.validation[0]}.." \
+           f"{split.validation[-1]}"
+
+
+def calibration_text(calibration: dict[str, Any]) -> str:
+    method = calibration["method"]
+    if calibration["configured"] == "none":
+        return "not calibrated"
+    what = (f"Platt-scaled (slope {calibration['slope']:.3f}, intercept {calibration['intercept']:.3f})"
+            if method == "platt" else f"isotonic-calibrated ({calibration['knots']} knots)")
+    return f"{what}, fitted on {calibration['rows']} out-of-time {calibration['fitted_on']}"
 
 
 def drift_reference(model: PipelineModel, features: DataFrame, dates: Sequence[dt.date], columns: P.FeatureColumns,
@@ -227,11 +261,14 @@ class CurrentModel:
     metrics: dict[str, Any] | None = None
     incompatible: str | None = None  # recorded: another feature-set version or schema
     error: str | None = None  # anything else: the comparison failed
+    paired: dict[str, Any] | None = None  # new minus current on the same rows, with its bootstrap interval
 
 
-def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame) -> CurrentModel:
-    """The current model's metrics on the new test rows. Only what the model recorded (feature-set
-    version, feature schema) makes it incompatible; any other failure is an error, never a pass."""
+def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame, new_scored: DataFrame,
+                     metric: str, replicates: int, seed: int) -> CurrentModel:
+    """The current model's metrics on the new test rows, and the paired bootstrap of `metric` (new minus
+    current, the same accounts resampled for both). Only what the model recorded (feature-set version,
+    feature schema) makes it incompatible; any other failure is an error, never a pass."""
     pointer = R.read_pointer(spark, settings)
     if pointer is None:
         return CurrentModel()
@@ -242,11 +279,18 @@ def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame) -
         if problems:
             return CurrentModel(version, incompatible="; ".join(problems))
         scored = score_rows(R.load_model(spark, settings, version).model, test)
+        paired = M.paired_bootstrap_difference(new_scored, scored, metric, replicates, seed) if replicates else None
         return CurrentModel(version, {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored),
-                                      **M.probability_errors(scored)})
+                                      **M.probability_errors(scored)}, paired=paired)
     except Exception as exc:  # noqa: BLE001 - reported as the promotion's failure, one line
         text = str(exc).strip()
         return CurrentModel(version, error=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+
+
+def interval_text(metrics: dict[str, Any], key: str) -> str:
+    """` [low, high]` of `key`'s bootstrap interval when there is one, else nothing."""
+    interval = metrics.get("intervals", {}).get(key)
+    return f" [{interval['low']:.4f}, {interval['high']:.4f}]" if interval else ""
 
 
 def promotion_decision(current: CurrentModel, metrics: dict[str, Any], metric: str,
@@ -296,12 +340,11 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         step.done("{} snapshots labelled, {} rows; train {}..{}, validation {}..{}, test {}..{}".format(
             len(stats), progress.rows(sum(n for n, _ in stats.values())),
             *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
-    dataset = with_class_weight(dataset, splits["train"]["label_rate"] if ms.class_weights else 0.5)
     persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
         filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
         filter_snapshots(dataset, split.test))]
     try:
-        return _train(spark, settings, dataset, features, split, splits, persisted,
+        return _train(spark, settings, dataset, features, split, splits, stats, persisted,
                       {"labels": {"path": lake.churn_labels, "delta_version": labels_v},
                        "features": {"path": lake.churn_features, "delta_version": features_v}})
     finally:
@@ -310,7 +353,8 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
 
 
 def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features: DataFrame, split: TimeSplit,
-           splits: dict[str, Any], persisted: list[DataFrame], tables: dict[str, Any]) -> dict[str, Any]:
+           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], persisted: list[DataFrame],
+           tables: dict[str, Any]) -> dict[str, Any]:
     ms = settings.model
     train, validation, test = persisted
     columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
@@ -318,30 +362,50 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if not columns.numeric and not columns.categorical:
         raise ContractError("gold.churn_features has no usable feature column")
     pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)
+
+    def weighted(rows: DataFrame, days: Sequence[dt.date]) -> DataFrame:
+        """Class weights from the fitted rows' own label rate: every fit (fold, final) balances its own
+        classes, so raw probabilities mean the same for each and one calibrator fits them all."""
+        return with_class_weight(rows, label_rate(stats, days)) if ms.class_weights else rows
+
     with progress.stage("train", "parameter search") as step:
-        best, table = search(pipeline, clf, ms.param_grid, dataset, split, ms.parallelism)
+        best, table = search(pipeline, clf, ms.param_grid, lambda days: weighted(filter_snapshots(dataset, days), days),
+                             split, ms.parallelism)
         step.done(f"parameter search over {len(table)} settings, best {best}" if table else None)
     best_params = {clf.getParam(k): v for k, v in best.items()}
-    slope, intercept, fitted = 1.0, 0.0, None
-    if not split.refit or ms.calibration == "platt":
-        with progress.stage("train", f"{ms.type} fitted on {progress.rows(splits['train']['rows'])} rows "
-                                     f"({len(columns.numeric)} numeric, {len(columns.categorical)} categorical "
-                                     "features)" + (", Platt-calibrated" if ms.calibration == "platt" else "")):
-            fitted = pipeline.fit(train, best_params)
-            if ms.calibration == "platt":
-                slope, intercept = P.fit_platt(score_rows(fitted, validation), ms.seed)
+
+    def fit(days: Sequence[dt.date], rows: DataFrame) -> PipelineModel:
+        return pipeline.fit(weighted(rows, days), best_params)
+
+    described = f"{len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
     if split.refit:
+        with progress.stage("train", f"{ms.type} cross-fitted on {len(split.folds)} expanding-window fold(s) "
+                                     f"for out-of-time calibration ({described})"):
+            calibration_rows = out_of_time_predictions(
+                [(fit(f, filter_snapshots(dataset, f)), filter_snapshots(dataset, e)) for f, e in split.folds])
         train.unpersist()
         refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(refit)
         with progress.stage("train", f"{ms.type} refitted on {progress.rows(splits['refit']['rows'])} rows of "
-                                     f"{len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}), "
-                                     "calibration from validation"):
-            fitted = pipeline.fit(refit, best_params)
-    assert fitted is not None
-    model = P.with_calibration(fitted, slope, intercept)
+                                     f"{len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]})"):
+            fitted = fit(split.refit, refit)
+    else:
+        with progress.stage("train", f"{ms.type} fitted on {progress.rows(splits['train']['rows'])} rows "
+                                     f"({described})"):
+            fitted = fit(split.train, train)
+            calibration_rows = out_of_time_predictions([(fitted, validation)])
+    try:
+        with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
+            calibrator = P.fit_calibration(ms.calibration, calibration_rows, ms.seed)
+            calibration = {**calibrator.describe(), "configured": ms.calibration,
+                           "fitted_on": calibration_source(split), "rows": calibration_rows.count()}
+            step.done(f"{ms.calibration} calibration fitted on {progress.rows(calibration['rows'])} "
+                      f"out-of-time predictions ({calibration['fitted_on']})")
+    finally:
+        calibration_rows.unpersist()
+    model = P.with_calibration(fitted, calibrator)
 
-    with progress.stage("train", f"evaluated on {progress.rows(splits['test']['rows'])} test rows"):
+    with progress.stage("train", f"evaluated on {progress.rows(splits['test']['rows'])} test rows") as step:
         scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             metrics = M.evaluate(scored, read_truth(spark, settings))
@@ -349,10 +413,17 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
             metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
                            roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
             deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
+            metrics.update(M.calibration_errors(deciles))
+            if ms.bootstrap_replicates:
+                metrics["intervals"] = M.bootstrap_intervals(scored, ms.bootstrap_replicates, ms.seed)
             hist = score_histogram(scored)
+            current = evaluate_current(spark, settings, test, scored, ms.promote_metric, ms.bootstrap_replicates,
+                                       ms.seed)
         finally:
             scored.unpersist()
-        current = evaluate_current(spark, settings, test)
+        step.done(f"evaluated on {progress.rows(splits['test']['rows'])} test rows: "
+                  + ", ".join(f"{k} {metrics[k]:.4f}" + interval_text(metrics, k)
+                              for k in ("roc_auc", "pr_auc", "ece") if k in metrics))
     with progress.stage("train", "drift reference") as step:
         reference = drift_reference(model, features, split.train, columns, settings)
         step.done(f"drift reference: score and {len(reference['features'])} features on "
@@ -362,7 +433,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         log.warning("train: %s", reason)
     promotion = {"promoted": promote, "reason": reason, "metric": ms.promote_metric,
                  "tolerance": ms.promote_tolerance, "current_version": current.version,
-                 "current_metrics_on_test": current.metrics}
+                 "current_metrics_on_test": current.metrics, "paired_bootstrap": current.paired}
 
     version = R.new_version(ms.type)
     names = P.vector_feature_names(model, train.limit(0), columns)
@@ -371,7 +442,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     metadata = {
         "version": version, "model_type": ms.type, "trained_at": trained_at,
         "params": {**P.DEFAULT_PARAMS[ms.type], **ms.params, **best},
-        "search": table, "calibration": {"method": ms.calibration, "slope": slope, "intercept": intercept},
+        "search": table, "calibration": calibration,
         "config": settings.model_dump(mode="json", include={"lakehouse", "churn", "features", "model"}),
         "metrics": metrics, "calibration_by_decile": deciles,
         "feature_columns": columns.as_dict(), "dropped_features": empty,
@@ -384,8 +455,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     report = build_report({
         "version": version, "model_type": ms.type, "trained_at": trained_at,
         "feature_set_version": settings.features.feature_set_version, "n_features": len(names),
-        "calibration": (f"Platt-scaled on the validation snapshots (slope {slope:.3f}, intercept {intercept:.3f})"
-                        if ms.calibration == "platt" else "not calibrated"),
+        "calibration": calibration_text(calibration),
         "gap": split.as_dict()["gap"], "metrics": metrics, "splits": splits, "deciles": deciles,
         "explanation": expl, "promotion": promotion}, hist)
     with progress.stage("train", f"model {version} and its report saved"):
@@ -401,6 +471,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         "model_version": version, "model_type": ms.type, "promoted": promote, "promotion_reason": reason,
         "current_version": version if promote else current.version,
         "metrics": {k: metrics[k] for k in HEADLINE if k in metrics},
+        "intervals": metrics.get("intervals"), "paired_bootstrap": current.paired,
         "metrics_detail": metrics, "report": f"{root}/report/report.html", "model_path": root,
         "rows": {k: v["rows"] for k, v in splits.items()},
         "snapshots": {k: f"{v['from']}..{v['to']}" for k, v in splits.items()},

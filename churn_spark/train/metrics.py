@@ -126,6 +126,20 @@ def calibration_by_decile(scored: DataFrame, score_col: str = SCORE, label_col: 
     )
 
 
+def calibration_errors(deciles: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """From the ten rows of `calibration_by_decile`: `ece`, the expected calibration error over equal-count
+    deciles (sum of |mean predicted - observed rate| weighted by each decile's share of rows), and
+    `calibration_in_the_large`, mean predicted minus observed rate over all rows (> 0: over-predicts).
+    Targeting spends money on p x value: both say in probability units how far p is off."""
+    n = sum(d["rows"] for d in deciles)
+    if not n:
+        return {"ece": 0.0, "calibration_in_the_large": 0.0}
+    ece = sum(d["rows"] / n * abs(d["mean_predicted"] - d["observed_rate"]) for d in deciles)
+    mean_predicted = sum(d["rows"] * d["mean_predicted"] for d in deciles) / n
+    observed = sum(d["positives"] for d in deciles) / n
+    return {"ece": ece, "calibration_in_the_large": mean_predicted - observed}
+
+
 def oracle_roc_auc(scored: DataFrame, truth: DataFrame, label_col: str = LABEL) -> dict[str, Any]:
     """AUC of the generator's true probabilities on the same (account, snapshot) rows as `scored`;
     also the model's AUC restricted to the rows that have a truth value, for a like-for-like gap."""
@@ -152,3 +166,164 @@ def evaluate(scored: DataFrame, truth: DataFrame | None = None) -> dict[str, Any
     if truth is not None:
         out.update(oracle_roc_auc(scored, truth))
     return out
+
+
+# Bootstrap intervals. The resampling unit is the account: the snapshots of one account are not independent, so
+# resampling rows would give intervals that are too narrow. Poisson bootstrap: in each replicate every account gets a
+# weight ~ Poisson(1) (how many times it is drawn), shared by all its rows. All replicates are computed in one Spark
+# job over (row, replicate) pairs; only one row of metrics per replicate reaches the driver.
+
+ACCOUNT = KEYS[0]
+LIFT_FRACTION = 0.10
+RANKING_METRICS = ("roc_auc", "pr_auc", "lift_at_10pct")
+ERROR_METRICS = ("log_loss", "brier")
+"""Probability errors: lower is better."""
+POISSON_CDF = tuple(sum(math.exp(-1) / math.factorial(j) for j in range(k + 1)) for k in range(13))
+"""P(Poisson(1) <= k) for k = 0..12; a weight above 13 (probability 1e-11) is drawn as 13."""
+
+
+def poisson_weights(df: DataFrame, replicates: int, seed: int = 0, unit: str = ACCOUNT) -> DataFrame:
+    """`df` once per `replicate` 0..replicates-1 with a `weight` ~ Poisson(1) per (replicate, unit): every row of an
+    account gets the account's weight. The weight is the inverse CDF of a uniform hashed from (seed, replicate, unit),
+    so a seed gives the same weights in any run and on any partitioning."""
+    bits = F.shiftrightunsigned(F.xxhash64(F.lit(seed), F.col("replicate"), F.col(unit)), 11)  # 53 uniform bits
+    u = bits.cast("double") / float(2**53)  # uniform in [0, 1)
+    draw = F.when(u < POISSON_CDF[0], 0)
+    for k, p in enumerate(POISSON_CDF[1:], start=1):
+        draw = draw.when(u < p, k)
+    return (df.withColumn("replicate", F.explode(F.sequence(F.lit(0), F.lit(replicates - 1))))
+            .withColumn("weight", draw.otherwise(len(POISSON_CDF))))
+
+
+def exact_sum(c: Column) -> Column:
+    """Sum as decimal(38,18), back to double: exact and associative, so the same whatever the partitioning."""
+    return F.sum(c.cast("decimal(38,18)")).cast("double")
+
+
+def _ranking_by_replicate(weighted: DataFrame, score_col: str = SCORE, label_col: str = LABEL,
+                          weight_col: str = "weight", by: Sequence[str] = ("replicate",)) -> DataFrame:
+    """`roc_auc`, `pr_auc` and `lift_at_10pct` per `replicate` (per group of `by`), a row of weight w counting as w
+    copies of itself (rows of weight 0 are not in the resample). With every weight 1: `roc_auc`, `pr_auc` and
+    `top_fraction_metrics`.
+
+    Over the distinct scores s of a replicate, from the highest: tp, fp = positive, negative weight scored >= s,
+    tp0, fp0 = scored > s, P, N, W = positive, negative, total weight.
+    - ROC AUC (weighted Mann-Whitney) = 1 - sum over positive rows of w * (fp0 + fp) / 2 / (P * N): the negatives
+      ranked above a positive, ties counting one half.
+    - PR AUC, as MLlib: trapezoids over the distinct thresholds from (recall 0, precision at the highest one). At s
+      the recall rises by (tp - tp0) / P and the precision goes from tp0 / (tp0 + fp0) (at the highest threshold:
+      precision(s)) to precision(s) = tp / (tp + fp), so PR AUC = sum over positive rows of
+      w * (precision before s + precision(s)) / 2 / P.
+    - Lift at 10 %: rows in score order, ties by the key columns (as `with_score_rank`); the top cut =
+      max(1, ceil(0.1 * W)) copies; a row across the cut gives only the copies that fit (cut - weight ranked above
+      it): with integer weights, the top ceil(10 %) rows of the resample. Lift = (hits / cut) / (P / W).
+    Undefined metrics (a replicate without positives or negatives) are null.
+    """
+    w = F.col(weight_col).cast("double")
+    by_score = Window.partitionBy(*by).orderBy(F.col(score_col).desc())
+    at_or_above = by_score.rangeBetween(Window.unboundedPreceding, Window.currentRow)
+    tied = by_score.rangeBetween(Window.currentRow, Window.currentRow)
+    keys = [F.col(c).asc() for c in TIE_BREAK if c in weighted.columns]
+    in_rank_order = (Window.partitionBy(*by).orderBy(F.col(score_col).desc(), *keys)
+                     .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    pos, neg = F.col("__pos"), F.col("__neg")
+    tp, fp = F.sum(pos).over(at_or_above), F.sum(neg).over(at_or_above)
+    rows = (weighted.where(w > 0)
+            .withColumns({"__w": w, "__pos": w * F.col(label_col).cast("double")})
+            .withColumn("__neg", F.col("__w") - pos)
+            .withColumn("__above", F.sum("__w").over(in_rank_order) - F.col("__w"))  # first: one sort serves all
+            .withColumns({"__tp": tp, "__fp": fp, "__tp0": tp - F.sum(pos).over(tied),
+                          "__fp0": fp - F.sum(neg).over(tied),
+                          "__total": F.sum("__w").over(Window.partitionBy(*by))}))
+    precision = F.col("__tp") / (F.col("__tp") + F.col("__fp"))  # > 0: the row itself has weight
+    before = F.when(F.col("__tp0") + F.col("__fp0") > 0,
+                    F.col("__tp0") / (F.col("__tp0") + F.col("__fp0"))).otherwise(precision)
+    cut = F.greatest(F.lit(1.0), F.ceil(F.round(F.col("__total") * LIFT_FRACTION, 9)).cast("double"))
+    taken = F.least(F.col("__w"), F.greatest(F.lit(0.0), cut - F.col("__above")))
+    sums = rows.groupBy(*by).agg(
+        F.sum(pos).alias("p"), F.sum(neg).alias("n"), F.sum("__w").alias("w"), F.max(cut).alias("cut"),
+        exact_sum(pos * (F.col("__fp0") + F.col("__fp")) / 2).alias("losses"),
+        exact_sum(pos * (precision + before) / 2).alias("pr"),
+        exact_sum(F.col(label_col).cast("double") * taken).alias("hits"))
+    p, n = F.col("p"), F.col("n")
+    return sums.select(
+        *by,
+        F.when((p > 0) & (n > 0), 1 - F.col("losses") / (p * n)).alias("roc_auc"),
+        F.when(p > 0, F.col("pr") / p).alias("pr_auc"),
+        F.when(p > 0, F.col("hits") * F.col("w") / (F.col("cut") * p)).alias("lift_at_10pct"))
+
+
+def _by_replicate(weighted: DataFrame, metric: str, score_col: str = SCORE, label_col: str = LABEL,
+                  weight_col: str = "weight", by: Sequence[str] = ("replicate",)) -> DataFrame:
+    """`metric` per `replicate` (per group of `by`): columns *by, metric. Log loss and Brier are weighted means;
+    the ranking metrics are those of `_ranking_by_replicate`."""
+    if metric in ERROR_METRICS:
+        w = F.col(weight_col).cast("double")
+        y, p = F.col(label_col).cast("double"), F.col(score_col)
+        term = log_loss_term(y, p) if metric == "log_loss" else F.pow(p - y, 2)
+        return weighted.groupBy(*by).agg(F.when(F.sum(w) > 0, exact_sum(w * term) / F.sum(w)).alias(metric))
+    return _ranking_by_replicate(weighted, score_col, label_col, weight_col, by).select(*by, metric)
+
+
+def _percentile_interval(values: Sequence[float], level: float) -> tuple[float, float]:
+    """The (1 - level) / 2 and (1 + level) / 2 quantiles, interpolated linearly between order statistics (numpy's
+    default); NaN without values."""
+    s = sorted(values)
+    if not s:
+        return math.nan, math.nan
+
+    def quantile(q: float) -> float:
+        h = (len(s) - 1) * q
+        i = math.floor(h)
+        return s[i] + (h - i) * (s[min(i + 1, len(s) - 1)] - s[i])
+
+    return quantile((1 - level) / 2), quantile((1 + level) / 2)
+
+
+def bootstrap_intervals(scored: DataFrame, replicates: int = 200, seed: int = 0, level: float = 0.95,
+                        score_col: str = SCORE, label_col: str = LABEL) -> dict[str, dict[str, float]]:
+    """Percentile intervals of ROC AUC, PR AUC and lift at 10 % over an account-level Poisson bootstrap: how much
+    the test metrics could move with another draw of accounts. `replicates` in each result counts the replicates
+    where the metric is defined (both classes drawn); the same seed gives the same intervals."""
+    weighted = poisson_weights(scored.select(*KEYS, label_col, score_col), replicates, seed)
+    rows = _ranking_by_replicate(weighted, score_col, label_col).collect()
+    out: dict[str, dict[str, float]] = {}
+    for metric in RANKING_METRICS:
+        values = [float(r[metric]) for r in rows if r[metric] is not None]
+        low, high = _percentile_interval(values, level)
+        out[metric] = {"low": low, "high": high, "replicates": len(values)}
+    return out
+
+
+def paired_bootstrap_difference(new_scored: DataFrame, current_scored: DataFrame, metric: str = "roc_auc",
+                                replicates: int = 200, seed: int = 0, level: float = 0.95, score_col: str = SCORE,
+                                label_col: str = LABEL) -> dict[str, float]:
+    """new - current of `metric` on the same test rows (joined on the keys; the label is new_scored's), with its
+    percentile interval over an account-level Poisson bootstrap in which each replicate weights both models' rows
+    alike: the sampling noise common to both cancels, so the interval is usually much tighter than two separate ones.
+
+    `p_new_not_worse` is the share of replicates where new is not worse: new >= current, or new <= current for
+    log_loss and brier (`higher_is_better` False). Metrics: roc_auc, pr_auc, lift_at_10pct, log_loss, brier.
+    """
+    if metric not in (*RANKING_METRICS, *ERROR_METRICS):
+        raise ValueError(f"unknown metric {metric!r}: expected one of {RANKING_METRICS + ERROR_METRICS}")
+    pair = (new_scored.select(*KEYS, label_col, F.col(score_col).alias("new"))
+            .join(current_scored.select(*KEYS, F.col(score_col).alias("current")), list(KEYS)))
+    # one row per (test row, model): both models are ranked in one shuffle and sort, partitioned by (replicate,
+    # model); a weight depends only on (seed, replicate, account), so both models' rows get the same weights
+    stacked = pair.select(*KEYS, label_col, F.inline(F.array(
+        *[F.struct(F.lit(m).alias("model"), F.col(m).alias(score_col)) for m in ("new", "current")])))
+    # replicate -1 is the test set itself (every weight 1): the observed metrics come in the same job
+    weighted = stacked.withColumns({"replicate": F.lit(-1), "weight": F.lit(1)}).unionByName(
+        poisson_weights(stacked, replicates, seed))
+    value = {(r["replicate"], r["model"]): r[metric]
+             for r in _by_replicate(weighted, metric, score_col, label_col, by=("replicate", "model")).collect()}
+    differences = [value[i, "new"] - value[i, "current"] for i in range(replicates)
+                   if value.get((i, "new")) is not None and value.get((i, "current")) is not None]
+    higher_is_better = metric not in ERROR_METRICS
+    not_worse = sum((d >= 0) if higher_is_better else (d <= 0) for d in differences)
+    new, current = (math.nan if value.get((-1, m)) is None else float(value[-1, m]) for m in ("new", "current"))
+    low, high = _percentile_interval(differences, level)
+    return {"new": new, "current": current, "difference": new - current, "low": low, "high": high,
+            "p_new_not_worse": not_worse / len(differences) if differences else math.nan,
+            "replicates": len(differences), "higher_is_better": higher_is_better}

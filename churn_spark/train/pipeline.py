@@ -5,7 +5,8 @@ missing indicators, plus cyclic positions such as `tenure_days mod 365` (one SQL
 imputation, StringIndexer + OneHotEncoder with
 `handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, a
 StandardScaler for logistic regression, the classifier (class-weighted through `weightCol`) and
-finally :class:`PlattCalibration`, which turns the probability vector into `churn_probability`.
+finally a :class:`Calibration` (Platt or isotonic), which turns the probability vector into
+`churn_probability`.
 Scoring loads the PipelineModel and calls :func:`predict`; it never re-implements a step.
 """
 
@@ -21,6 +22,7 @@ from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.regression import IsotonicRegression
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -192,15 +194,32 @@ def platt(raw: Column, slope: float, intercept: float) -> Column:
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-(F.lit(slope) * logit(raw) + F.lit(intercept))))
 
 
-class PlattCalibration(Transformer, DefaultParamsReadable, DefaultParamsWritable):
-    """Last pipeline stage: `churn_probability_raw` = P(class 1), `churn_probability` = its Platt scaling.
+class Calibration(Transformer):
+    """Last pipeline stage: `churn_probability_raw` = P(class 1), `churn_probability` = its calibration.
 
-    A Python stage saved with the PipelineModel (DefaultParamsWritable), built from Column
-    expressions, so scoring applies exactly the calibration fitted at training time.
+    Python stages saved with the PipelineModel (DefaultParamsWritable), built from Column expressions,
+    so scoring applies exactly the calibration fitted at training time.
     """
 
     probabilityCol: Param[str] = Param(Params._dummy(), "probabilityCol", "probability vector column",
                                        typeConverter=TypeConverters.toString)
+
+    def _calibrate(self, raw: Column) -> Column:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What metadata.json records of the calibration."""
+        raise NotImplementedError
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
+        return (dataset.withColumn(RAW_OUTPUT_COL, raw)
+                .withColumn(OUTPUT_COL, self._calibrate(F.col(RAW_OUTPUT_COL))))
+
+
+class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable):
+    """sigmoid(slope * logit(raw) + intercept): two parameters, smooth, extrapolates."""
+
     slope: Param[float] = Param(Params._dummy(), "slope", "Platt slope on the raw logit",
                                 typeConverter=TypeConverters.toFloat)
     intercept: Param[float] = Param(Params._dummy(), "intercept", "Platt intercept",
@@ -211,51 +230,113 @@ class PlattCalibration(Transformer, DefaultParamsReadable, DefaultParamsWritable
         self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0)
         self._set(probabilityCol=probabilityCol, slope=slope, intercept=intercept)
 
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
-        return (dataset.withColumn(RAW_OUTPUT_COL, raw)
-                .withColumn(OUTPUT_COL, platt(F.col(RAW_OUTPUT_COL), self.getOrDefault(self.slope),
-                                              self.getOrDefault(self.intercept))))
+    def _calibrate(self, raw: Column) -> Column:
+        return platt(raw, self.getOrDefault(self.slope), self.getOrDefault(self.intercept))
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "platt", "slope": self.getOrDefault(self.slope),
+                "intercept": self.getOrDefault(self.intercept)}
 
 
-def fit_platt(scored: DataFrame, seed: int = 0) -> tuple[float, float]:
-    """(slope, intercept) of an unweighted logistic regression of `label` on logit(raw probability).
+class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable):
+    """A monotone step-and-ramp map from the raw probability, as MLlib's IsotonicRegressionModel predicts:
+    linear between consecutive knots (`boundaries` -> `predictions`), constant beyond the first and last.
 
-    `scored` has `label` and `churn_probability_raw` (the validation snapshots); with one class only
-    there is nothing to fit and the identity (1, 0) is returned.
+    Why beside Platt: it assumes no sigmoid shape, so it also fixes a model whose raw scores are
+    miscalibrated differently at the low and the high end; it needs more rows and does not extrapolate.
+    """
+
+    boundaries: Param[list[float]] = Param(Params._dummy(), "boundaries", "raw probabilities (knots), ascending",
+                                           typeConverter=TypeConverters.toListFloat)
+    predictions: Param[list[float]] = Param(Params._dummy(), "predictions", "calibrated probability at each knot",
+                                            typeConverter=TypeConverters.toListFloat)
+
+    def __init__(self, boundaries: Sequence[float] = (0.0, 1.0), predictions: Sequence[float] = (0.0, 1.0),
+                 probabilityCol: str = PROBABILITY_COL) -> None:
+        super().__init__()
+        self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0])
+        self._set(probabilityCol=probabilityCol, boundaries=list(boundaries), predictions=list(predictions))
+
+    def _calibrate(self, raw: Column) -> Column:
+        boundaries: list[float] = self.getOrDefault(self.boundaries)
+        predictions: list[float] = self.getOrDefault(self.predictions)
+        return interpolate(raw, boundaries, predictions)
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "isotonic", "knots": len(self.getOrDefault(self.boundaries)),
+                "boundaries": self.getOrDefault(self.boundaries), "predictions": self.getOrDefault(self.predictions)}
+
+
+def interpolate(x: Column, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
+    """Piecewise-linear map through (boundaries[i], predictions[i]), flat outside; at a repeated boundary
+    the later knot wins (MLlib's rule for a jump). Built-in array functions, no UDF."""
+    b = F.array(*[F.lit(float(v)) for v in boundaries])
+    p = F.array(*[F.lit(float(v)) for v in predictions])
+    n = len(boundaries)
+    i = F.size(F.filter(b, lambda v: v <= x))  # knots at or below x: x lies in [b[i-1], b[i]) (1-based)
+    lo_b, hi_b = F.element_at(b, F.greatest(i, F.lit(1))), F.element_at(b, F.least(i + 1, F.lit(n)))
+    lo_p, hi_p = F.element_at(p, F.greatest(i, F.lit(1))), F.element_at(p, F.least(i + 1, F.lit(n)))
+    ramp = lo_p + (hi_p - lo_p) * (x - lo_b) / (hi_b - lo_b)
+    return (F.when(i == 0, F.element_at(p, 1)).when(i >= n, F.element_at(p, n)).otherwise(ramp))
+
+
+def fit_platt(scored: DataFrame, seed: int = 0) -> PlattCalibration:
+    """Logistic regression of `label` on logit(raw probability), unweighted.
+
+    `scored` has `label` and `churn_probability_raw` (out-of-time predictions); with one class only
+    there is nothing to fit and the identity is returned.
     """
     classes = scored.agg(F.countDistinct(LABEL_COL).alias("n")).first()
     if classes is None or classes["n"] < 2:
-        return 1.0, 0.0
+        return PlattCalibration()
     data = scored.select(F.col(LABEL_COL).cast("double").alias(LABEL_COL),
                          logit(F.col(RAW_OUTPUT_COL)).alias("raw_logit"))
     vec = VectorAssembler(inputCols=["raw_logit"], outputCol="x").transform(data)
     lr = LogisticRegression(featuresCol="x", labelCol=LABEL_COL, regParam=0.0, standardization=False,
                             maxIter=100, tol=1e-10).fit(vec)
-    return float(lr.coefficients[0]), float(lr.intercept)
+    return PlattCalibration(slope=float(lr.coefficients[0]), intercept=float(lr.intercept))
 
 
-def with_calibration(model: PipelineModel, slope: float, intercept: float) -> PipelineModel:
-    """`model` with a PlattCalibration stage appended (replacing an existing one)."""
-    stages = [s for s in model.stages if not isinstance(s, PlattCalibration)]
-    return PipelineModel(stages=[*stages, PlattCalibration(slope=slope, intercept=intercept)])
+def fit_isotonic(scored: DataFrame) -> IsotonicCalibration:
+    """MLlib's isotonic regression of `label` on the raw probability (pool adjacent violators); its knots
+    become an IsotonicCalibration stage. With one class only, the identity."""
+    classes = scored.agg(F.countDistinct(LABEL_COL).alias("n")).first()
+    if classes is None or classes["n"] < 2:
+        return IsotonicCalibration()
+    data = scored.select(F.col(LABEL_COL).cast("double").alias(LABEL_COL),
+                         F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL))
+    iso = IsotonicRegression(featuresCol=RAW_OUTPUT_COL, labelCol=LABEL_COL, isotonic=True).fit(data)
+    return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist())
 
 
-def calibration_of(model: PipelineModel) -> dict[str, float]:
-    stage = next((s for s in model.stages if isinstance(s, PlattCalibration)), None)
-    if stage is None:
-        return {"slope": 1.0, "intercept": 0.0}
-    return {"slope": stage.getOrDefault(stage.slope), "intercept": stage.getOrDefault(stage.intercept)}
+def fit_calibration(method: str, scored: DataFrame, seed: int = 0) -> Calibration:
+    """The configured calibrator fitted on `scored`; `none` is the identity (Platt 1, 0)."""
+    if method == "platt":
+        return fit_platt(scored, seed)
+    if method == "isotonic":
+        return fit_isotonic(scored)
+    return PlattCalibration()
+
+
+def with_calibration(model: PipelineModel, calibration: Calibration) -> PipelineModel:
+    """`model` with `calibration` as its last stage (replacing an existing one)."""
+    stages = [s for s in model.stages if not isinstance(s, Calibration)]
+    return PipelineModel(stages=[*stages, calibration])
+
+
+def calibration_of(model: PipelineModel) -> dict[str, Any]:
+    stage = next((s for s in model.stages if isinstance(s, Calibration)), None)
+    return (stage or PlattCalibration()).describe()
 
 
 # --- prediction and explanation ------------------------------------------------------------------
 
 
 def calibrated(model: PipelineModel) -> PipelineModel:
-    """`model` ending in a PlattCalibration stage (the identity when it was saved without one)."""
-    if any(isinstance(s, PlattCalibration) for s in model.stages):
+    """`model` ending in a Calibration stage (the identity Platt stage when it was saved without one)."""
+    if any(isinstance(s, Calibration) for s in model.stages):
         return model
-    return with_calibration(model, 1.0, 0.0)
+    return with_calibration(model, PlattCalibration())
 
 
 def predict(model: PipelineModel, features_df: DataFrame) -> DataFrame:

@@ -109,14 +109,19 @@ def plot_gains(c: dict[str, np.ndarray]) -> bytes:
     return _png(fig)
 
 
-def plot_calibration(deciles: list[dict[str, Any]]) -> bytes:
+def plot_calibration(deciles: list[dict[str, Any]], ece: float | None = None,
+                     in_the_large: float | None = None) -> bytes:
+    """Reliability plot: observed churn rate against mean predicted probability per score decile."""
     fig, ax = _figure()
     pred = [d["mean_predicted"] for d in deciles]
     obs = [d["observed_rate"] for d in deciles]
     top = max([*pred, *obs, 0.01]) * 1.05
     ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
     ax.plot(pred, obs, "o-", label="deciles")
-    ax.set(title="Calibration by score decile", xlabel="mean predicted probability", ylabel="observed churn rate")
+    title = "Calibration by score decile"
+    if ece is not None and in_the_large is not None:
+        title += f"\nECE {ece:.4f}, calibration-in-the-large {in_the_large:+.4f}"
+    ax.set(title=title, xlabel="mean predicted probability", ylabel="observed churn rate")
     ax.legend(loc="upper left")
     return _png(fig)
 
@@ -163,12 +168,29 @@ PLOTS = [("roc.png", "ROC curve"), ("pr.png", "Precision-recall"), ("gains.png",
          ("score_distribution.png", "Score distribution by label")]
 
 
+def paired_text(paired: dict[str, Any] | None, metric: str) -> str:
+    """One paragraph: the paired bootstrap of new minus current on the same test rows, if it ran."""
+    if not paired:
+        return ""
+    better = "higher" if paired["higher_is_better"] else "lower"
+    return (f'<p class="note">Against the current model on the same test rows ({html.escape(metric)}, {better} is '
+            f'better): new minus current {paired["difference"]:+.4f}, 95 % interval {paired["low"]:+.4f} .. '
+            f'{paired["high"]:+.4f}; the new model is not worse in {paired["p_new_not_worse"]:.0%} of '
+            f'{paired["replicates"]} account resamples.</p>')
+
+
 def render_html(ctx: dict[str, Any], images: dict[str, bytes]) -> str:
     """One page: headline metrics, data period and counts per split, calibration table, the plots."""
     m = ctx["metrics"]
-    headline = [[k, m[k]] for k in ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier",
-                                    "lift_at_5pct", "lift_at_10pct", "lift_at_20pct", "precision_at_10pct",
-                                    "recall_at_10pct", "log_loss_raw", "brier_raw") if k in m]
+    intervals = m.get("intervals") or {}
+
+    def interval(k: str) -> str:
+        return f"{intervals[k]['low']:.4f} .. {intervals[k]['high']:.4f}" if k in intervals else ""
+
+    headline = [[k, m[k], interval(k)] for k in (
+        "roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_5pct", "lift_at_10pct", "lift_at_20pct",
+        "precision_at_10pct", "recall_at_10pct", "ece", "calibration_in_the_large", "log_loss_raw", "brier_raw")
+        if k in m]
     splits = [[name, s["from"], s["to"], s["snapshots"], s["rows"], s["label_rate"]]
               for name, s in ctx["splits"].items()]
     deciles = [[d["decile"], d["rows"], d["positives"], d["mean_predicted"], d["observed_rate"]]
@@ -190,7 +212,8 @@ feature set {html.escape(str(ctx['feature_set_version']))}; {ctx['n_features']} 
 probabilities {html.escape(ctx['calibration'])}. Metrics are on the test snapshots only, which no
 training or validation label window overlaps (gap {html.escape(ctx['gap'])}).
 Promotion: {html.escape(str(promo.get('promoted')))} &mdash; {html.escape(str(promo.get('reason', '')))}</p>
-<h2>Test metrics</h2>{_table(headline, ['metric', 'value'])}
+{paired_text(promo.get('paired_bootstrap'), promo.get('metric', ''))}
+<h2>Test metrics</h2>{_table(headline, ['metric', 'value', '95 % interval (bootstrap over accounts)'])}
 <h2>Data period, rows and label rate</h2>
 {_table(splits, ['split', 'first snapshot', 'last snapshot', 'snapshots', 'rows', 'label rate'])}
 <h2>Calibration by decile (1 = highest scores)</h2>
@@ -208,7 +231,7 @@ def build_report(ctx: dict[str, Any], hist: ScoreHistogram) -> dict[str, bytes]:
         "roc.png": plot_roc(c, m["roc_auc"], m.get("oracle_roc_auc")),
         "pr.png": plot_pr(c, m["pr_auc"], m["label_rate"]),
         "gains.png": plot_gains(c),
-        "calibration.png": plot_calibration(ctx["deciles"]),
+        "calibration.png": plot_calibration(ctx["deciles"], m.get("ece"), m.get("calibration_in_the_large")),
         "explanation.png": plot_explanation(ctx["explanation"]),
         "score_distribution.png": plot_score_distribution(hist),
     }
