@@ -108,7 +108,8 @@ def ensure_model(spark: Any, settings: Any) -> str:
     pointer = read_pointer(spark, settings)
     if pointer is not None:
         return str(pointer["version"])
-    small = with_overrides(settings, {"model.params": {"maxIter": 10, "maxDepth": 3}, "model.refit": False})
+    small = with_overrides(settings, {"model.type": "gbt", "model.params": {"maxIter": 10, "maxDepth": 3},
+                                       "model.refit": False})
     run_features(spark, small)
     return str(run_train(spark, small)["model_version"])
 

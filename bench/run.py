@@ -96,7 +96,7 @@ def bench_settings(lake: Path, mode: Mode, snapshots: int = 24) -> Any:
                   "app_name": "churn-bench"},
         "generate": {"accounts": mode.accounts, "start": "2022-01-01", "end": "2024-12-31", "event_files": 4},
         "churn": {"snapshots": {"start": start.isoformat(), "end": end.isoformat()}},
-        "model": {"params": {"maxIter": mode.gbt_iter}, "refit": mode.train_refit},
+        "model": {"type": "gbt", "params": {"maxIter": mode.gbt_iter}, "refit": mode.train_refit},
     })
 
 

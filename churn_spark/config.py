@@ -154,8 +154,15 @@ class FeatureSettings(_Section):
         return self
 
 
+Family = Literal["lr", "gbt"]
+
+
 class ModelSettings(_Section):
-    type: Literal["gbt", "lr"] = "gbt"
+    # auto: fit every family of `candidates` on the expanding-window folds and keep the best by
+    # `select_metric`; gbt (GBTClassifier) or lr (LogisticRegression on standardised log1p values): one family
+    type: Literal["auto", "gbt", "lr"] = "auto"
+    candidates: list[Family] = Field(default_factory=lambda: list[Family](["lr", "gbt"]), min_length=1)
+    select_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     seed: int = 7
     train_end: dt.date | None = None
     validation_snapshots: int = Field(2, ge=1)
@@ -163,8 +170,9 @@ class ModelSettings(_Section):
     # after search and calibration, refit the registered model on every snapshot whose label window
     # ends by the first test snapshot (train + gap + validation): more and more recent data, same test
     refit: bool = True
-    params: dict[str, Any] = Field(default_factory=dict)
-    param_grid: dict[str, list[Any]] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)  # MLlib params of the one family `type` names
+    params_by_family: dict[Family, dict[str, Any]] = Field(default_factory=dict)  # per family (any type)
+    param_grid: dict[str, list[Any]] = Field(default_factory=dict)  # searched for the one family `type` names
     parallelism: int = Field(2, ge=1)
     promote_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     promote_tolerance: float = Field(0.0, ge=0)
@@ -184,6 +192,17 @@ class ModelSettings(_Section):
     # the anniversary of their start, so the position in the contract year tells if a renewal is near)
     cyclic_features: dict[str, PositiveInt] = Field(default_factory=lambda: {"tenure_days": 365})
     exclude_features: list[str] = Field(default_factory=list)  # feature columns never used by the model
+
+    @model_validator(mode="after")
+    def _family_specific_settings_need_a_family(self) -> ModelSettings:
+        if self.type == "auto" and (self.params or self.param_grid):
+            raise ValueError("params and param_grid are MLlib parameters of one family: set type to gbt or lr, "
+                             "or give per-family parameters in params_by_family")
+        return self
+
+    def family_params(self, family: str) -> dict[str, Any]:
+        """The configured MLlib parameters of `family` (over its defaults in train/pipeline.py)."""
+        return {**self.params_by_family.get(family, {}), **(self.params if self.type == family else {})}  # type: ignore[call-overload]
 
 
 class TargetingSettings(_Section):

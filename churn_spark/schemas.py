@@ -108,7 +108,7 @@ EVENTS_QUARANTINE = StructType(
     ]
 )
 
-CHURN_LABELS = StructType(
+CHURN_LABEL_VALUES = StructType(
     [
         _f("account_id", StringType(), False),
         _f("as_of_date", DateType(), False),
@@ -117,6 +117,20 @@ CHURN_LABELS = StructType(
         _f("tenure_days", IntegerType(), False),
     ]
 )
+"""What `labels.churn_labels` computes: the label of each eligible (account, D)."""
+
+CHURN_LABELS = StructType(
+    list(CHURN_LABEL_VALUES.fields)
+    + [
+        # How the row was labelled (labels.with_definition), the same on every row of a snapshot's slice:
+        # the date censoring was decided against, the churn definition as canonical JSON (horizon, grace,
+        # minimum tenure, censoring rule) and its fingerprint. Null in slices written before they existed.
+        _f("data_end", DateType(), True),
+        _f("definition", StringType(), True),
+        _f("definition_fingerprint", StringType(), True),
+    ]
+)
+"""`gold.churn_labels`: the label values and the definition they were computed with."""
 
 KEYS = ("account_id", "as_of_date")
 """The grain of labels, features and scores: one row per account and snapshot date."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,12 +51,10 @@ def settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
 
 
 # `make test` runs two pytest workers with `--dist loadfile --no-loadscope-reorder`: a test file goes to
-# one worker whole (its module fixtures are built once), except that the two files running whole
-# pipelines as spark-submit JVMs form one unit, so they run one after the other on one worker: side by
-# side they fight over the 2 cores with several JVMs each, while the other worker works through the
-# rest of the files in the order below (the long ones first).
-SERIAL_GROUP = ("test_cluster.py", "test_k8s_runner.py")
-LONGEST_FIRST = (*SERIAL_GROUP, "test_ingest_kafka.py", "test_notebook.py", "test_ingest.py")
+# one worker whole (its module fixtures are built once), in the order below (the long ones first, so the
+# short ones fill the gaps at the end; xdist would otherwise start with the files of most tests).
+LONGEST_FIRST = ("test_cluster.py", "test_notebook.py", "test_ingest_kafka.py", "test_ingest.py", "test_score_job.py",
+                 "test_train_job.py", "test_features_job.py", "test_new_event_types.py", "test_train_calibration.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,17 +63,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order inside a file and among the other files is unchanged
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadfile` with SERIAL_GROUP as one unit (xdist's hook; other modes are left to xdist)."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class FilesWithSerialGroup(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "spark-submit" if Path(path).name in SERIAL_GROUP else path
-
-    return FilesWithSerialGroup(config, log)

@@ -22,7 +22,7 @@ CONFIG: dict[str, Any] = {
     "generate": {"accounts": 150, "start": "2023-01-01", "end": "2024-12-31", "seed": 5,
                  "events_per_account_month": 6.0, "event_files": 1, "history_months": 12},
     "churn": {"snapshots": {"start": "2023-01-01", "end": "2024-12-01"}},
-    "model": {"params": {"maxIter": 6, "maxDepth": 3, "minInstancesPerNode": 5}},
+    "model": {"params_by_family": {"gbt": {"maxIter": 6, "maxDepth": 3, "minInstancesPerNode": 5}}},
     "scoring": {"reason_candidates": 3},
 }
 

@@ -1,9 +1,12 @@
-"""The whole pipeline on a real Spark standalone cluster (master + two 1-core workers on 127.0.0.1).
+"""The whole pipeline on a real Spark standalone cluster (master + two 1-core workers on 127.0.0.1),
+submitted the way the Spark operator would submit it.
 
-Local mode hides what breaks in other JVMs and Python workers, so every job runs here through
-`spark-submit --master spark://…` and its tables are compared with the same run in local mode. The
-score job is submitted from its Kubernetes manifest through the runner's translation (`k8s/runner.py`),
-so the operator's confs are proven where executors are separate JVMs too.
+Every SparkApplication of the dev overlay (generate, ingest, features, train, score, then the
+scheduled nightly) runs through the runner's spark-submit translation (`k8s/runner.py`) against the
+cluster, in the order the operator would run them, with the test's config in place of the ConfigMap's
+and test-sized values for the arguments that set the data's size (TEST_ARGS); a manifest whose
+arguments or confs do not fit the code fails here. Local mode hides what breaks in other JVMs and
+Python workers, so the tables are compared with the same stages run in local mode.
 Faults: a worker (and its executor) killed during the features job, and the driver killed while
 it writes scores.
 """
@@ -18,8 +21,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import JIT, with_jit
 from pyspark.sql import DataFrame, SparkSession
@@ -27,7 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType
 
 from churn_spark.cli import execute
-from churn_spark.config import Settings, load_settings
+from churn_spark.config import Settings, load_settings, with_overrides
 from churn_spark.devcluster import (
     StandaloneCluster,
     kill_process_group,
@@ -36,6 +41,8 @@ from churn_spark.devcluster import (
     stop_cluster,
     submit_argv,
 )
+from churn_spark.k8s.manifests import App, load_documents, select_app
+from churn_spark.k8s.runner import local_plan, resolve_config_maps, run_plan
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -75,15 +82,19 @@ scoring:
   targeting: {max_contacts: 20}
 """
 OVERLAY = Path(__file__).resolve().parents[1] / "k8s" / "overlays" / "dev"
-SCORE_APP = "churn-score"  # submitted from its manifest: the operator's arguments and confs on `spark://`
+APPS = ["churn-generate", "churn-ingest", "churn-features", "churn-train", "churn-score", "churn-nightly"]
+_SIZE = yaml.safe_load(CONFIG)
+# The manifests' own values for the data's size and period, replaced by CONFIG's (the flags must exist).
+TEST_ARGS = {
+    "churn-generate": {"--accounts": str(_SIZE["generate"]["accounts"]), "--start": str(_SIZE["generate"]["start"]),
+                       "--end": str(_SIZE["generate"]["end"]), "--seed": str(_SIZE["generate"]["seed"])},
+    "churn-features": {"--from": str(_SIZE["churn"]["snapshots"]["start"]),
+                       "--to": str(_SIZE["churn"]["snapshots"]["end"])},
+}
 SCORE_DATE = "2024-12-01"  # the score manifest's --as-of (checked in the fixture)
+RUN_DATE = "2024-11-20"  # the nightly's `month-start` resolves against this (CHURN_RUN_DATE), not the clock
+MONTH_START = "2024-11-01"
 LAST_SNAPSHOT = "2024-09-01"  # churn.snapshots.end of CONFIG
-STAGES: list[tuple[str, str, list[str]]] = [
-    ("generate", "generate_data", []),
-    ("ingest", "ingest_events", ["--once"]),
-    ("features", "build_features", []),
-    ("train", "train", []),
-]
 # Columns that differ by construction between two runs (wall-clock times, file paths, versions).
 VOLATILE = {"ingested_at", "source", "scored_at", "model_version", "ingest_date"}
 TABLES = ["raw/accounts", "raw/subscriptions", "raw/support_tickets", "raw/churn_truth", "bronze/events",
@@ -116,33 +127,46 @@ def _submit(cluster: StandaloneCluster, job: str, args: list[str], lakehouse: Pa
     return proc
 
 
-def _submit_manifest(cluster: StandaloneCluster, name: str, lakehouse: Path, config: Path) -> None:
-    """Application `name` of the dev overlay through the runner's spark-submit translation, against the
-    cluster, with the test's config in place of the ConfigMap's: the manifest's own confs (driver and
-    executor options, event log, jars) must work where executors are separate JVMs."""
-    from churn_spark.k8s.manifests import load_documents, select_app
-    from churn_spark.k8s.runner import local_plan, resolve_config_maps, run_plan
-
-    docs = load_documents(OVERLAY)
+def _app(docs: list[dict[str, Any]], name: str) -> App:
+    """Application `name` of the overlay with TEST_ARGS' values in place of its own."""
     app = select_app(docs, name)
-    args = app.spec["arguments"]
-    assert args[args.index("--as-of") + 1] == SCORE_DATE, "the score manifest's date moved: update SCORE_DATE"
+    args = [str(a) for a in app.spec.get("arguments", [])]
+    for flag, value in TEST_ARGS.get(name, {}).items():
+        assert flag in args, f"{name} has no {flag} argument any more: update TEST_ARGS"
+        args[args.index(flag) + 1] = value
+    return App(app.kind, app.name, app.namespace, app.labels, {**app.spec, "arguments": args})
+
+
+def _submit_app(cluster: StandaloneCluster, docs: list[dict[str, Any]], app: App, lakehouse: Path,
+                config: Path) -> None:
+    """One application through the runner's spark-submit translation against the cluster, with the test's
+    config in place of the ConfigMap's: the manifest's own confs (driver and executor options, event log,
+    jars) must work where executors are separate JVMs."""
     maps = {m: {f: config.read_text() for f in files} for m, files in resolve_config_maps(docs).items()}
-    work = lakehouse.parent / f"{lakehouse.name}-{name}"
+    work = lakehouse.parent / "work"
     plan = local_plan(app, workdir=work, lakehouse=lakehouse, master=cluster.master_url, config_maps=maps,
                       driver_memory="1g", extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
                                                       "spark.executor.cores": "1", **with_jit(app)})
-    log = work / "spark-submit.log"
+    plan.env["CHURN_RUN_DATE"] = RUN_DATE
+    log = work / f"{app.name}.log"
     code = run_plan(plan, cwd=work, timeout=900, log_file=log)
-    assert code == 0, "\n".join(log.read_text().splitlines()[-40:])
+    assert code == 0, f"{app.name} exited {code}:\n" + "\n".join(log.read_text().splitlines()[-40:])
 
 
 def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
+    """The same stages in this process: the backfill, then the nightly's ingest, features and score."""
     from churn_spark.demo import stage_functions
+    from churn_spark.features.job import run_features
+    from churn_spark.ingest import run_ingest
+    from churn_spark.score.job import run_score
 
     settings = load_settings(config, {"lakehouse": str(lakehouse)})
     for name, fn in stage_functions(score_date=SCORE_DATE):
         execute(settings, name, fn, spark=spark)
+    night = with_overrides(settings, {"churn.snapshots.start": MONTH_START, "churn.snapshots.end": MONTH_START})
+    execute(night, "ingest", lambda sp, s: run_ingest(sp, s, once=True), spark=spark)
+    execute(night, "features", run_features, spark=spark)
+    execute(night, "score", lambda sp, s: run_score(sp, s, dt.date.fromisoformat(MONTH_START), None), spark=spark)
     return settings
 
 
@@ -172,14 +196,19 @@ def _metrics(lakehouse: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def runs(spark: SparkSession, cluster: StandaloneCluster, config_file: Path,
+def overlay() -> list[dict[str, Any]]:
+    return load_documents(OVERLAY)
+
+
+@pytest.fixture(scope="module")
+def runs(spark: SparkSession, cluster: StandaloneCluster, config_file: Path, overlay: list[dict[str, Any]],
          tmp_path_factory) -> tuple[Path, Path]:
-    """The same pipeline twice: every job via spark-submit on the cluster, and in local mode."""
+    """The same pipeline twice: every application of the overlay on the cluster, and in local mode."""
     root = tmp_path_factory.mktemp("runs")
     on_cluster, local = root / "cluster", root / "local"
-    for _, job, args in STAGES:
-        _submit(cluster, job, args, on_cluster, config_file)
-    _submit_manifest(cluster, SCORE_APP, on_cluster, config_file)
+    assert _arg(select_app(overlay, "churn-score"), "--as-of") == SCORE_DATE, "the score manifest's date moved"
+    for name in APPS:
+        _submit_app(cluster, overlay, _app(overlay, name), on_cluster, config_file)
     _run_local(spark, config_file, local)
     return on_cluster, local
 
@@ -191,6 +220,47 @@ def test_pipeline_on_cluster_equals_local_mode(spark: SparkSession, runs: tuple[
     assert cluster_metrics.keys() == local_metrics.keys() and "roc_auc" in cluster_metrics
     for key, value in cluster_metrics.items():
         assert value == pytest.approx(local_metrics[key], abs=1e-6), key
+
+
+def _arg(app: App, flag: str) -> str:
+    args = [str(a) for a in app.spec["arguments"]]
+    return args[args.index(flag) + 1]
+
+
+def _summaries(lakehouse: Path, job: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((lakehouse / "runs").glob(f"*-{job}-*.json"))]
+
+
+def test_every_application_ran_with_its_manifest_arguments(overlay: list[dict[str, Any]],
+                                                           runs: tuple[Path, Path]) -> None:
+    """What each application's run summary says it was asked to do, against its manifest (with TEST_ARGS);
+    the nightly ran ingest, features and score for `month-start` of RUN_DATE, after the backfill."""
+    on_cluster, _ = runs
+    generate = _app(overlay, "churn-generate")
+    (gen,) = _summaries(on_cluster, "generate")
+    assert (gen["status"], gen["args"]["generate.start"]) == ("succeeded", _arg(generate, "--start"))
+    ingests, features, scores = (_summaries(on_cluster, j) for j in ("ingest", "features", "score"))
+    assert [(r["status"], r["args"]["source"], r["args"]["once"]) for r in ingests] == [
+        ("succeeded", "landing", True)] * 2
+    feats = _app(overlay, "churn-features")
+    assert [r["args"] for r in features] == [{"from": _arg(feats, "--from"), "to": _arg(feats, "--to")},
+                                             {"from": MONTH_START, "to": MONTH_START}]
+    assert [r["args"]["as_of"] for r in scores] == [SCORE_DATE, MONTH_START]
+    assert all(r["status"] == "succeeded" for r in [*features, *scores, *_summaries(on_cluster, "train")])
+    assert os.listdir(on_cluster.parent / "work" / "spark-events")  # event logs for the history server
+
+
+def test_ingest_on_the_cluster_took_every_landing_event_exactly_once(spark: SparkSession,
+                                                                    runs: tuple[Path, Path]) -> None:
+    on_cluster, _ = runs
+    landing = (spark.read.text(str(on_cluster / "landing" / "events"))
+               .select(F.get_json_object("value", "$.event_id").alias("event_id")).where("event_id is not null"))
+    bronze = spark.read.format("delta").load(str(on_cluster / "bronze" / "events")).select("event_id")
+    quarantined = (spark.read.format("delta").load(str(on_cluster / "bronze" / "events_quarantine"))
+                   .select("event_id").where("event_id is not null"))
+    assert bronze.count() > 0 and bronze.count() == bronze.distinct().count()  # exactly once
+    assert bronze.subtract(landing).count() == 0  # nothing invented
+    assert landing.subtract(bronze).subtract(quarantined).count() == 0  # nothing dropped silently
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 
 import pytest
 from chispa import assert_df_equality
@@ -20,7 +23,7 @@ from churn_spark.features.job import (
     run_features,
 )
 from churn_spark.lakehouse import Lakehouse
-from churn_spark.schemas import FEATURE_KEY_COLUMNS
+from churn_spark.schemas import CHURN_LABEL_VALUES, FEATURE_KEY_COLUMNS
 
 pytestmark = pytest.mark.slow  # the features job end to end on written inputs
 
@@ -79,7 +82,8 @@ def test_labels_and_summary_hand_computed(spark, lakes):
         ("a1", D(2023, 2, 1), 0, None, 392), ("a2", D(2023, 2, 1), 1, D(2023, 2, 15), 245),
         ("a1", D(2023, 3, 1), None, None, 420), ("a3", D(2023, 3, 1), None, None, 19),
     ], "account_id string, as_of_date date, label int, churn_date date, tenure_days int")
-    assert_df_equality(table(spark, lake.churn_labels), want, ignore_row_order=True, ignore_nullable=True)
+    got = table(spark, lake.churn_labels).select(*CHURN_LABEL_VALUES.fieldNames())  # definition: test below
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
     result = lakes["first"]
     assert result["data_end"] == "2023-04-02" and result["event_types"] == ["login", "report"]
     assert result["per_snapshot"] == [
@@ -91,6 +95,41 @@ def test_labels_and_summary_hand_computed(spark, lakes):
     # tickets_open: only a2 at 2023-02-01 (t2 closed after D) -> 1 of 6 rows non-zero, never null
     assert result["null_rate"]["tickets_open"] == 0.0
     assert result["null_rate"]["days_since_last_event"] == pytest.approx(3 / 6, abs=1e-4)
+
+
+# SMALL's churn settings as canonical JSON (sorted keys), and its sha256 cut to 16 hex digits
+DEFINITION = ('{"censoring": "null when as_of_date + horizon_months + grace_days is after data_end", '
+              '"grace_days": 10, "horizon_months": 1, "min_tenure_days": 0}')
+
+
+def _fingerprint(definition: str) -> str:
+    return hashlib.sha256(definition.encode()).hexdigest()[:16]
+
+
+def test_every_label_row_records_its_definition_and_another_horizon_another_fingerprint(spark, lakes, tmp_path):
+    lake = Lakehouse.from_settings(lakes["settings"])
+    fp = _fingerprint(DEFINITION)
+    got = table(spark, lake.churn_labels).select("account_id", "as_of_date", "data_end", "definition",
+                                                 "definition_fingerprint")
+    keys = [("a1", D(2023, 1, 1)), ("a2", D(2023, 1, 1)), ("a1", D(2023, 2, 1)), ("a2", D(2023, 2, 1)),
+            ("a1", D(2023, 3, 1)), ("a3", D(2023, 3, 1))]
+    want = spark.createDataFrame([(a, d, D(2023, 4, 2), DEFINITION, fp) for a, d in keys],
+                                 "account_id string, as_of_date date, data_end date, definition string, "
+                                 "definition_fingerprint string")
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+    assert lakes["first"]["label_definition"] == {"fingerprint": fp, "definition": json.loads(DEFINITION)}
+
+    # April labelled on a copy with a 2-month horizon: its rows record that, the earlier slices keep theirs
+    root = str(tmp_path / "lake")
+    shutil.copytree(lakes["roots"]["all"], root)
+    two_months = DEFINITION.replace('"horizon_months": 1', '"horizon_months": 2')
+    result = run_features(spark, make_settings(root, "2023-04-01", "2023-04-01", **{"churn.horizon_months": 2}))
+    assert result["label_definition"]["fingerprint"] == _fingerprint(two_months) != fp
+    got = table(spark, Lakehouse(root).churn_labels).select("as_of_date", "definition", "definition_fingerprint")
+    want = spark.createDataFrame(
+        [(D(2023, m, 1), DEFINITION, fp) for m in (1, 2, 3)] + [(D(2023, 4, 1), two_months, _fingerprint(two_months))],
+        "as_of_date date, definition string, definition_fingerprint string")
+    assert_df_equality(got.distinct(), want, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_summary_null_rates_from_parquet_footers_equal_a_count_of_the_table(spark, lakes):

@@ -94,7 +94,7 @@ def test_disabled_input_reads_as_absent(spark: SparkSession, settings: Settings)
 
 
 def _labels(spark: SparkSession, rows):
-    return spark.createDataFrame(rows, schemas.CHURN_LABELS)
+    return spark.createDataFrame(rows, schemas.CHURN_LABEL_VALUES)
 
 
 def test_write_slice_is_idempotent_and_leaves_other_slices(spark: SparkSession, tmp_path) -> None:
@@ -103,14 +103,14 @@ def test_write_slice_is_idempotent_and_leaves_other_slices(spark: SparkSession, 
     b = _labels(spark, [("a1", D(2024, 2, 1), None, None, 41)])
     pred_a = io.slice_predicate(within={"as_of_date": [D(2024, 1, 1)]})
     pred_b = io.slice_predicate(within={"as_of_date": [D(2024, 2, 1)]})
-    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
-    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
-    io.write_slice(b, path, pred_b, ["as_of_date"], schemas.CHURN_LABELS)
+    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABEL_VALUES)
+    io.write_slice(a, path, pred_a, ["as_of_date"], schemas.CHURN_LABEL_VALUES)
+    io.write_slice(b, path, pred_b, ["as_of_date"], schemas.CHURN_LABEL_VALUES)
     got = spark.read.format("delta").load(path)
     assert_df_equality(got, a.unionByName(b), ignore_row_order=True, ignore_nullable=True)
     # Rewriting slice A with new content replaces exactly slice A.
     a2 = _labels(spark, [("a3", D(2024, 1, 1), 0, None, 5)])
-    io.write_slice(a2, path, pred_a, ["as_of_date"], schemas.CHURN_LABELS)
+    io.write_slice(a2, path, pred_a, ["as_of_date"], schemas.CHURN_LABEL_VALUES)
     assert_df_equality(spark.read.format("delta").load(path), a2.unionByName(b), ignore_row_order=True,
                        ignore_nullable=True)
     assert io.table_version(spark, path) == 3

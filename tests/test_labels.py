@@ -28,7 +28,7 @@ def labels_of(spark: SparkSession, sub_rows: list[tuple], account_rows: list[tup
 
 
 def expected(spark: SparkSession, rows: list[tuple]) -> DataFrame:
-    return spark.createDataFrame(rows, schemas.CHURN_LABELS)
+    return spark.createDataFrame(rows, schemas.CHURN_LABEL_VALUES)
 
 
 def check(actual: DataFrame, want: DataFrame) -> None:

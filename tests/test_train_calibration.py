@@ -66,7 +66,8 @@ def lake(spark: SparkSession, tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("calibration_lake") / "lakehouse")
     lh = Lakehouse(root)
     labels, features = _rows()
-    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABELS), lh.churn_labels, ["as_of_date"])
+    # labels in the format before definitions were recorded: training assumes today's churn settings
+    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
     io.overwrite_table(spark.createDataFrame(
         features, "account_id string, as_of_date date, feature_set_version string, usage double"),
         lh.churn_features, ["as_of_date"])

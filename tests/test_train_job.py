@@ -57,7 +57,9 @@ def lake(spark: SparkSession, tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("train_lake") / "lakehouse")
     lh = Lakehouse(root)
     labels, features, truth = _rows()
-    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABELS), lh.churn_labels, ["as_of_date"])
+    # labels as written before they recorded their definition: training assumes today's churn settings
+    # (tests/test_train_label_definition.py covers recorded definitions)
+    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
     io.overwrite_table(spark.createDataFrame(
         features, "account_id string, as_of_date date, feature_set_version string, usage double, tickets int, "
                   "plan string"), lh.churn_features, ["as_of_date"])
@@ -238,8 +240,8 @@ def test_registered_model_is_refitted_on_every_snapshot_before_the_test_gap(
     imputer = next(st for st in stages if isinstance(st, ImputerModel))
     _, features, _ = _rows()
 
-    def tickets_mean(last: dt.date) -> float:
-        values = [f[4] for f in features if f[1] <= last]
+    def tickets_mean(last: dt.date) -> float:  # LR sees counts as log1p
+        values = [math.log1p(f[4]) for f in features if f[1] <= last]
         return sum(values) / len(values)
 
     def usage_missing_share(last: dt.date) -> float:
@@ -252,7 +254,7 @@ def test_registered_model_is_refitted_on_every_snapshot_before_the_test_gap(
     assert mean[1] == pytest.approx(tickets_mean(may), abs=1e-12)
     assert mean[2] == pytest.approx(usage_missing_share(may), abs=1e-12)
     assert tickets_mean(april) != pytest.approx(tickets_mean(may), abs=1e-9)  # the check can tell them apart
-    usage = sorted(f[3] for f in features if f[1] <= may and f[3] is not None)
+    usage = sorted(math.log1p(f[3]) for f in features if f[1] <= may and f[3] is not None)
     median = imputer.surrogateDF.first()["dbl__usage"]
     # Spark's approximate median (relative error 0.001): within one rank of the lower middle value.
     middle = (len(usage) - 1) // 2

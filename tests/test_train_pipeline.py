@@ -30,6 +30,20 @@ def train_df(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(rows, SCHEMA).withColumn(P.WEIGHT_COL, F.lit(1.0))
 
 
+def test_logistic_regression_sees_signed_log1p_values(spark: SparkSession) -> None:
+    from pyspark.ml.feature import SQLTransformer
+
+    df = spark.createDataFrame([(-3.0,), (0.0,), (3.0,), (None,)], "x double")
+    cols = P.FeatureColumns(["x"], [], ["x"], {"x": 2})
+    lr = SQLTransformer(statement=P.prepare_statement(cols, log_scale=True)).transform(df)
+    # ln(1 + 3) = ln 4 with the sign kept; the missing flag and the cyclic position use the raw value
+    got = [(r["dbl__x"], r["missing__x"], r["dbl__x_mod_2"]) for r in lr.orderBy("x").collect()]
+    assert got == [(None, 1.0, None), (pytest.approx(-math.log(4)), 0.0, 1.0), (0.0, 0.0, 0.0),
+                   (pytest.approx(math.log(4)), 0.0, 1.0)]
+    gbt = SQLTransformer(statement=P.prepare_statement(cols)).transform(df)
+    assert sorted(r["dbl__x"] for r in gbt.where("x is not null").collect()) == [-3.0, 0.0, 3.0]
+
+
 def test_feature_columns_from_schema(train_df: DataFrame) -> None:
     cols = P.feature_columns(train_df.schema)
     assert cols.numeric == ["usage", "seats", "mrr", "trial"]  # label, weight and keys are not features

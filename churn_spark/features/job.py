@@ -9,7 +9,6 @@ accounts) -> load (replace exactly the snapshots computed).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ from churn_spark.features import catalog as cat
 from churn_spark.features.account import account_features, tenure_as_double
 from churn_spark.features.activity import activity_features, with_per_seat_rates
 from churn_spark.features.support import support_features
-from churn_spark.labels import churn_labels, snapshot_dates
+from churn_spark.fingerprint import fingerprint
+from churn_spark.labels import churn_labels, label_definition, snapshot_dates, with_definition
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
 from churn_spark.silver import daily_activity, read_silver, sync_silver
@@ -172,7 +172,7 @@ def feature_config_fingerprint(settings: Settings, event_types: Sequence[str], w
         "event_types": sorted(event_types), "support": with_support,
         "account_attributes": list(settings.inputs.account_attributes),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(payload)
 
 
 def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Sequence[cat.FeatureSpec],
@@ -190,7 +190,8 @@ def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Se
 
 def labels_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
                data_end: dt.date) -> DataFrame:
-    """`gold.churn_labels` rows for `snapshots`: the eligible (account, D) spine of the features."""
+    """The label values (schemas.CHURN_LABEL_VALUES) for `snapshots`: the eligible (account, D) spine of the
+    features. The job stores them with their definition (`labels.with_definition`)."""
     snaps = asof.snapshot_frame(inputs.events.sparkSession, snapshots)
     return churn_labels(inputs.subscriptions, inputs.accounts, snaps, settings.churn, data_end)
 
@@ -309,12 +310,15 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
     if loaded.tickets is None:
         log.warning("features: support tickets %s", SUPPORT_DISABLED)
     inputs = cached_inputs(loaded)
-    labels = labels_for(inputs, settings, snapshots, data_end).persist(StorageLevel.MEMORY_AND_DISK)
+    labels = with_definition(labels_for(inputs, settings, snapshots, data_end), settings.churn,
+                             data_end).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         where = io.slice_predicate(within={"as_of_date": snapshots})
         with progress.stage("features", "labels written") as step:
+            # merge_schema: a table written before the definition columns existed gains them (null in its
+            # older slices, which training then treats as labelled with today's churn settings)
             labels_version = io.write_slice(labels, lake.churn_labels, where, ["as_of_date"],
-                                            schema=schemas.CHURN_LABELS)
+                                            schema=schemas.CHURN_LABELS, merge_schema=True)
             per_snapshot = snapshot_stats(labels)  # from the cached labels
             step.done(f"labels written: {progress.rows(sum(s['eligible'] for s in per_snapshot))} rows, "
                       f"{progress.rows(sum(s['censored'] for s in per_snapshot))} censored")
@@ -332,7 +336,10 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
     return {
         "snapshots": len(snapshots), "from": snapshots[0].isoformat(), "to": snapshots[-1].isoformat(),
-        "data_end": data_end.isoformat(), "event_types": event_types, "event_types_source": resolved.source,
+        "data_end": data_end.isoformat(),
+        "label_definition": {"fingerprint": fingerprint(label_definition(settings.churn)),
+                             "definition": label_definition(settings.churn)},
+        "event_types": event_types, "event_types_source": resolved.source,
         "new_event_types": resolved.new,
         "feature_set_version": settings.features.feature_set_version, "features": len(names),
         "config_fingerprint": feature_config_fingerprint(settings, event_types, inputs.tickets is not None),

@@ -14,18 +14,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.tuning import ParamGridBuilder
+from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from churn_spark import __version__, io, progress
-from churn_spark.config import Settings
+from churn_spark.config import ModelSettings, Settings
 from churn_spark.errors import ConfigError, ContractError, NotAvailableError, PromotionError
+from churn_spark.labels import definition_of_snapshots
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import KEYS
 from churn_spark.score.drift import excluded_features, reference_distributions
@@ -145,38 +146,72 @@ def _split_lineage(split: TimeSplit, splits: dict[str, Any]) -> dict[str, Any]:
     return {**plan, **{role: {**plan[role], **splits[role]} for role in splits}}
 
 
-def param_maps(clf: Any, grid: dict[str, list[Any]]) -> list[dict[Any, Any]]:
-    builder = ParamGridBuilder()
-    for name, values in grid.items():
-        if not clf.hasParam(name):
-            raise ConfigError(f"model.param_grid: unknown parameter {name}")
-        builder = builder.addGrid(clf.getParam(name), values)
-    return builder.build()
+@dataclass(frozen=True)
+class Candidate:
+    """One model the folds compare: a family and its configured MLlib parameters (over the defaults)."""
+
+    family: str
+    params: dict[str, Any]
 
 
-def search(pipeline: Pipeline, clf: Any, grid: dict[str, list[Any]], rows: Callable[[Snapshots], DataFrame],
-           split: TimeSplit, parallelism: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Expanding-window search: for each validation snapshot, fit every candidate on the snapshots
-    whose label window ends before it and score ROC AUC on it; the best mean AUC wins.
-    `rows(days)`: the labelled rows of those snapshots, ready to fit (class weights)."""
-    maps = param_maps(clf, grid)
-    if len(maps) <= 1:
-        return ({p.name: v for p, v in maps[0].items()} if maps else {}), []
-    scores = [[] for _ in maps]  # type: list[list[float]]
-    for fit_days, eval_days in split.folds:
-        fit_df, eval_df = rows(fit_days), rows(eval_days)
+def candidates(ms: ModelSettings) -> list[Candidate]:
+    """`auto`: every family of `model.candidates`; one family: each point of its `param_grid` (or just it)."""
+    if ms.type == "auto":
+        return [Candidate(f, ms.family_params(f)) for f in dict.fromkeys(ms.candidates)]
+    probe = P.classifier(ms.type, {}, ms.seed, weighted=False)
+    unknown = [name for name in ms.param_grid if not probe.hasParam(name)]
+    if unknown:
+        raise ConfigError(f"model.param_grid: unknown {ms.type} parameter(s): {', '.join(unknown)}")
+    base, names = ms.family_params(ms.type), list(ms.param_grid)
+    points = [dict(zip(names, values, strict=True)) for values in product(*ms.param_grid.values())] if names else [{}]
+    return [Candidate(ms.type, {**base, **point}) for point in points]
 
-        def one(pm: dict[Any, Any], fit_df: DataFrame = fit_df, eval_df: DataFrame = eval_df) -> float:
-            return M.roc_auc(P.predict(pipeline.fit(fit_df, pm), eval_df))
 
-        with ThreadPoolExecutor(max_workers=parallelism) as pool:
-            for i, auc in enumerate(pool.map(one, maps)):
-                scores[i].append(auc)
-    table: list[dict[str, Any]] = [
-        {"params": {p.name: v for p, v in pm.items()}, "fold_roc_auc": s, "mean_roc_auc": sum(s) / len(s)}
-        for pm, s in zip(maps, scores, strict=True)]
-    best = max(range(len(table)), key=lambda i: (table[i]["mean_roc_auc"], -i))
-    return dict(table[best]["params"]), table
+@dataclass
+class FoldResults:
+    """A candidate's out-of-time predictions on the folds' evaluation snapshots (persisted) and its metric on each."""
+
+    candidate: Candidate
+    values: list[float]
+    predictions: list[DataFrame]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    def pooled(self) -> DataFrame:
+        return reduce(DataFrame.unionByName, self.predictions)
+
+    def release(self) -> None:
+        for p in self.predictions:
+            p.unpersist()
+
+
+def compare_on_folds(cands: Sequence[Candidate], fit: Callable[[Candidate, Snapshots], PipelineModel],
+                     rows: Callable[[Snapshots], DataFrame], split: TimeSplit, metric: str,
+                     parallelism: int) -> list[FoldResults]:
+    """Expanding-window folds: for each validation snapshot, each candidate is fitted on the snapshots whose
+    label window ends before it and predicts it. Its predictions are kept: the winner's are the out-of-time
+    rows its calibrator learns from (cross-fitting), so no fit is done twice."""
+    score = M.roc_auc if metric == "roc_auc" else M.pr_auc
+
+    def one(c: Candidate) -> FoldResults:
+        result = FoldResults(c, [], [])
+        for fit_days, eval_days in split.folds:
+            predicted = (score_rows(fit(c, fit_days), rows(eval_days)).select(*KEYS, "label", P.RAW_OUTPUT_COL)
+                         .persist(StorageLevel.MEMORY_AND_DISK))
+            result.predictions.append(predicted)
+            result.values.append(score(predicted, P.RAW_OUTPUT_COL))  # calibration is monotone: same ranking
+        return result
+
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        return list(pool.map(one, cands))
+
+
+def selection_table(results: Sequence[FoldResults], metric: str) -> list[dict[str, Any]]:
+    """What metadata.json `search` and the report show: every candidate's fold metrics and their mean."""
+    return [{"family": r.candidate.family, "params": r.candidate.params, f"fold_{metric}": r.values,
+             f"mean_{metric}": r.mean} for r in results]
 
 
 def score_rows(model: PipelineModel, rows: DataFrame) -> DataFrame:
@@ -334,19 +369,28 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         if not stats:
             raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
                                     f"(labels {lake.churn_labels}, features {lake.churn_features})")
-        split = plan_time_split(list(stats), settings.churn.horizon_months, settings.churn.grace_days,
+        # The split gap is the labels' own horizon + grace, recorded with them (one definition, or refused);
+        # labels that record none are taken as labelled with today's churn settings, and the summary says so.
+        definition = definition_of_snapshots(labels, list(stats), settings.churn)
+        split = plan_time_split(list(stats), definition.horizon_months, definition.grace_days,
                                 ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
         splits = split_summary(split, stats)
-        step.done("{} snapshots labelled, {} rows; train {}..{}, validation {}..{}, test {}..{}".format(
-            len(stats), progress.rows(sum(n for n, _ in stats.values())),
-            *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
+        step.done("{} snapshots labelled, {} rows (definition {}, gap {}); train {}..{}, validation {}..{}, "
+                  "test {}..{}".format(
+                      len(stats), progress.rows(sum(n for n, _ in stats.values())), definition.fingerprint,
+                      split.as_dict()["gap"],
+                      *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
+    if definition.note():
+        log.warning("train: %s", definition.note())
     persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
         filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
         filter_snapshots(dataset, split.test))]
     try:
-        return _train(spark, settings, dataset, features, split, splits, stats, persisted,
-                      {"labels": {"path": lake.churn_labels, "delta_version": labels_v},
-                       "features": {"path": lake.churn_features, "delta_version": features_v}})
+        result = _train(spark, settings, dataset, features, split, splits, stats, persisted,
+                        {"labels": {"path": lake.churn_labels, "delta_version": labels_v,
+                                    "definition": definition.as_dict()},
+                         "features": {"path": lake.churn_features, "delta_version": features_v}})
+        return {**result, "label_definition": definition.as_dict()}
     finally:
         for d in persisted:
             d.unpersist()
@@ -361,38 +405,47 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                                      ms.missing_indicators, ms.cyclic_features)
     if not columns.numeric and not columns.categorical:
         raise ContractError("gold.churn_features has no usable feature column")
-    pipeline, clf = P.build_pipeline(columns, ms.type, ms.params, ms.seed, weighted=ms.class_weights)
 
     def weighted(rows: DataFrame, days: Sequence[dt.date]) -> DataFrame:
         """Class weights from the fitted rows' own label rate: every fit (fold, final) balances its own
         classes, so raw probabilities mean the same for each and one calibrator fits them all."""
         return with_class_weight(rows, label_rate(stats, days)) if ms.class_weights else rows
 
-    with progress.stage("train", "parameter search") as step:
-        best, table = search(pipeline, clf, ms.param_grid, lambda days: weighted(filter_snapshots(dataset, days), days),
-                             split, ms.parallelism)
-        step.done(f"parameter search over {len(table)} settings, best {best}" if table else None)
-    best_params = {clf.getParam(k): v for k, v in best.items()}
-
-    def fit(days: Sequence[dt.date], rows: DataFrame) -> PipelineModel:
-        return pipeline.fit(weighted(rows, days), best_params)
+    def fit(c: Candidate, days: Sequence[dt.date], rows: DataFrame | None = None) -> PipelineModel:
+        pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)
+        return pipeline.fit(weighted(filter_snapshots(dataset, days) if rows is None else rows, days))
 
     described = f"{len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
+    cands = candidates(ms)
+    results: list[FoldResults] = []
+    if len(cands) > 1 or split.refit:
+        with progress.stage("train", "fold comparison") as step:
+            results = compare_on_folds(cands, fit, lambda days: filter_snapshots(dataset, days), split,
+                                       ms.select_metric, ms.parallelism)
+            step.done(f"{len(cands)} candidate(s) on {len(split.folds)} expanding-window fold(s), "
+                      f"mean {ms.select_metric}: " + ", ".join(
+                          f"{r.candidate.family} {r.candidate.params or ''} {r.mean:.4f}".replace("  ", " ")
+                          for r in results))
+    best = max(results, key=lambda r: r.mean) if results else None
+    for r in results:
+        if r is not best:
+            r.release()
+    chosen = best.candidate if best else cands[0]
+    table = selection_table(results, ms.select_metric)
     if split.refit:
-        with progress.stage("train", f"{ms.type} cross-fitted on {len(split.folds)} expanding-window fold(s) "
-                                     f"for out-of-time calibration ({described})"):
-            calibration_rows = out_of_time_predictions(
-                [(fit(f, filter_snapshots(dataset, f)), filter_snapshots(dataset, e)) for f, e in split.folds])
+        assert best is not None
+        calibration_rows = best.pooled()
         train.unpersist()
         refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(refit)
-        with progress.stage("train", f"{ms.type} refitted on {progress.rows(splits['refit']['rows'])} rows of "
-                                     f"{len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]})"):
-            fitted = fit(split.refit, refit)
+        with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
+                                     f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
+                                     f"{described})"):
+            fitted = fit(chosen, split.refit, refit)
     else:
-        with progress.stage("train", f"{ms.type} fitted on {progress.rows(splits['train']['rows'])} rows "
+        with progress.stage("train", f"{chosen.family} fitted on {progress.rows(splits['train']['rows'])} rows "
                                      f"({described})"):
-            fitted = fit(split.train, train)
+            fitted = fit(chosen, split.train, train)
             calibration_rows = out_of_time_predictions([(fitted, validation)])
     try:
         with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
@@ -403,6 +456,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                       f"out-of-time predictions ({calibration['fitted_on']})")
     finally:
         calibration_rows.unpersist()
+        if best is not None:
+            best.release()
     model = P.with_calibration(fitted, calibrator)
 
     with progress.stage("train", f"evaluated on {progress.rows(splits['test']['rows'])} test rows") as step:
@@ -435,14 +490,16 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                  "tolerance": ms.promote_tolerance, "current_version": current.version,
                  "current_metrics_on_test": current.metrics, "paired_bootstrap": current.paired}
 
-    version = R.new_version(ms.type)
+    version = R.new_version(chosen.family)
+    selection = {"configured": ms.type, "metric": ms.select_metric, "chosen": chosen.family,
+                 "candidates": [c.family for c in cands]}
     names = P.vector_feature_names(model, train.limit(0), columns)
     expl = P.explanation(model, names)
     trained_at = dt.datetime.now(dt.UTC).isoformat()
     metadata = {
-        "version": version, "model_type": ms.type, "trained_at": trained_at,
-        "params": {**P.DEFAULT_PARAMS[ms.type], **ms.params, **best},
-        "search": table, "calibration": calibration,
+        "version": version, "model_type": chosen.family, "trained_at": trained_at,
+        "params": {**P.DEFAULT_PARAMS[chosen.family], **chosen.params},
+        "search": table, "selection": selection, "calibration": calibration,
         "config": settings.model_dump(mode="json", include={"lakehouse", "churn", "features", "model"}),
         "metrics": metrics, "calibration_by_decile": deciles,
         "feature_columns": columns.as_dict(), "dropped_features": empty,
@@ -453,7 +510,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         "promotion": promotion, "drift_reference": reference,
     }
     report = build_report({
-        "version": version, "model_type": ms.type, "trained_at": trained_at,
+        "version": version, "model_type": chosen.family, "trained_at": trained_at,
+        "search": table, "selection": selection,
         "feature_set_version": settings.features.feature_set_version, "n_features": len(names),
         "calibration": calibration_text(calibration),
         "gap": split.as_dict()["gap"], "metrics": metrics, "splits": splits, "deciles": deciles,
@@ -468,7 +526,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         R.write_pointer(spark, settings, version, reason, ms.promote_metric, metrics.get(ms.promote_metric))
     log.info("train: model %s %s (%s)", version, "promoted to current" if promote else "NOT promoted", reason)
     return {
-        "model_version": version, "model_type": ms.type, "promoted": promote, "promotion_reason": reason,
+        "model_version": version, "model_type": chosen.family, "selection": selection,
+        "promoted": promote, "promotion_reason": reason,
         "current_version": version if promote else current.version,
         "metrics": {k: metrics[k] for k in HEADLINE if k in metrics},
         "intervals": metrics.get("intervals"), "paired_bootstrap": current.paired,

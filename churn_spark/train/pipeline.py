@@ -3,8 +3,8 @@
 Stages (docs/development.md, code rules): numeric columns cast to double, non-finite values to null and 0/1
 missing indicators, plus cyclic positions such as `tenure_days mod 365` (one SQLTransformer), median
 imputation, StringIndexer + OneHotEncoder with
-`handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, a
-StandardScaler for logistic regression, the classifier (class-weighted through `weightCol`) and
+`handleInvalid="keep"` (unseen or null categories get their own slot), VectorAssembler, for logistic
+regression signed log1p values and a StandardScaler, the classifier (class-weighted through `weightCol`) and
 finally a :class:`Calibration` (Platt or isotonic), which turns the probability vector into
 `churn_probability`.
 Scoring loads the PipelineModel and calls :func:`predict`; it never re-implements a step.
@@ -118,10 +118,20 @@ def _numeric_sql(name: str) -> str:
     return f"CASE WHEN isnan({v}) OR abs({v}) = double('inf') THEN NULL ELSE {v} END"
 
 
-def prepare_statement(columns: FeatureColumns) -> str:
-    """SQLTransformer statement: `dbl__<c>` doubles for the Imputer, `missing__<c>` 0/1 indicators,
-    `dbl__<c>_mod_<period>` cyclic positions (pmod: in [0, period) for negative values too)."""
-    parts = ["*"] + [f"{_numeric_sql(c)} AS {_q('dbl__' + c)}" for c in columns.numeric]
+def signed_log1p_sql(value: str) -> str:
+    """sign(v) * ln(1 + |v|): counts and amounts are heavy-tailed, and a linear model on raw counts lets a
+    few heavy accounts set the slope; the sign keeps changes and trends (which can be negative) ordered."""
+    return f"signum({value}) * ln(1 + abs({value}))"
+
+
+def prepare_statement(columns: FeatureColumns, log_scale: bool = False) -> str:
+    """SQLTransformer statement: `dbl__<c>` doubles for the Imputer (signed log1p of the value with
+    `log_scale`, as logistic regression gets them), `missing__<c>` 0/1 indicators,
+    `dbl__<c>_mod_<period>` cyclic positions of the raw value (pmod: in [0, period) for negative values too)."""
+    def value(c: str) -> str:
+        return signed_log1p_sql(_numeric_sql(c)) if log_scale else _numeric_sql(c)
+
+    parts = ["*"] + [f"{value(c)} AS {_q('dbl__' + c)}" for c in columns.numeric]
     parts += [f"pmod({_numeric_sql(c)}, {float(p)!r}) AS {_q('dbl__' + cyclic_name(c, p))}"
               for c, p in columns.cyclic.items()]
     parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {_q('missing__' + c)}"
@@ -150,7 +160,7 @@ def classifier(model_type: str, params: dict[str, Any], seed: int, weighted: boo
 def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, Any], seed: int,
                    weighted: bool = True) -> tuple[Pipeline, Estimator]:
     """The unfitted Pipeline and its classifier stage (the search sets params on the latter)."""
-    stages: list[Any] = [SQLTransformer(statement=prepare_statement(columns))]
+    stages: list[Any] = [SQLTransformer(statement=prepare_statement(columns, log_scale=model_type == "lr"))]
     vector_inputs: list[str] = []
     if columns.imputed:
         imputed = ["num__" + c for c in columns.imputed]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,18 @@ PLOTS = [("roc.png", "ROC curve"), ("pr.png", "Precision-recall"), ("gains.png",
          ("score_distribution.png", "Score distribution by label")]
 
 
+def selection_html(table: list[dict[str, Any]], selection: dict[str, Any]) -> str:
+    """Every candidate's metric on each expanding-window fold, and which one was kept."""
+    if not table:
+        return ""
+    metric = selection.get("metric", "roc_auc")
+    rows = [[t.get("family", ""), json.dumps(t["params"], sort_keys=True),
+             ", ".join(f"{v:.4f}" for v in t[f"fold_{metric}"]), t[f"mean_{metric}"]] for t in table]
+    chosen = html.escape(str(selection.get("chosen", "")))
+    return (f"<h2>Model selection ({html.escape(str(selection.get('configured', '')))}: {chosen} kept)</h2>"
+            + _table(rows, ["family", "parameters", f"{metric} per fold", "mean"]))
+
+
 def paired_text(paired: dict[str, Any] | None, metric: str) -> str:
     """One paragraph: the paired bootstrap of new minus current on the same test rows, if it ran."""
     if not paired:
@@ -214,6 +227,7 @@ training or validation label window overlaps (gap {html.escape(ctx['gap'])}).
 Promotion: {html.escape(str(promo.get('promoted')))} &mdash; {html.escape(str(promo.get('reason', '')))}</p>
 {paired_text(promo.get('paired_bootstrap'), promo.get('metric', ''))}
 <h2>Test metrics</h2>{_table(headline, ['metric', 'value', '95 % interval (bootstrap over accounts)'])}
+{selection_html(ctx.get('search') or [], ctx.get('selection') or {})}
 <h2>Data period, rows and label rate</h2>
 {_table(splits, ['split', 'first snapshot', 'last snapshot', 'snapshots', 'rows', 'label rate'])}
 <h2>Calibration by decile (1 = highest scores)</h2>

@@ -5,7 +5,8 @@ known to be churn once the grace period has passed without a renewal). Two snaps
 overlap unless the earlier window ends on or before the later snapshot, so every training snapshot
 must satisfy `window_end(D) <= first validation snapshot`, and every validation snapshot
 `window_end(V) <= first test snapshot`. The gap therefore costs `horizon + grace` of snapshots on
-each side; that is the price of an honest test.
+each side; that is the price of an honest test. `horizon` and `grace` are those the labels were
+computed with, as recorded on gold.churn_labels (`labels.definition_of_snapshots`), not today's config.
 
 Once the search and the calibration have used the validation snapshots, the registered model can be
 refitted on every snapshot whose label window ends by the first test snapshot (`refit`: training,
