@@ -6,7 +6,10 @@ Every feature reads facts only through these functions, so the as-of rule lives 
 - subscriptions (dates): known at D when `start_date <= D`; an `end_date` after D is the future and
   is masked to null (an open subscription), an `end_date` on or before D is known;
 - tickets: a `closed_at` at or after D is masked to null (the ticket is open at D);
-- a window of `w` days at D is `[D - w, D)` (days), so the day D itself is never in a window.
+- a window of `w` days at D is `[D - w, D)` (days), so the day D itself is never in a window;
+- account attributes with a history (intervals `[valid_from, valid_to)` of dates): the value at D is
+  the one valid on D - 1, i.e. `valid_from < D` and (`valid_to` null or `valid_to >= D`); a change
+  dated on D or later is not seen.
 """
 
 from __future__ import annotations
@@ -100,3 +103,22 @@ def tickets_as_of(tickets: DataFrame, snapshots: DataFrame, history_days: int) -
         tickets.join(F.broadcast(snapshots), cond, "inner")
         .withColumn("closed_at", F.when(time_known_at(closed, d), closed))
     )
+
+
+def valid_before(valid_from: Column, valid_to: Column, as_of: Column) -> Column:
+    """An interval `[valid_from, valid_to)` of dates (null `valid_to` = open) holds the day before D:
+    it started before D and had not ended by D - 1. A change dated on D itself is not seen at D."""
+    return (valid_from < as_of) & (valid_to.isNull() | (valid_to >= as_of))
+
+
+def attributes_as_of(history: DataFrame, snapshots: DataFrame, attributes: Sequence[str]) -> DataFrame:
+    """The attribute values each account had at each snapshot D: grain (account_id, as_of_date).
+
+    `history` has one row per account and interval `[valid_from, valid_to)` with the `attributes`
+    columns; intervals of an account must not overlap (io.check_attribute_history), so at most one
+    row is valid at D. An account with no row valid on D - 1 has no row here (the join's caller gets
+    nulls). `valid_from` and `valid_to` are dropped: no later step can read when the value changes.
+    """
+    d = F.col("as_of_date")
+    cond = valid_before(F.col("valid_from"), F.col("valid_to"), d)
+    return history.join(F.broadcast(snapshots), cond, "inner").select("account_id", "as_of_date", *attributes)

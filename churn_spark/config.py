@@ -46,6 +46,9 @@ class InputsSettings(_Section):
     support_tickets: TableSource = TableSource(path="raw/support_tickets")
     churn_truth: TableSource = TableSource(path="raw/churn_truth")
     account_attributes: list[str] = Field(default_factory=lambda: ["country", "channel", "industry"])
+    # optional history of the attributes (docs/contract.md): one row per account and validity interval
+    # [valid_from, valid_to) with the attribute columns; None: attributes are assumed static (today's values)
+    account_attribute_history: TableSource | None = None
 
 
 class SparkSettings(_Section):

@@ -102,6 +102,9 @@ def _row_rules(table: str) -> Mapping[str, Column]:
         }
     if table == "support_tickets":
         return {"closed_before_opened": F.col("closed_at").isNotNull() & (F.col("closed_at") < F.col("opened_at"))}
+    if table == "account_attribute_history":  # [valid_from, valid_to) must hold at least one day
+        return {"valid_to_not_after_valid_from": F.col("valid_to").isNotNull()
+                & (F.col("valid_to") <= F.col("valid_from"))}
     return {}
 
 
@@ -128,7 +131,8 @@ def _reject_reason(contract: StructType, rules: Mapping[str, Column]) -> Column:
 
 def conform(df: DataFrame, contract: StructType, table: str, key: str | None = None,
             extra_columns: Iterable[str] = ()) -> Conformed:
-    """Cast `df` to `contract` (+ `extra_columns` as strings) and split off rows that break it.
+    """Cast `df` to `contract` (+ `extra_columns` as `schemas.attribute_type`: numeric and boolean
+    columns as double, others as string) and split off rows that break it.
 
     Missing contract columns are an error for the whole table; a bad value rejects one row.
     Exact duplicate keys keep the first row by all values and reject the rest as `duplicate_<key>`.
@@ -141,7 +145,7 @@ def conform(df: DataFrame, contract: StructType, table: str, key: str | None = N
     staged = df.select(
         *[F.col(f.name).alias(f"__raw_{f.name}") for f in contract.fields],
         *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in contract.fields],
-        *[F.col(c).cast("string").alias(c) for c in extras],
+        *[F.col(c).cast(schemas.attribute_type(df.schema[c].dataType)).alias(c) for c in extras],
         record.alias("__record"),
     ).withColumn("__reason", _reject_reason(contract, _row_rules(table)))
     if key is not None:
@@ -165,18 +169,49 @@ INPUT_CONTRACTS: dict[str, tuple[StructType, str]] = {
     "subscriptions": (schemas.SUBSCRIPTIONS, "subscription_id"),
     "support_tickets": (schemas.SUPPORT_TICKETS, "ticket_id"),
     "churn_truth": (schemas.CHURN_TRUTH, None),  # type: ignore[dict-item]
+    "account_attribute_history": (schemas.ACCOUNT_ATTRIBUTE_HISTORY, None),  # type: ignore[dict-item]
 }
+WITH_ATTRIBUTES = ("accounts", "account_attribute_history")
+"""Inputs that carry the declared attribute columns (`inputs.account_attributes`)."""
 
 
 def read_input(spark: SparkSession, settings: Settings, table: str) -> Conformed | None:
-    """Read a raw input table into its contract; None when the table is configured as absent."""
-    source: TableSource = getattr(settings.inputs, table)
-    if not source.enabled:
+    """Read a raw input table into its contract; None when the table is configured as absent (not
+    enabled, or an optional input left unset)."""
+    source: TableSource | None = getattr(settings.inputs, table)
+    if source is None or not source.enabled:
         return None
     contract, key = INPUT_CONTRACTS[table]
-    extras = settings.inputs.account_attributes if table == "accounts" else []
+    extras = settings.inputs.account_attributes if table in WITH_ATTRIBUTES else []
     raw = read_source(spark, source, Lakehouse.from_settings(settings))
     return conform(raw, contract, table, key=key, extra_columns=extras)
+
+
+def check_attribute_history(history: Conformed, accounts: DataFrame) -> Conformed:
+    """The rules of `account_attribute_history` that need other rows, applied to the rows `conform` kept.
+
+    In order: `unknown_account_id` (the account is not among the good `accounts` rows), then
+    `overlapping_interval` (the row's `[valid_from, valid_to)` shares a day with another row of the same
+    account; every row of an overlapping pair is rejected: which value held is unknown). Adjacent
+    intervals (`valid_to` of one = `valid_from` of the next) do not overlap. Rejected rows carry the
+    conformed values as their record. Grain: the history's (one row per account and interval).
+    """
+    columns = history.good.columns
+    known = accounts.select("account_id", F.lit(True).alias("__known")).dropDuplicates(["account_id"])
+    order = Window.partitionBy("account_id").orderBy(F.col("valid_from"), F.col("valid_to").asc_nulls_last())
+    end = F.coalesce(F.col("valid_to"), F.lit(dt.date.max))
+    earlier_end = F.max(end).over(order.rowsBetween(Window.unboundedPreceding, -1))
+    next_start = F.lead("valid_from").over(order)
+    overlaps = F.coalesce(earlier_end > F.col("valid_from"), F.lit(False)) | F.coalesce(next_start < end, F.lit(False))
+    joined = history.good.join(known, "account_id", "left")
+    unknown = joined.where(F.col("__known").isNull()).withColumn("__reason", F.lit("unknown_account_id"))
+    checked = joined.where(F.col("__known").isNotNull()).withColumn(
+        "__reason", F.when(overlaps, F.lit("overlapping_interval")))
+    staged = unknown.unionByName(checked)
+    rejected = staged.where(F.col("__reason").isNotNull()).select(
+        F.lit("account_attribute_history").alias("table"), F.col("__reason").alias("reason"),
+        F.to_json(F.struct(*[F.col(c) for c in columns])).alias("record"))
+    return Conformed(staged.where(F.col("__reason").isNull()).select(*columns), history.rejected.unionByName(rejected))
 
 
 def reject_counts(rejected: DataFrame) -> dict[str, dict[str, int]]:

@@ -7,12 +7,17 @@ Readers validate against these, writers assert them. The features table is wide 
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    BooleanType,
+    ByteType,
+    DataType,
     DateType,
     DecimalType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
+    ShortType,
     StringType,
     StructField,
     StructType,
@@ -27,7 +32,28 @@ def _f(name: str, dtype: object, nullable: bool = True) -> StructField:
 # --- raw input contracts (docs/contract.md) ----------------------------------------------------
 
 ACCOUNTS = StructType([_f("account_id", StringType(), False), _f("created_at", TimestampType(), False)])
-"""Required columns of `accounts`; declared attribute columns (config) are added as strings."""
+"""Required columns of `accounts`; declared attribute columns (config) are added with `attribute_type`."""
+
+ACCOUNT_ATTRIBUTE_HISTORY = StructType(
+    [
+        _f("account_id", StringType(), False),
+        _f("valid_from", DateType(), False),
+        _f("valid_to", DateType(), True),
+    ]
+)
+"""Required columns of the optional `account_attribute_history` (a slowly changing dimension, type 2): one
+row per account and interval `[valid_from, valid_to)` (null `valid_to` = still valid) holding the values
+of the declared attribute columns (added with `attribute_type`) during it. No key: an account has many
+rows, whose intervals may not overlap (io.check_attribute_history)."""
+
+_NUMERIC_ATTRIBUTE_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType,
+                            BooleanType)
+
+
+def attribute_type(source: DataType) -> DataType:
+    """The type a declared attribute column is read as: double when the source column is numeric or
+    boolean (a numeric feature), string otherwise (a categorical feature)."""
+    return DoubleType() if isinstance(source, _NUMERIC_ATTRIBUTE_TYPES) else StringType()
 
 SUBSCRIPTIONS = StructType(
     [

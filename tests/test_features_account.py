@@ -7,7 +7,8 @@ from featuredata import D, T, accounts, subs
 
 from churn_spark import asof
 from churn_spark.config import FeatureSettings
-from churn_spark.features.account import account_features
+from churn_spark.features import catalog as cat
+from churn_spark.features.account import account_features, attribute_dtypes
 
 AS_OF = D(2023, 3, 1)
 FEATURES = FeatureSettings(windows_days=[7, 28], trend_windows_days=[7], per_seat_windows_days=[7],
@@ -40,3 +41,58 @@ def test_account_features_as_of_d(spark):
         ("c", AS_OF, None, None, 0.0, 0.0, None, None, None, None, "FR"),
     ], COLUMNS)
     assert_df_equality(got.select(*want.columns), want, ignore_row_order=True, ignore_nullable=True)
+
+
+HISTORY = "account_id string, valid_from date, valid_to date, plan string, seats int"
+
+
+def test_attributes_as_of_sees_a_change_on_d_minus_1_but_not_on_d(spark):
+    """Intervals are [valid_from, valid_to): the value at D is the one valid on D - 1."""
+    history = spark.createDataFrame([
+        ("a", D(2022, 1, 1), AS_OF, "basic", 1), ("a", AS_OF, None, "pro", 2),  # changes on D: not seen at D
+        ("b", D(2022, 1, 1), D(2023, 2, 28), "basic", 1), ("b", D(2023, 2, 28), None, "pro", 2),  # changes on D-1
+        ("c", AS_OF, None, "pro", 2),                   # first known on D: nothing at D
+        ("d", D(2022, 1, 1), D(2023, 2, 28), "basic", 1),  # ended on D-1 (valid until D-2), no row after
+    ], HISTORY)
+    got = asof.attributes_as_of(history, asof.snapshot_frame(spark, [D(2023, 2, 28), AS_OF]), ["plan", "seats"])
+    want = spark.createDataFrame([
+        ("a", D(2023, 2, 28), "basic", 1), ("a", AS_OF, "basic", 1),
+        ("b", D(2023, 2, 28), "basic", 1), ("b", AS_OF, "pro", 2),
+        ("d", D(2023, 2, 28), "basic", 1),  # valid on 2023-02-27
+    ], "account_id string, as_of_date date, plan string, seats int")
+    assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_account_features_take_attributes_from_the_history_and_keep_numeric_ones_numeric(spark):
+    """With a history, today's `accounts` values are not used; no history row valid at D gives null."""
+    acc = spark.createDataFrame([("a", T(2022, 1, 1), "enterprise", 99), ("b", T(2022, 5, 1), "enterprise", 99)],
+                                "account_id string, created_at timestamp, plan string, seats int")
+    history = spark.createDataFrame([
+        ("a", D(2022, 1, 1), D(2023, 2, 28), "basic", 1), ("a", D(2023, 2, 28), AS_OF, "pro", 5),
+        ("a", AS_OF, None, "enterprise", 99),  # today's value, from D on: not seen at D
+        ("b", AS_OF, None, "enterprise", 99),  # b's history starts on D: null at D
+    ], HISTORY)
+    snaps = asof.snapshot_frame(spark, [AS_OF])
+    got = account_features(subs(spark, SUBS), acc, snaps, FEATURES, ["plan", "seats"], history)
+    want = spark.createDataFrame([("a", AS_OF, "pro", 5.0), ("b", AS_OF, None, None), ("c", AS_OF, None, None)],
+                                 "account_id string, as_of_date date, plan string, seats double")
+    assert_df_equality(got.select(*want.columns), want, ignore_row_order=True, ignore_nullable=True)
+    assert attribute_dtypes(history, ["plan", "seats"]) == {"plan": "categorical", "seats": "numeric"}
+
+
+def test_numeric_and_boolean_static_attributes_are_double_features(spark):
+    """Without a history: today's value for every snapshot; int and boolean columns become doubles, strings stay."""
+    acc = spark.createDataFrame([("a", T(2022, 1, 1), "DE", 12, True), ("b", T(2022, 5, 1), None, None, False)],
+                                "account_id string, created_at timestamp, country string, employees int, "
+                                "is_partner boolean")
+    attrs = ["country", "employees", "is_partner"]
+    got = account_features(subs(spark, SUBS), acc, asof.snapshot_frame(spark, [AS_OF]), FEATURES, attrs)
+    want = spark.createDataFrame([("a", AS_OF, "DE", 12.0, 1.0), ("b", AS_OF, None, None, 0.0),
+                                  ("c", AS_OF, None, None, None)],  # c (in SUBS) has no accounts row
+                                 "account_id string, as_of_date date, country string, employees double, "
+                                 "is_partner double")
+    assert_df_equality(got.select(*want.columns), want, ignore_row_order=True, ignore_nullable=True)
+    dtypes = attribute_dtypes(acc, attrs)
+    assert dtypes == {"country": "categorical", "employees": "numeric", "is_partner": "numeric"}
+    specs = {s.name: s.dtype for s in cat.account_specs(FEATURES, attrs, dtypes)}
+    assert [specs[a] for a in attrs] == ["categorical", "numeric", "numeric"]

@@ -14,9 +14,13 @@ from featuredata import D, T, accounts, events, subs, tickets, write_inputs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from churn_spark import io
 from churn_spark.config import Settings, with_overrides
 from churn_spark.features import catalog as cat
+from churn_spark.features.account import attribute_dtypes
 from churn_spark.features.job import (
+    ATTRIBUTES_STATIC,
+    attributes_summary,
     build_labels_and_features,
     labels_and_features,
     load_inputs,
@@ -92,6 +96,7 @@ def test_labels_and_summary_hand_computed(spark, lakes):
         {"as_of_date": "2023-03-01", "eligible": 2, "churned": 0, "censored": 2, "label_rate": None, "feature_rows": 2},
     ]
     assert result["support"] == "enabled" and result["censored_rows"] == 2 and result["label_rows"] == 6
+    assert result["attributes"] == ATTRIBUTES_STATIC  # no history input: attributes assumed static
     # tickets_open: only a2 at 2023-02-01 (t2 closed after D) -> 1 of 6 rows non-zero, never null
     assert result["null_rate"]["tickets_open"] == 0.0
     assert result["null_rate"]["days_since_last_event"] == pytest.approx(3 / 6, abs=1e-4)
@@ -214,3 +219,42 @@ def test_scoring_date_with_censored_labels_and_support_disabled(spark, lakes):
     want = spark.createDataFrame(rows, "account_id string, as_of_date date, login_count_7d double, label int, "
                                  "churn_date date, tenure_days int")
     assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_attribute_history_read_checked_and_used_as_of_each_snapshot(spark, tmp_path):
+    """inputs.account_attribute_history end to end: conformed, bad rows counted, values as of D - 1, numeric kept."""
+    root = str(tmp_path / "lake")
+    settings = make_settings(root, "2023-02-01", "2023-03-01", **{
+        "inputs.account_attributes": ["country", "seats_tier"],
+        "inputs.account_attribute_history": {"format": "delta", "path": "raw/account_attribute_history"}})
+    acc = spark.createDataFrame([("a1", T(2022, 1, 5), "DE", 9), ("a2", T(2022, 6, 1), "FR", 9),
+                                 ("a3", T(2023, 2, 10), None, 9)],
+                                "account_id string, created_at timestamp, country string, seats_tier int")
+    sb = subs(spark, [("s1", "a1", D(2022, 1, 5), None), ("s3", "a2", D(2022, 6, 1), D(2023, 2, 15)),
+                      ("s4", "a3", D(2023, 2, 10), None)])
+    write_inputs(settings, acc, sb, events(spark, [("e1", "a1", "login", T(2023, 3, 2))]), None)
+    spark.createDataFrame([
+        ("a1", D(2022, 1, 5), D(2023, 2, 1), "AT", 1), ("a1", D(2023, 2, 1), None, "DE", 2),  # moved on 2023-02-01
+        ("a2", D(2022, 6, 1), None, "FR", 3),
+        ("a3", D(2023, 2, 10), D(2023, 2, 10), "IT", 1),  # empty interval: rejected, a3 has no value
+        ("zz", D(2022, 1, 1), None, "ES", 1),             # unknown account: rejected
+    ], "account_id string, valid_from date, valid_to date, country string, seats_tier int") \
+        .write.format("delta").save(f"{root}/raw/account_attribute_history")
+    settings = with_overrides(settings, {"inputs.support_tickets.enabled": False})
+    loaded = load_inputs(spark, settings)
+    assert loaded.rejected is not None and loaded.attribute_history is not None
+    rejected = io.reject_counts(loaded.rejected)
+    assert rejected == {"account_attribute_history": {"valid_to_not_after_valid_from": 1, "unknown_account_id": 1}}
+    assert attributes_summary(settings, rejected).endswith(": 2 history rows rejected")
+    _, features = build_labels_and_features(spark, settings, [D(2023, 2, 1), D(2023, 3, 1)])
+    want = spark.createDataFrame([
+        ("a1", D(2023, 2, 1), "AT", 1.0),  # the move dated 2023-02-01 is not seen at 2023-02-01 ...
+        ("a1", D(2023, 3, 1), "DE", 2.0),  # ... but is at the next snapshot
+        ("a2", D(2023, 2, 1), "FR", 3.0),
+        ("a3", D(2023, 3, 1), None, None),  # its only history row was rejected: null, not today's value
+    ], "account_id string, as_of_date date, country string, seats_tier double")
+    assert_df_equality(features.select(*want.columns), want, ignore_row_order=True, ignore_nullable=True)
+    dtypes = attribute_dtypes(loaded.attribute_history, ["country", "seats_tier"])  # what the catalogue is given
+    specs = {s.name: s.dtype for s in cat.feature_catalog(settings, ["login"], with_support=False,
+                                                          attribute_dtypes=dtypes)}
+    assert specs["seats_tier"] == "numeric" and specs["country"] == "categorical"

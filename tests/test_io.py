@@ -210,3 +210,44 @@ def test_conform_with_key_on_a_table_with_a_map_column(spark: SparkSession) -> N
     out = io.conform(df, schemas.EVENTS, "events", key="event_id")
     assert [r["event_id"] for r in out.good.collect()] == ["e1"]
     assert io.reject_counts(out.rejected) == {"events": {"duplicate_event_id": 1}}
+
+
+def test_attribute_history_rows_are_conformed_and_bad_ones_rejected_with_a_reason(
+        spark: SparkSession, settings: Settings, tmp_path) -> None:
+    """account_attribute_history through read_input (types, valid_to > valid_from), then the rules across rows:
+    unknown accounts, and every row of an overlapping pair of one account ([valid_from, valid_to), null = open)."""
+    path = str(tmp_path / "history")
+    spark.createDataFrame([
+        ("a1", "2023-01-01", "2023-02-01", "basic", 5),  # good
+        ("a1", "2023-02-01", None, "pro", 10),           # good: adjacent to the row before, not overlapping
+        ("a2", "2023-01-01", "2023-03-01", "basic", 1),  # overlaps the next row (2023-02-01 .. 2023-03-01)
+        ("a2", "2023-02-01", None, "pro", 2),            # overlaps the row before
+        ("a3", "2023-01-01", "2023-01-01", "basic", 1),  # empty interval
+        ("a3", "2023-02-01", "2023-01-15", "basic", 1),  # ends before it starts
+        ("a3", "2023-03-01", None, "pro", None),          # good (a null attribute value is a value)
+        ("zz", "2023-01-01", None, "basic", 1),          # no such account
+        ("a1", None, None, "basic", 1),                  # no valid_from
+        ("a1", "2023-13-01", None, "basic", 1),          # not a date
+    ], "account_id string, valid_from string, valid_to string, plan string, seats int").write.parquet(path)
+    s = settings.model_copy(update={"inputs": settings.inputs.model_copy(update={
+        "account_attributes": ["plan", "seats"],
+        "account_attribute_history": TableSource(format="parquet", path=path)})})  # type: ignore[arg-type]
+    accounts = spark.createDataFrame([(a,) for a in ("a1", "a2", "a3")], "account_id string")
+    conformed = io.read_input(spark, s, "account_attribute_history")
+    assert conformed is not None
+    out = io.check_attribute_history(conformed, accounts)
+    want = spark.createDataFrame([
+        ("a1", D(2023, 1, 1), D(2023, 2, 1), "basic", 5.0), ("a1", D(2023, 2, 1), None, "pro", 10.0),
+        ("a3", D(2023, 3, 1), None, "pro", None),
+    ], "account_id string, valid_from date, valid_to date, plan string, seats double")  # int attribute -> double
+    assert_df_equality(out.good, want, ignore_row_order=True, ignore_nullable=True)
+    assert io.reject_counts(out.rejected) == {"account_attribute_history": {
+        "overlapping_interval": 2, "valid_to_not_after_valid_from": 2, "unknown_account_id": 1,
+        "missing_valid_from": 1, "bad_type_valid_from": 1}}
+    unknown = json.loads(out.rejected.where("reason = 'unknown_account_id'").first()["record"])
+    assert unknown["account_id"] == "zz"
+
+
+def test_unset_attribute_history_reads_as_absent(spark: SparkSession, settings: Settings) -> None:
+    assert settings.inputs.account_attribute_history is None
+    assert io.read_input(spark, settings, "account_attribute_history") is None

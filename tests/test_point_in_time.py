@@ -3,6 +3,8 @@
 Random data from several seeds (random.Random) in one dataset (accounts are namespaced by seed);
 each seed then adds, deletes and changes random events, tickets and subscriptions dated on or after
 the latest snapshot D. Features and eligibility of every snapshot must stay exactly the same.
+With an attribute history, the perturbation also changes attribute values from a day on or after D
+(closing the interval valid at D there, adding future intervals) and today's values in `accounts`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 import random
 from decimal import Decimal
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
@@ -42,11 +45,18 @@ def _time(rng: random.Random, lo: dt.date, hi: dt.date) -> dt.datetime:
 
 def base_data(seed: int) -> dict[str, list[tuple]]:
     rng = random.Random(seed)
-    out: dict[str, list[tuple]] = {"accounts": [], "subs": [], "events": [], "tickets": []}
+    out: dict[str, list[tuple]] = {"accounts": [], "subs": [], "events": [], "tickets": [], "history": []}
     for i in range(5):
         acc = f"s{seed}a{i}"
         created = _day(rng, dt.date(2022, 1, 1), dt.date(2023, 2, 20))
         out["accounts"].append((acc, dt.datetime.combine(created, dt.time(9)), rng.choice(["DE", "FR", None])))
+        frm = created  # country history: back-to-back intervals [valid_from, valid_to), the last one maybe open
+        for _ in range(rng.randint(0, 3)):
+            to = rng.choice([None, _day(rng, frm + dt.timedelta(days=1), dt.date(2023, 6, 1))])
+            out["history"].append((acc, frm, to, rng.choice(["DE", "FR", None])))
+            if to is None:
+                break
+            frm = to
         start = created
         for j in range(rng.randint(1, 3)):
             last_end = dt.date(2023, 8, 1)  # a renewal chain may start after it: then the subscription stays open
@@ -95,10 +105,17 @@ def perturb(data: dict[str, list[tuple]], seed: int) -> dict[str, list[tuple]]:
         subs.append(s)
     subs += [(f"new{seed}s{k}", rng.choice(accs), "pro", _day(rng, D + dt.timedelta(days=1), later), None,
               Decimal(123), 3, 1) for k in range(2)]
-    return {"accounts": data["accounts"], "subs": subs, "events": events, "tickets": tickets}
+    history = []
+    for acc in accs:  # each account's value changes on a day on or after D (D itself for the first)
+        change = D if acc == accs[0] else _day(rng, D, later)
+        rows = [h for h in data["history"] if h[0] == acc and h[1] < change]  # drop intervals starting later
+        rows = [(h[0], h[1], change, h[3]) if h[2] is None or h[2] > change else h for h in rows]
+        history += rows + [(acc, change, None, "US")]
+    accounts = [(a[0], a[1], "XX") for a in data["accounts"]]  # today's values: the future of a past D
+    return {"accounts": accounts, "subs": subs, "events": events, "tickets": tickets, "history": history}
 
 
-def inputs_of(spark: SparkSession, datasets: list[dict[str, list[tuple]]]) -> FeatureInputs:
+def inputs_of(spark: SparkSession, datasets: list[dict[str, list[tuple]]], with_history: bool) -> FeatureInputs:
     rows = {k: [r for d in datasets for r in d[k]] for k in datasets[0]}
     bronze = [(*e, None, e[3], "test", e[3].date()) for e in rows["events"]]
     tickets = [(t[0], t[1], t[2], t[3], t[4], "email", t[5]) for t in rows["tickets"]]
@@ -107,6 +124,9 @@ def inputs_of(spark: SparkSession, datasets: list[dict[str, list[tuple]]]) -> Fe
         subscriptions=spark.createDataFrame(rows["subs"], schemas.SUBSCRIPTIONS),
         tickets=spark.createDataFrame(tickets, schemas.SUPPORT_TICKETS),
         events=daily_activity(spark.createDataFrame(bronze, schemas.BRONZE_EVENTS)), rejected=None,
+        attribute_history=spark.createDataFrame(
+            rows["history"], "account_id string, valid_from date, valid_to date, country string",
+        ) if with_history else None,
     )
 
 
@@ -115,15 +135,20 @@ def features_and_eligibility(inputs: FeatureInputs) -> tuple[DataFrame, DataFram
     return features, labels.select("account_id", "as_of_date", "tenure_days")
 
 
-def test_future_facts_never_change_features_or_eligibility(spark):
+@pytest.mark.parametrize("with_history", [False, True], ids=["static_attributes", "attribute_history"])
+def test_future_facts_never_change_features_or_eligibility(spark, with_history):
     base = [base_data(s) for s in SEEDS]
     changed = [perturb(d, s) for d, s in zip(base, SEEDS, strict=True)]
+    if not with_history:  # static attributes are today's values by definition: they stay as they were
+        changed = [{**c, "accounts": b["accounts"]} for b, c in zip(base, changed, strict=True)]
     assert sum(len(b["events"]) for b in base) != sum(len(c["events"]) for c in changed)  # the future did change
-    before_features, before_eligible = features_and_eligibility(inputs_of(spark, base))
-    after_features, after_eligible = features_and_eligibility(inputs_of(spark, changed))
+    before_features, before_eligible = features_and_eligibility(inputs_of(spark, base, with_history))
+    after_features, after_eligible = features_and_eligibility(inputs_of(spark, changed, with_history))
     before_rows = before_features.cache()
     assert_df_equality(after_eligible, before_eligible, ignore_row_order=True)
     assert_df_equality(after_features, before_rows, ignore_row_order=True)
     seen = {r["as_of_date"] for r in before_rows.select("as_of_date").distinct().collect()}
     assert seen == set(SNAPSHOTS)  # both snapshots have eligible accounts, so the comparison is not vacuous
+    if with_history:  # the history gave values at D (not only nulls), so attributes were compared too
+        assert before_rows.where("country is not null").count() > 0
     before_rows.unpersist()

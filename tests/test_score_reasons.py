@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -61,11 +62,14 @@ def gbt_model(spark: SparkSession) -> PipelineModel:
 
 
 def _hand_contributions(model: PipelineModel) -> dict[str, dict[str, float]]:
-    """coefficient * (value - training mean) / training std (sample std), summed per source, in plain Python."""
+    """coefficient * (value - training mean) / training std (sample std), summed per source, in plain Python;
+    LR sees numeric values as ln(1 + v) (all values here are positive)."""
     beta = classifier_stage(model).coefficients.toArray()
-    x1s, x2s, cs = [r[0] for r in TRAIN], [r[1] for r in TRAIN], [r[2] for r in TRAIN]
-    x1_median = sorted(x1s)[len(x1s) // 2]  # the Imputer's median of 15 values: the 8th
-    slots = [("x1", lambda r: r[1] if r[1] is not None else x1_median, x1s), ("x2", lambda r: r[2], x2s)]
+    x1s, x2s = [math.log1p(r[0]) for r in TRAIN], [math.log1p(r[1]) for r in TRAIN]
+    cs = [r[2] for r in TRAIN]
+    x1_median = sorted(x1s)[len(x1s) // 2]  # the Imputer's median of 15 (log) values: the 8th
+    slots = [("x1", lambda r: math.log1p(r[1]) if r[1] is not None else x1_median, x1s),
+             ("x2", lambda r: math.log1p(r[2]), x2s)]
     for cat in ["a", "b", "z"]:
         slots.append(("c", lambda r, cat=cat: 1.0 if r[3] == cat else 0.0, [1.0 if c == cat else 0.0 for c in cs]))
     slots.append(("c", lambda r: 1.0 if r[3] not in ("a", "b", "z") else 0.0, [0.0] * len(cs)))

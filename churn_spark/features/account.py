@@ -1,17 +1,21 @@
 """Account features: tenure, current contract (MRR, seats, product, billing period), plan changes, attributes.
 
-Subscriptions are read only through `asof.subscriptions_as_of`: an `end_date` after D is null here.
+Subscriptions are read only through `asof.subscriptions_as_of`: an `end_date` after D is null here;
+attributes with a history only through `asof.attributes_as_of`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType
 
 from churn_spark import asof
 from churn_spark.config import FeatureSettings
 from churn_spark.features import catalog as cat
-from churn_spark.schemas import KEYS
+from churn_spark.schemas import KEYS, attribute_type
 
 
 def with_first_subscription_flag(subscriptions: DataFrame) -> DataFrame:
@@ -58,13 +62,35 @@ def contract_features(known: DataFrame, features: FeatureSettings) -> DataFrame:
     }).drop("__main", *[f"__mrr_{w}" for w in features.change_windows_days])
 
 
+def attribute_columns(source: DataFrame, attributes: Sequence[str]) -> list[Column]:
+    """The declared attributes of `source` as features: numeric and boolean columns as double, others as
+    string (`schemas.attribute_type`)."""
+    return [F.col(a).cast(attribute_type(source.schema[a].dataType)).alias(a) for a in attributes]
+
+
+def attribute_dtypes(source: DataFrame, attributes: Sequence[str]) -> dict[str, cat.Dtype]:
+    """{attribute: catalogue dtype} of the attribute features read from `source` (what the table gets)."""
+    return {a: "numeric" if isinstance(attribute_type(source.schema[a].dataType), DoubleType) else "categorical"
+            for a in attributes}
+
+
 def account_features(subscriptions: DataFrame, accounts: DataFrame, snapshots: DataFrame,
-                     features: FeatureSettings, attributes: list[str]) -> DataFrame:
-    """Grain (account, as_of_date) for accounts with a subscription known at D; attributes as strings."""
+                     features: FeatureSettings, attributes: list[str],
+                     attribute_history: DataFrame | None = None) -> DataFrame:
+    """Grain (account, as_of_date) for accounts with a subscription known at D, with the declared attributes.
+
+    Without `attribute_history` the attributes are assumed static: today's value (`accounts`) for every
+    snapshot. With it, the value valid on D - 1 (`asof.attributes_as_of`), null when the account has no
+    history row valid then (`accounts`' values are not used). Numeric attributes stay numeric (double).
+    """
     history = max(features.change_windows_days)
     known = asof.subscriptions_as_of(with_first_subscription_flag(subscriptions), snapshots, history)
-    attrs = accounts.select("account_id", *[F.col(a).cast("string").alias(a) for a in attributes])
-    return contract_features(known, features).join(attrs, "account_id", "left")
+    contract = contract_features(known, features)
+    if attribute_history is None:
+        attrs = accounts.select("account_id", *attribute_columns(accounts, attributes))
+        return contract.join(attrs, "account_id", "left")
+    as_of = asof.attributes_as_of(attribute_history, snapshots, attributes)
+    return contract.join(as_of.select(*KEYS, *attribute_columns(as_of, attributes)), list(KEYS), "left")
 
 
 def tenure_as_double(df: DataFrame) -> DataFrame:

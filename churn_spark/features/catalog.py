@@ -7,7 +7,7 @@ catalogue order, and the table in docs/churn-definition.md is generated from `re
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,7 +122,10 @@ def mrr_change_col(w: int) -> str:
     return f"mrr_change_ratio_{w}d"
 
 
-def account_specs(f: FeatureSettings, attributes: Sequence[str]) -> list[FeatureSpec]:
+def account_specs(f: FeatureSettings, attributes: Sequence[str],
+                  attribute_dtypes: Mapping[str, Dtype] | None = None) -> list[FeatureSpec]:
+    """`attribute_dtypes`: the type of each attribute feature, from its source column (numeric or boolean
+    columns are numeric features: features/account.py `attribute_dtypes`); unlisted ones are categorical."""
     specs = [
         FeatureSpec("tenure_days", "account", None, "numeric", "days from the account's creation date to D",
                     grows_by_design=True),
@@ -142,7 +145,11 @@ def account_specs(f: FeatureSettings, attributes: Sequence[str]) -> list[Feature
         specs.append(FeatureSpec(mrr_change_col(w), "account", w, "numeric",
                                  f"(mrr at D - mrr at D-{w}d) / mrr at D-{w}d; null when no mrr at D-{w}d"))
     for attr in attributes:
-        specs.append(FeatureSpec(attr, "account", None, "categorical", f"declared account attribute `{attr}`"))
+        dtype = (attribute_dtypes or {}).get(attr, "categorical")
+        kind = "as double (numeric source column)" if dtype == "numeric" else "as text"
+        specs.append(FeatureSpec(attr, "account", None, dtype,
+                                 f"declared account attribute `{attr}`, {kind}: today's value, or the value valid "
+                                 "on D-1 with `inputs.account_attribute_history`"))
     return specs
 
 
@@ -190,10 +197,13 @@ def support_specs(f: FeatureSettings) -> list[FeatureSpec]:
 # --- the whole catalogue -------------------------------------------------------------------------
 
 
-def feature_catalog(settings: Settings, event_types: Sequence[str], with_support: bool) -> list[FeatureSpec]:
-    """Every feature column in table order: account, activity (any type, then per type), support."""
+def feature_catalog(settings: Settings, event_types: Sequence[str], with_support: bool,
+                    attribute_dtypes: Mapping[str, Dtype] | None = None) -> list[FeatureSpec]:
+    """Every feature column in table order: account, activity (any type, then per type), support.
+
+    `attribute_dtypes` as in `account_specs` (the job passes the types of its attribute source)."""
     slugs = list(event_type_slugs(event_types).values())
-    specs = account_specs(settings.features, settings.inputs.account_attributes)
+    specs = account_specs(settings.features, settings.inputs.account_attributes, attribute_dtypes)
     specs += activity_specs(settings.features, settings.churn, slugs)
     if with_support:
         specs += support_specs(settings.features)

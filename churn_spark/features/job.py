@@ -24,7 +24,7 @@ from churn_spark import asof, io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.errors import ContractError
 from churn_spark.features import catalog as cat
-from churn_spark.features.account import account_features, tenure_as_double
+from churn_spark.features.account import account_features, attribute_dtypes, tenure_as_double
 from churn_spark.features.activity import activity_features, with_per_seat_rates
 from churn_spark.features.support import support_features
 from churn_spark.fingerprint import fingerprint
@@ -36,6 +36,9 @@ from churn_spark.silver import daily_activity, read_silver, sync_silver
 log = logging.getLogger("churn_spark")
 
 SUPPORT_DISABLED = "disabled (inputs.support_tickets.enabled is false): support features omitted"
+ATTRIBUTES_STATIC = "static (no history input): today's values used for every snapshot"
+ATTRIBUTES_AS_OF = ("as of each snapshot from inputs.account_attribute_history (the value valid on D-1, "
+                    "null without one): {rejected} history rows rejected")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class FeatureInputs:
     `events` is the activity at the grain the features need: daily rows (account_id, event_date,
     event_type, events, value_units) of `silver.account_daily_activity`, or `daily_activity(bronze)`
     (`bronze_daily_activity`); not raw events. `silver` is the summary of the sync that preceded the read.
+    `attribute_history` (schemas.ACCOUNT_ATTRIBUTE_HISTORY + the attribute columns, checked) is None when
+    no history is configured: the attributes are then today's values in `accounts`.
     """
 
     accounts: DataFrame
@@ -53,6 +58,7 @@ class FeatureInputs:
     events: DataFrame
     rejected: DataFrame | None
     silver: dict[str, Any] | None = None
+    attribute_history: DataFrame | None = None
 
 
 def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -76,10 +82,26 @@ def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
     if accounts is None or subscriptions is None:
         raise ContractError("features need the accounts and subscriptions inputs (enabled: true)")
     tickets = conformed["support_tickets"]
-    rejected = [c.rejected for c in conformed.values() if c is not None]
+    history = io.read_input(spark, settings, "account_attribute_history")
+    if history is not None:
+        history = io.check_attribute_history(history, accounts.good)
+    rejected = [c.rejected for c in (*conformed.values(), history) if c is not None]
     synced = sync_silver(spark, settings)
     return FeatureInputs(accounts.good, subscriptions.good, tickets.good if tickets else None,
-                         read_silver(spark, settings), reduce(DataFrame.unionByName, rejected), synced)
+                         read_silver(spark, settings), reduce(DataFrame.unionByName, rejected), synced,
+                         history.good if history is not None else None)
+
+
+def attribute_history_configured(settings: Settings) -> bool:
+    source = settings.inputs.account_attribute_history
+    return source is not None and source.enabled
+
+
+def attributes_summary(settings: Settings, rejected: dict[str, dict[str, int]]) -> str:
+    """The run summary's `attributes`: static (no history), or as of D with the history's rejected rows."""
+    if not attribute_history_configured(settings):
+        return ATTRIBUTES_STATIC
+    return ATTRIBUTES_AS_OF.format(rejected=sum(rejected.get("account_attribute_history", {}).values()))
 
 
 def resolve_data_end(settings: Settings, events: DataFrame) -> dt.date:
@@ -172,6 +194,8 @@ def feature_config_fingerprint(settings: Settings, event_types: Sequence[str], w
         "event_types": sorted(event_types), "support": with_support,
         "account_attributes": list(settings.inputs.account_attributes),
     }
+    if attribute_history_configured(settings):  # only then: fingerprints of configs without one are unchanged
+        payload["account_attribute_history"] = True
     return fingerprint(payload)
 
 
@@ -201,10 +225,13 @@ def features_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[
     """`gold.churn_features` rows: one per labelled (account, D), every family left-joined on the keys."""
     snaps = asof.snapshot_frame(inputs.events.sparkSession, snapshots)
     slugs = cat.event_type_slugs(event_types)
-    specs = cat.feature_catalog(settings, event_types, with_support=inputs.tickets is not None)
+    attributes = settings.inputs.account_attributes
+    attribute_source = inputs.attribute_history if inputs.attribute_history is not None else inputs.accounts
+    specs = cat.feature_catalog(settings, event_types, with_support=inputs.tickets is not None,
+                                attribute_dtypes=attribute_dtypes(attribute_source, attributes))
     families = [
-        account_features(inputs.subscriptions, inputs.accounts, snaps, settings.features,
-                         settings.inputs.account_attributes),
+        account_features(inputs.subscriptions, inputs.accounts, snaps, settings.features, attributes,
+                         inputs.attribute_history),
         activity_features(inputs.events, snapshots, slugs, settings.features, settings.churn),
     ]
     if inputs.tickets is not None:
@@ -267,8 +294,10 @@ def cached_inputs(inputs: FeatureInputs) -> FeatureInputs:
     Conforming (casts, checks, de-duplication) then happens once per table instead of once per reader.
     """
     level = StorageLevel.MEMORY_AND_DISK
+    history = inputs.attribute_history
     return replace(inputs, accounts=inputs.accounts.persist(level), subscriptions=inputs.subscriptions.persist(level),
-                   tickets=inputs.tickets.persist(level) if inputs.tickets is not None else None)
+                   tickets=inputs.tickets.persist(level) if inputs.tickets is not None else None,
+                   attribute_history=history.persist(level) if history is not None else None)
 
 
 def release(*frames: DataFrame | None) -> None:
@@ -309,6 +338,8 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
                     settings.features.feature_set_version)
     if loaded.tickets is None:
         log.warning("features: support tickets %s", SUPPORT_DISABLED)
+    if loaded.attribute_history is None:
+        log.info("features: account attributes %s", ATTRIBUTES_STATIC)
     inputs = cached_inputs(loaded)
     labels = with_definition(labels_for(inputs, settings, snapshots, data_end), settings.churn,
                              data_end).persist(StorageLevel.MEMORY_AND_DISK)
@@ -329,8 +360,9 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
                                               properties=io.KEY_STATS_ONLY, merge_schema=True)
             record_event_types(spark, settings, resolved)
     finally:
-        release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets)
+        release(labels, inputs.accounts, inputs.subscriptions, inputs.tickets, inputs.attribute_history)
     names = [c for c in features.columns if c not in FEATURE_KEY_COLUMNS]
+    rejected = io.reject_counts(loaded.rejected) if loaded.rejected is not None else {}
     stats = written_stats(spark, lake.churn_features, features_version, names)
     for s in per_snapshot:
         s["feature_rows"] = stats["rows"].get(s["as_of_date"], 0)
@@ -349,7 +381,8 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
         "censored_rows": sum(s["censored"] for s in per_snapshot),
         "per_snapshot": per_snapshot,
         "null_rate": stats["null_rate"],
-        "rejected": io.reject_counts(loaded.rejected) if loaded.rejected is not None else {},
+        "attributes": attributes_summary(settings, rejected),
+        "rejected": rejected,
         "labels_version": labels_version,
         "features_version": features_version,
     }
