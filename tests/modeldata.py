@@ -46,3 +46,18 @@ def train_on_stored(spark: SparkSession, settings: Settings, labels: dict[str, i
                         "split": {"train": {"dates": [d.isoformat() for d in train_dates]}}},
             "drift_reference": drift_reference(model, stored, train_dates, columns, settings)}
     return model, meta
+
+
+def write_labelled_lake(spark: SparkSession, root: str, labels: list[tuple[Any, ...]], features: list[tuple[Any, ...]],
+                        feature_columns: str) -> Lakehouse:
+    """gold.churn_labels (the five value columns, as written before labels recorded their definition:
+    training then assumes today's churn settings) and gold.churn_features (keys, feature_set_version and
+    `feature_columns`, a DDL fragment) from hand-made rows, each partitioned by snapshot."""
+    from churn_spark import schemas
+
+    lh = Lakehouse(root)
+    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
+    io.overwrite_table(spark.createDataFrame(
+        features, f"account_id string, as_of_date date, feature_set_version string, {feature_columns}"),
+        lh.churn_features, ["as_of_date"])
+    return lh

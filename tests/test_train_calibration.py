@@ -17,9 +17,9 @@ import math
 import random
 
 import pytest
+from modeldata import write_labelled_lake
 from pyspark.sql import DataFrame, SparkSession
 
-from churn_spark import io, schemas
 from churn_spark.asof import add_months
 from churn_spark.config import Settings, with_overrides
 from churn_spark.lakehouse import Lakehouse
@@ -64,13 +64,7 @@ def _observed_rate(day: dt.date) -> float:
 @pytest.fixture(scope="module")
 def lake(spark: SparkSession, tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("calibration_lake") / "lakehouse")
-    lh = Lakehouse(root)
-    labels, features = _rows()
-    # labels in the format before definitions were recorded: training assumes today's churn settings
-    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
-    io.overwrite_table(spark.createDataFrame(
-        features, "account_id string, as_of_date date, feature_set_version string, usage double"),
-        lh.churn_features, ["as_of_date"])
+    write_labelled_lake(spark, root, *_rows(), "usage double")
     return root
 
 

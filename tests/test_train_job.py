@@ -16,6 +16,7 @@ import shutil
 from typing import Any
 
 import pytest
+from modeldata import write_labelled_lake
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -55,14 +56,9 @@ def _rows() -> tuple[list[tuple], list[tuple], list[tuple]]:
 @pytest.fixture(scope="module")
 def lake(spark: SparkSession, tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("train_lake") / "lakehouse")
-    lh = Lakehouse(root)
     labels, features, truth = _rows()
-    # labels as written before they recorded their definition: training assumes today's churn settings
-    # (tests/test_train_label_definition.py covers recorded definitions)
-    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
-    io.overwrite_table(spark.createDataFrame(
-        features, "account_id string, as_of_date date, feature_set_version string, usage double, tickets int, "
-                  "plan string"), lh.churn_features, ["as_of_date"])
+    # tests/test_train_label_definition.py covers labels that record their definition
+    lh = write_labelled_lake(spark, root, labels, features, "usage double, tickets int, plan string")
     io.overwrite_table(spark.createDataFrame(truth, schemas.CHURN_TRUTH), lh.raw_churn_truth)
     return root
 

@@ -13,13 +13,12 @@ import shutil
 from typing import Any
 
 import pytest
+from modeldata import write_labelled_lake
 from pyspark.sql import SparkSession
 
-from churn_spark import io, schemas
 from churn_spark.asof import add_months
 from churn_spark.config import Settings, with_overrides
 from churn_spark.errors import ConfigError
-from churn_spark.lakehouse import Lakehouse
 from churn_spark.train import registry as R
 from churn_spark.train.job import run_train
 
@@ -43,12 +42,7 @@ def _rows() -> tuple[list[tuple], list[tuple]]:
 @pytest.fixture(scope="module")
 def result(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = str(tmp_path_factory.mktemp("selection") / "lakehouse")
-    lh = Lakehouse(root)
-    labels, features = _rows()
-    io.overwrite_table(spark.createDataFrame(labels, schemas.CHURN_LABEL_VALUES), lh.churn_labels, ["as_of_date"])
-    io.overwrite_table(spark.createDataFrame(
-        features, "account_id string, as_of_date date, feature_set_version string, a int, b int"),
-        lh.churn_features, ["as_of_date"])
+    write_labelled_lake(spark, root, *_rows(), "a int, b int")
     s = with_overrides(Settings(lakehouse=root), {
         "churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 2,
         "model.test_snapshots": 1, "model.params_by_family": {"gbt": SMALL_GBT}, "model.bootstrap_replicates": 0,
