@@ -59,14 +59,15 @@ def work_settings(args: argparse.Namespace) -> Settings:
     os.makedirs(args.work, exist_ok=True)
     spark_settings = SparkSettings(master=args.master, shuffle_partitions=args.shuffle_partitions,
                                    driver_memory=args.driver_memory, show_progress=False)
+    generated = {"inputs.account_attributes": ["country", "channel", "industry"]}  # the generated accounts'
     if args.accounts_fraction is not None:
-        return Settings(lakehouse=args.work, spark=spark_settings)
+        return with_overrides(Settings(lakehouse=args.work, spark=spark_settings), generated)
     bronze_link = os.path.join(args.work, "bronze")
     if not os.path.exists(bronze_link):
         os.symlink(os.path.join(os.path.abspath(args.source), "bronze"), bronze_link)
     raw = {f"inputs.{t}.path": os.path.join(os.path.abspath(args.source), "raw", t)
            for t in ("accounts", "subscriptions", "support_tickets", "churn_truth")}
-    return with_overrides(Settings(lakehouse=args.work, spark=spark_settings), raw)
+    return with_overrides(Settings(lakehouse=args.work, spark=spark_settings), {**raw, **generated})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
                         for name, r in racers.items() if name != "ours_local1"},
         "training_time_ratio_mllib_vs_sklearn": _get(results, "training", "time_ratio_mllib_vs_sklearn"),
         "training_auc_diff_mllib_minus_sklearn": _get(results, "training", "auc_diff_mllib_minus_sklearn"),
+        "training_time_ratio_xgboost_vs_gbt": _get(results, "training", "xgboost", "time_ratio_xgboost_vs_gbt"),
+        "training_auc_diff_xgboost_minus_gbt": _get(results, "training", "xgboost", "auc_diff_xgboost_minus_gbt"),
         "scoring_accounts_per_s": _get(results, "score", "accounts_per_s"),
         "ingest_events_per_s": _get(results, "ingest", "events_per_s"),
         "score_accounts_per_s": _get(results, "nightly", "score_accounts_per_s"),
@@ -155,6 +157,7 @@ def table(results: dict[str, Any]) -> str:
                      f"{tr['mllib_gbt_s']:.1f}s vs {tr['sklearn_hgb_s']:.2f}s, {tr['rows']['train']:,} train rows"))
         rows.append(("training: test AUC MLlib - sklearn", _fmt(tr["auc_diff_mllib_minus_sklearn"], "+.4f"),
                      f"{tr['mllib_test_auc']:.4f} vs {tr['sklearn_test_auc']:.4f}, {tr['rows']['test']:,} test rows"))
+        rows += xgboost_rows(tr)
     elif "error" in tr:
         rows.append(("training", "failed", tr["error"]))
     sc = results.get("score", {})
@@ -179,6 +182,17 @@ def table(results: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     return head + "\n\n" + "\n".join(lines)
+
+
+def xgboost_rows(tr: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """xgboost.spark vs MLlib GBT in the same Pipeline on the same rows (training stage), or why not."""
+    xgb = tr.get("xgboost") or {}
+    if xgb.get("status") != "ok":
+        return [("training: xgboost vs MLlib GBT", "-", str(xgb.get("status", "not run")))] if xgb else []
+    return [("training: xgboost / MLlib GBT time", _fmt(xgb["time_ratio_xgboost_vs_gbt"], ".3f"),
+             f"{xgb['xgboost_s']:.1f}s vs {tr['mllib_gbt_s']:.1f}s, {xgb['params']['num_workers']} worker(s)"),
+            ("training: test AUC xgboost - MLlib GBT", _fmt(xgb["auc_diff_xgboost_minus_gbt"], "+.4f"),
+             f"{xgb['xgboost_test_auc']:.4f} vs {tr['mllib_test_auc']:.4f}")]
 
 
 def nightly_rows(ni: dict[str, Any]) -> list[tuple[str, str, str]]:

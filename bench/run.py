@@ -7,7 +7,8 @@ Stages (each recorded, a failing stage does not stop the others):
 3. growth    features job (12 snapshots) at three data sizes (account subsets), log-log slope
 4. peers     ours vs DuckDB SQL, pandas, naive Spark on the same Parquet export and definitions;
              peak memory per racer (own process), outputs compared; local[1] vs local[2] speed-up
-5. training  MLlib GBT vs scikit-learn HistGradientBoosting on the same training set: time, test AUC
+5. training  MLlib GBT vs scikit-learn HistGradientBoosting (and xgboost.spark in the same Pipeline, when
+             installed) on the same training set: time, test AUC
 6. score     train job, then scoring throughput (accounts/s)
 7. ingest    streaming ingest (exactly-once MERGE) throughput on synthetic lines (bench/ingest_throughput.py)
 
@@ -96,6 +97,7 @@ def bench_settings(lake: Path, mode: Mode, snapshots: int = 24) -> Any:
                   "app_name": "churn-bench"},
         "generate": {"accounts": mode.accounts, "start": "2022-01-01", "end": "2024-12-31", "event_files": 4},
         "churn": {"snapshots": {"start": start.isoformat(), "end": end.isoformat()}},
+        "inputs": {"account_attributes": ["country", "channel", "industry"]},  # the generated accounts'
         "model": {"type": "gbt", "params": {"maxIter": mode.gbt_iter}, "refit": mode.train_refit},
     })
 
@@ -356,6 +358,7 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
         pipeline, _ = P.build_pipeline(columns, "gbt", params, ms.seed, weighted=True)
         mllib_s, model = timed(lambda: pipeline.fit(train))
         mllib_auc = M.roc_auc(P.predict(model, test), P.RAW_OUTPUT_COL)
+        xgb = training_xgboost(spark, columns, params, ms.seed, train, test, mllib_s, mllib_auc)
         cols = [*columns.numeric, *columns.categorical]
         tr: pd.DataFrame = train.select(*[f"`{c}`" for c in cols], "label", P.WEIGHT_COL).toPandas()  # bench-sized
         te: pd.DataFrame = test.select(*[f"`{c}`" for c in cols], "label").toPandas()
@@ -389,7 +392,35 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
         "auc_diff_mllib_minus_sklearn": round(mllib_auc - sk_auc, 4),
         "note": "MLlib: Pipeline fit (encoding + GBTClassifier) on a persisted DataFrame; sklearn: "
                 "HistGradientBoostingClassifier fit on the same rows in memory (toPandas not timed)",
+        "xgboost": xgb,
     }
+
+
+def training_xgboost(spark: Any, columns: Any, gbt: dict[str, Any], seed: int, train: Any, test: Any,
+                     gbt_s: float, gbt_auc: float) -> dict[str, Any]:
+    """The project's Pipeline with xgboost.spark's classifier instead of MLlib's GBT, on the same persisted
+    rows and class weights: rounds, depth, learning rate, row subsample and bins as the GBT's, one worker per
+    core Spark has (the GBT's tasks use the same cores). Time and test ROC AUC (raw probability) against the
+    GBT's. Skipped, and said so, when xgboost is not installed (`pip install -e '.[xgboost]'`)."""
+    import importlib.util
+
+    from churn_spark.train import metrics as M
+    from churn_spark.train import pipeline as P
+
+    if importlib.util.find_spec("xgboost") is None:
+        return {"status": "skipped: xgboost not installed (pip install -e '.[xgboost]')"}
+    params = {**P.DEFAULT_PARAMS["xgboost"], "n_estimators": gbt["maxIter"], "max_depth": gbt["maxDepth"],
+              "learning_rate": gbt["stepSize"], "subsample": gbt["subsamplingRate"], "max_bin": gbt["maxBins"],
+              "num_workers": spark.sparkContext.defaultParallelism}
+    pipeline, _ = P.build_pipeline(columns, "xgboost", params, seed, weighted=True)
+    seconds, model = timed(lambda: pipeline.fit(train))
+    auc = M.roc_auc(P.predict(model, test), P.RAW_OUTPUT_COL)
+    return {"status": "ok", "params": params, "xgboost_s": round(seconds, 2), "xgboost_test_auc": round(auc, 4),
+            "time_ratio_xgboost_vs_gbt": round(seconds / gbt_s, 3) if gbt_s > 0 else None,
+            "auc_diff_xgboost_minus_gbt": round(auc - gbt_auc, 4),
+            "note": "same Pipeline (encoding, class weights via weightCol) with SparkXGBClassifier; the GBT's "
+                    "minInstancesPerNode (rows) has no xgboost twin: min_child_weight (hessian) stays 1; the fit "
+                    "includes the barrier stage and Python worker start-up xgboost.spark needs"}
 
 
 # --- 6. scoring, 7. ingest -----------------------------------------------------------------------
@@ -462,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume-accounts", type=int,
                         help="accounts of the nightly stage's x1/x10 event-volume lakehouses (default: the mode's)")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md (full runs)")
+    parser.add_argument("--driver-memory", help="override the mode's driver memory (e.g. 8g at 100,000 accounts)")
+    parser.add_argument("--shuffle-partitions", type=int, help="override the mode's spark.sql.shuffle.partitions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     mode = MODES["quick" if args.quick else "full"]
@@ -469,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         mode = Mode(**{**asdict(mode), "accounts": args.accounts})
     if args.gbt_iter:
         mode = Mode(**{**asdict(mode), "gbt_iter": args.gbt_iter})
+    if args.driver_memory:
+        mode = Mode(**{**asdict(mode), "driver_memory": args.driver_memory})
+    if args.shuffle_partitions:
+        mode = Mode(**{**asdict(mode), "shuffle_partitions": args.shuffle_partitions})
     stages = [s for s in args.stages.split(",") if s]
     work = Path(args.workdir) / mode.name
     work.mkdir(parents=True, exist_ok=True)

@@ -125,8 +125,9 @@ def _print_summary(job: str, summary: dict[str, Any], quiet: bool = False) -> No
 
 
 def execute(settings: Settings, job: str, fn: JobFn, args: dict[str, Any] | None = None,
-            spark: Any = None, quiet: bool = False) -> dict[str, Any]:
-    """Run one job function with a session, timing and a run summary (also on failure)."""
+            spark: Any = None, quiet: bool = False, show: bool = True) -> dict[str, Any]:
+    """Run one job function with a session, timing and a run summary (also on failure; an error that
+    carries a `result`, e.g. InputCheckError's measurements, records it). `show`: print the summary."""
     from churn_spark.session import build_spark
 
     run_id = new_run_id(job)
@@ -144,13 +145,16 @@ def execute(settings: Settings, job: str, fn: JobFn, args: dict[str, Any] | None
     except BaseException as exc:
         summary["status"] = "failed"
         summary["error"] = error_line(exc)
+        if isinstance(getattr(exc, "result", None), dict):
+            summary["result"] = exc.result  # type: ignore[attr-defined]
         raise
     finally:
         summary["duration_s"] = round(time.time() - started, 2)
         summary["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         path = write_run_summary(lake, run_id, summary)
         log.info("%s: %s, run summary %s", job, summary["status"], path)
-    _print_summary(job, summary, quiet)
+    if show:
+        _print_summary(job, summary, quiet)
     return summary
 
 
@@ -178,20 +182,30 @@ def generate(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    source: str = typer.Option(None, "--source", help="landing or kafka (default: config)."),
-    once: bool = typer.Option(False, "--once", help="Drain what is there, then stop (availableNow)."),
+    source: str = typer.Option(None, "--source", help="landing, kafka, files (a backfill: --path, --format) or "
+                                                      "table (a backfill: --table) (default: config)."),
+    once: bool = typer.Option(False, "--once", help="Drain what is there, then stop (availableNow; "
+                                                    "always so for files and table)."),
     bootstrap_servers: str = typer.Option(None, "--bootstrap-servers", help="Kafka brokers (default: config)."),
     topic: str = typer.Option(None, "--topic", help="Kafka topic (default: config)."),
+    path: str = typer.Option(None, "--path", help="Backfill folder or file of events (implies --source files)."),
+    file_format: str = typer.Option(None, "--format", help="Backfill file format: parquet, csv or json "
+                                                           "(JSON lines) (default: config, parquet)."),
+    table: str = typer.Option(None, "--table", help="Backfill catalog table, e.g. db.events (implies --source table)."),
 ) -> None:
-    """Stream events from Kafka or the landing folder into bronze Delta, exactly once."""
+    """Ingest events into bronze Delta, exactly once: stream the landing folder or Kafka, or backfill
+    history from files (Parquet, CSV, JSON lines) or a catalog table. Rejects go to quarantine."""
     from churn_spark.ingest import run_ingest
 
     def job(spark: Any, settings: Settings) -> dict[str, Any]:
         return run_ingest(spark, settings, once=once)
 
-    overrides = {"ingest.source": source, "ingest.kafka.bootstrap_servers": bootstrap_servers,
-                 "ingest.kafka.topic": topic}
-    _run(ctx, "ingest", job, overrides, {"source": source, "once": once, "topic": topic})
+    chosen: str | None = source or ("files" if path else "table" if table else None)
+    overrides = {"ingest.source": chosen, "ingest.kafka.bootstrap_servers": bootstrap_servers,
+                 "ingest.kafka.topic": topic, "ingest.backfill.path": path, "ingest.backfill.format": file_format,
+                 "ingest.backfill.table": table}
+    backfill = {k: v for k, v in {"path": path, "format": file_format, "table": table}.items() if v is not None}
+    _run(ctx, "ingest", job, overrides, {"source": chosen, "once": once, "topic": topic, **backfill})
 
 
 @app.command("replay-kafka")
@@ -240,6 +254,30 @@ def features(
     summary = _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
     if not _quiet(ctx):
         typer.echo(summary_table(summary.get("result", {})))
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document (for scripts)."),
+) -> None:
+    """Run every input check and print a data-quality report (counts, rejected rows and why, null rates,
+    date ranges, unknown account ids, duplicates, event types and volumes); writes no table. Exit 2 when
+    a check fails."""
+    import json
+
+    from churn_spark.check import report_text, run_check
+    from churn_spark.errors import InputCheckError
+
+    def show(report: dict[str, Any]) -> None:
+        typer.echo(json.dumps(report, indent=2, default=str) if as_json else report_text(report))
+
+    try:
+        summary = execute(_settings(ctx), "check", run_check, {"json": as_json}, quiet=True, show=not as_json)
+    except InputCheckError as exc:
+        show(exc.result)
+        raise
+    show(summary["result"])
 
 
 @app.command()

@@ -7,29 +7,86 @@ table name or date. Invalid values fail with one line naming the field and what 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from churn_spark.errors import ConfigError
 
 TableFormat = Literal["delta", "parquet", "csv", "json", "catalog"]
+IdCase = Literal["preserve", "lower", "upper"]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EPOCH_FORMATS = ("epoch_s", "epoch_ms", "epoch_us")
+"""Timestamp formats that are numbers since 1970-01-01 UTC (seconds may carry a fraction)."""
+
+
+def _time_format(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be iso, epoch_s, epoch_ms, epoch_us or a Spark datetime pattern (e.g. dd/MM/yyyy HH:mm)")
+    return value
+
+
+def _date_format(value: str) -> str:
+    if not value.strip() or value in EPOCH_FORMATS:
+        raise ValueError("must be iso or a Spark datetime pattern (e.g. dd/MM/yyyy)")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    """A region id (Europe/Paris) or a fixed offset (+02:00, UTC+2): what both Spark and Python know."""
+    if re.fullmatch(r"(UTC|GMT|UT)?[+-]\d{1,2}(:?\d{2})?", value):
+        return value
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use a region id (Europe/Paris, UTC) or an offset (+02:00)") \
+            from None
+    return value
+
+
+TimeFormat = Annotated[str, AfterValidator(_time_format)]
+"""`iso` (ISO-8601; an offset in the value wins), `epoch_s`, `epoch_ms`, `epoch_us`, or a Spark datetime pattern."""
+DateFormat = Annotated[str, AfterValidator(_date_format)]
+"""`iso` (yyyy-MM-dd, or a timestamp cast to its UTC date) or a Spark datetime pattern."""
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+"""The zone of source times that carry no offset; they are converted to UTC."""
+
+
 class TableSource(_Section):
-    """Where one input table lives: a path (relative paths resolve under the lakehouse) or a catalog name."""
+    """Where one input table lives: a path (relative paths resolve under the lakehouse) or a catalog name,
+    and how its columns map to the contract (docs/contract.md, "Mapping and formats")."""
 
     format: TableFormat = "delta"
     path: str | None = None
     table: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True
+    # contract column -> source column, e.g. {account_id: customer_id}; unmapped columns keep their names
+    columns: dict[str, str] = Field(default_factory=dict)
+    timestamp_format: TimeFormat = "iso"  # of the contract's timestamp columns
+    time_zone: TimeZone = "UTC"  # of times without an offset (iso, pattern); epochs are UTC by definition
+    date_format: DateFormat = "iso"  # of the contract's date columns
+    # a column saying which copy of a repeated key is the latest (e.g. updated_at): the latest valid copy is
+    # kept (ties by all values); None: the first valid copy by all values (io.conform)
+    version_column: str | None = None
 
     @model_validator(mode="after")
     def _location_matches_format(self) -> TableSource:
@@ -45,7 +102,15 @@ class InputsSettings(_Section):
     subscriptions: TableSource = TableSource(path="raw/subscriptions")
     support_tickets: TableSource = TableSource(path="raw/support_tickets")
     churn_truth: TableSource = TableSource(path="raw/churn_truth")
-    account_attributes: list[str] = Field(default_factory=lambda: ["country", "channel", "industry"])
+    # declared attribute columns of accounts used as features; none by default (the generated data's are
+    # churn_spark.generate.GENERATED_ATTRIBUTES: country, channel, industry)
+    account_attributes: list[str] = Field(default_factory=list)
+    # ids of every input (ids.normalized_id): trimmed, integral numbers without decimals, then this case
+    id_case: IdCase = "preserve"
+    # fail a run when more than this share of events, subscriptions or tickets name an account not in accounts
+    max_unknown_account_share: float = Field(0.01, ge=0, le=1)
+    # fail when more than this share of accounts has no subscription; None: reported only
+    max_accounts_without_subscriptions_share: float | None = Field(None, ge=0, le=1)
     # optional history of the attributes (docs/contract.md): one row per account and validity interval
     # [valid_from, valid_to) with the attribute columns; None: attributes are assumed static (today's values)
     account_attribute_history: TableSource | None = None
@@ -98,10 +163,23 @@ class KafkaSettings(_Section):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+class BackfillSettings(_Section):
+    """A batch backfill of events (ingest source `files` or `table`): drained once, with its own checkpoint."""
+
+    format: Literal["parquet", "csv", "json"] = "parquet"  # json: JSON lines, read like the landing folder
+    path: str | None = None  # source `files`: a folder or file (relative: under the lakehouse)
+    table: str | None = None  # source `table`: a catalog table, e.g. db.events_history
+    options: dict[str, str] = Field(default_factory=dict)  # Spark reader options (csv: header=true is set)
+
+
+EventField = Literal["event_id", "account_id", "event_type", "event_time", "value", "properties"]
+
+
 class IngestSettings(_Section):
-    source: Literal["landing", "kafka"] = "landing"
+    source: Literal["landing", "kafka", "files", "table"] = "landing"
     landing_path: str = "landing/events"
     kafka: KafkaSettings = KafkaSettings()
+    backfill: BackfillSettings = BackfillSettings()
     allowed_event_types: list[str] | None = None
     min_event_time: dt.datetime = dt.datetime(2000, 1, 1)
     max_future_seconds: int = Field(86_400, ge=0)
@@ -109,6 +187,22 @@ class IngestSettings(_Section):
     watermark: str = "2 days"
     trigger_interval: str = "30 seconds"
     max_files_per_trigger: int | None = Field(None, ge=1)
+    # event field -> the record's field (a top-level name, or a path such as $.context.account), e.g.
+    # {event_id: id, account_id: customer_id, event_time: ts}; unmapped fields keep their contract names
+    fields: dict[EventField, str] = Field(default_factory=dict)
+    event_time_format: TimeFormat = "iso"
+    time_zone: TimeZone = "UTC"  # of event times without an offset (iso, pattern)
+    # an absent or blank id: quarantine (missing_event_id), or derive one as sha2 of account, type, time,
+    # value and properties, so a re-delivered copy of the same event gets the same id
+    missing_event_id: Literal["quarantine", "derive"] = "quarantine"
+
+    @model_validator(mode="after")
+    def _backfill_location(self) -> IngestSettings:
+        if self.source == "files" and not self.backfill.path:
+            raise ValueError("source 'files' needs backfill.path (ingest --path)")
+        if self.source == "table" and not self.backfill.table:
+            raise ValueError("source 'table' needs backfill.table (ingest --table)")
+        return self
 
 
 class SnapshotSettings(_Section):
@@ -132,6 +226,11 @@ class ChurnSettings(_Section):
 class FeatureSettings(_Section):
     windows_days: list[int] = Field(default_factory=lambda: [7, 28, 90, 182, 365, 548])
     event_types: list[str] | None = None
+    # raw event type (exact) or slug (every variant) -> family name; applied before slugging and capping
+    event_type_map: dict[str, str] = Field(default_factory=dict)
+    # the most frequent families in the first build's range keep their own columns, the rest pool into
+    # `other` (features/vocabulary.py); frozen with feature_set_version; null: no cap
+    max_event_types: int | None = Field(50, ge=0)
     feature_set_version: str = "1"
     high_priorities: list[str] = Field(default_factory=lambda: ["high", "urgent"])
     # windows (a subset of windows_days) with trend ratios: last w days vs the w before, and vs the lookback
@@ -157,13 +256,14 @@ class FeatureSettings(_Section):
         return self
 
 
-Family = Literal["lr", "gbt"]
+Family = Literal["lr", "gbt", "xgboost"]  # xgboost: optional extra (`pip install 'churn-spark[xgboost]'`)
 
 
 class ModelSettings(_Section):
     # auto: fit every family of `candidates` on the expanding-window folds and keep the best by
-    # `select_metric`; gbt (GBTClassifier) or lr (LogisticRegression on standardised log1p values): one family
-    type: Literal["auto", "gbt", "lr"] = "auto"
+    # `select_metric`; gbt (GBTClassifier) or lr (LogisticRegression on standardised log1p values): one family;
+    # xgboost (xgboost.spark's SparkXGBClassifier, optional package): one family, never a default candidate
+    type: Literal["auto", "gbt", "lr", "xgboost"] = "auto"
     candidates: list[Family] = Field(default_factory=lambda: list[Family](["lr", "gbt"]), min_length=1)
     select_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     seed: int = 7
@@ -199,8 +299,8 @@ class ModelSettings(_Section):
     @model_validator(mode="after")
     def _family_specific_settings_need_a_family(self) -> ModelSettings:
         if self.type == "auto" and (self.params or self.param_grid):
-            raise ValueError("params and param_grid are MLlib parameters of one family: set type to gbt or lr, "
-                             "or give per-family parameters in params_by_family")
+            raise ValueError("params and param_grid are MLlib parameters of one family: set type to gbt, lr or "
+                             "xgboost, or give per-family parameters in params_by_family")
         return self
 
     def family_params(self, family: str) -> dict[str, Any]:

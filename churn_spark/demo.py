@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from churn_spark.config import Settings, with_overrides
+from churn_spark.generate.mechanism import GENERATED_ATTRIBUTES
 from churn_spark.session import build_spark
 
 log = logging.getLogger("churn_spark")
@@ -21,6 +22,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "churn.snapshots.start": "2022-07-01",
     "churn.snapshots.end": "2024-12-01",
     "ingest.source": "landing",
+    "inputs.account_attributes": list(GENERATED_ATTRIBUTES),
 }
 DEMO_SCORE_DATE = dt.date(2024, 12, 1)
 

@@ -25,3 +25,12 @@ class NotAvailableError(ChurnSparkError):
 
 class PromotionError(ChurnSparkError):
     """The new model could not be compared with the current one: it is kept, not promoted."""
+
+
+class InputCheckError(ContractError):
+    """An input check failed (ids that do not join, a data-quality check): `result` holds what was measured,
+    so the run summary records it beside the one-line error."""
+
+    def __init__(self, message: str, result: dict[str, object]) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,4 +1,5 @@
-"""Event stream ingestion: Kafka or a landing folder of JSON lines into `bronze.events`, exactly once.
+"""Event stream ingestion: Kafka or a landing folder of JSON lines into `bronze.events`, exactly once;
+a backfill of Parquet/CSV/JSON-lines files or a catalog table goes through the same checks and writer.
 
 Grain: one row per distinct `event_id` in bronze; one row per rejected input record in quarantine.
 
@@ -21,11 +22,14 @@ are parsed with `try_parse_json` into a VARIANT, which never fails and tolerates
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +37,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StringType, StructType
+from pyspark.sql.utils import AnalysisException
 
-from churn_spark import progress, schemas
-from churn_spark.config import IngestSettings, Settings
+from churn_spark import ids, progress, schemas
+from churn_spark.config import IdCase, IngestSettings, Settings
 from churn_spark.errors import ContractError
-from churn_spark.io import assert_schema, first_broken_rule, table_version
+from churn_spark.io import ISO_MICROS, assert_schema, first_broken_rule, parsed_timestamp, table_version
 from churn_spark.lakehouse import Lakehouse
 
 log = logging.getLogger("churn_spark")
@@ -93,38 +99,131 @@ def landing_records(spark: SparkSession, settings: IngestSettings, path: str) ->
     )
 
 
+BACKFILL_SOURCES = ("files", "table")
+"""Sources drained once (availableNow), each location with its own checkpoint."""
+
+
+def row_records(rows: DataFrame, json_text: Sequence[str] = ()) -> Column:
+    """Each row of a Parquet, CSV or table source as one JSON object (its column names as fields, times
+    as ISO-8601 with microseconds): the same record a JSON line is, for the same parser and checks.
+
+    Text columns named in `json_text` hold JSON (a CSV cell can only hold text: `1.5`, `{"plan":"pro"}`)
+    and enter the record as the value they spell; text that is not JSON enters as a string (so a bad
+    `value` is still `bad_value_type`).
+    """
+    cells = [F.coalesce(F.try_parse_json(F.col(f"`{f.name}`")), F.col(f"`{f.name}`").cast("variant")).alias(f.name)
+             if f.name in json_text and isinstance(f.dataType, StringType) else F.col(f"`{f.name}`")
+             for f in rows.schema.fields]
+    return F.to_json(F.struct(*cells), {"timestampFormat": ISO_MICROS,
+                                        "timestampNTZFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"})
+
+
+def _backfill_schema(spark: SparkSession, fmt: str, options: dict[str, str], path: str) -> StructType:
+    """The schema of the backfill files (a file stream needs one): Parquet's footers, a CSV's header
+    (every column text unless `inferSchema`)."""
+    try:
+        return spark.read.format(fmt).options(**options).load(path).schema
+    except AnalysisException as exc:
+        raise ContractError(f"cannot read {fmt} backfill at {path}: {str(exc).splitlines()[0]}") from None
+
+
+def file_records(spark: SparkSession, settings: IngestSettings, path: str) -> DataFrame:
+    """Streaming (raw, source, _pos_*) from backfill files: JSON lines as the landing folder, each Parquet
+    or CSV row as one JSON record (`row_records`; a CSV's `value` and `properties` cells read as JSON)."""
+    b = settings.backfill
+    if b.format == "json":
+        return landing_records(spark, settings, path)
+    options = {"header": "true", **b.options} if b.format == "csv" else dict(b.options)
+    schema = _backfill_schema(spark, b.format, options, path)
+    reader = spark.readStream.format(b.format).schema(schema).options(**options)
+    if settings.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", str(settings.max_files_per_trigger))
+    rows = reader.load(path)
+    json_text = [settings.fields.get(n, n) for n in ("value", "properties")] if b.format == "csv" else []
+    return rows.select(
+        row_records(rows, json_text).alias("raw"),
+        F.col("_metadata.file_path").alias("source"),
+        F.col("_metadata.file_path").alias("_pos_a"),
+        F.lit(0).cast("long").alias("_pos_b"),
+    )
+
+
+def table_records(spark: SparkSession, settings: IngestSettings) -> DataFrame:
+    """Streaming (raw, source, _pos_*) from a catalog table (a Delta table streams its commits), one JSON
+    record per row (`row_records`); source = `table:<name>`."""
+    b = settings.backfill
+    assert b.table is not None
+    rows = spark.readStream.options(**b.options).table(b.table)
+    return rows.select(
+        row_records(rows).alias("raw"),
+        F.lit(f"table:{b.table}").alias("source"),
+        F.lit("").alias("_pos_a"),
+        F.lit(0).cast("long").alias("_pos_b"),
+    )
+
+
 # --- parsing and validation (pure) ---------------------------------------------------------
 
 
-def _field(doc: Column, name: str, type_: str) -> Column:
-    return F.try_variant_get(doc, f"$.{name}", type_)
+def field_path(name: str, settings: IngestSettings | None = None) -> str:
+    """The VARIANT path of contract field `name` in a record: `ingest.fields` maps it to the record's
+    field (a top-level name, or a path starting with `$`); unmapped, the field has its contract name."""
+    mapped = {str(k): v for k, v in settings.fields.items()} if settings else {}
+    field = mapped.get(name) or name
+    if field.startswith("$"):
+        return field
+    return f"$.{field}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field) else f"$['{field}']"
+
+
+def _field(doc: Column, path: str, type_: str) -> Column:
+    return F.try_variant_get(doc, path, type_)
 
 
 def _blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c) == "")
 
 
-def with_parsed_event(records: DataFrame) -> DataFrame:
+def with_parsed_event(records: DataFrame, settings: IngestSettings | None = None,
+                      id_case: IdCase = "preserve") -> DataFrame:
     """Adds the contract columns parsed from `raw` (null where absent or unparsable) plus helpers.
 
-    `_doc` is the VARIANT of the record (null when `raw` is not JSON); `_value_type` and
-    `_properties_present` let the checks tell a wrong type from an absent field.
+    Fields are read where `settings.fields` maps them, `event_time` in `event_time_format` and
+    `time_zone` (to UTC); no settings: the contract's names, ISO-8601, UTC. `account_id` is normalised as
+    every input's (`inputs.id_case`), so events join accounts whatever the export wrote. `_doc` is the VARIANT of the
+    record (null when `raw` is not JSON); `_value_type` and `_properties_present` let the checks tell a
+    wrong type from an absent field.
     """
     doc = F.col("_doc")
-    raw_value = F.try_variant_get(doc, "$.value", "variant")
-    raw_props = F.try_variant_get(doc, "$.properties", "variant")
+    path = {name: field_path(name, settings) for name in EVENT_COLUMNS}
+    time_format, time_zone = (settings.event_time_format, settings.time_zone) if settings else ("iso", "UTC")
+    raw_value = F.try_variant_get(doc, path["value"], "variant")
+    raw_props = F.try_variant_get(doc, path["properties"], "variant")
     return (
         records.withColumn("_doc", F.try_parse_json("raw"))
-        .withColumn("event_id", _field(doc, "event_id", "string"))
-        .withColumn("account_id", _field(doc, "account_id", "string"))
-        .withColumn("event_type", _field(doc, "event_type", "string"))
-        .withColumn("_event_time_raw", _field(doc, "event_time", "string"))
-        .withColumn("event_time", F.try_to_timestamp(F.col("_event_time_raw")))
+        .withColumn("event_id", _field(doc, path["event_id"], "string"))
+        .withColumn("account_id", ids.normalized_id(_field(doc, path["account_id"], "string"), id_case))
+        .withColumn("event_type", _field(doc, path["event_type"], "string"))
+        .withColumn("_event_time_raw", _field(doc, path["event_time"], "string"))
+        .withColumn("event_time", parsed_timestamp(F.col("_event_time_raw"), time_format, time_zone))
         .withColumn("_value_type", F.schema_of_variant(raw_value))
-        .withColumn("value", _field(doc, "value", "double"))
+        .withColumn("value", _field(doc, path["value"], "double"))
         .withColumn("_properties_present", raw_props.isNotNull() & ~F.is_variant_null(raw_props))
-        .withColumn("properties", _field(doc, "properties", "map<string,string>"))
+        .withColumn("properties", _field(doc, path["properties"], "map<string,string>"))
     )
+
+
+def with_derived_event_id(parsed: DataFrame) -> DataFrame:
+    """`event_id`, where absent or blank, derived from the event itself: sha2-256 of its account, type,
+    time (UTC microseconds), value and properties (sorted by key). A re-delivered copy of the same event
+    gets the same id, so bronze's MERGE absorbs it; two events equal in all of these are one event.
+    Needs the columns of `with_parsed_event`."""
+    props = F.col("properties")  # a map keeps the record's key order: sorted, the id ignores it
+    content = F.struct(
+        F.col("account_id").alias("a"), F.col("event_type").alias("t"), F.unix_micros("event_time").alias("us"),
+        F.col("value").alias("v"), F.array_sort(F.map_entries(props)).alias("p"),
+    )
+    derived = F.sha2(F.to_json(content), 256)
+    return parsed.withColumn("event_id", F.when(_blank(F.col("event_id")), derived).otherwise(F.col("event_id")))
 
 
 def reject_reason(settings: IngestSettings) -> Column:
@@ -155,10 +254,16 @@ def reject_reason(settings: IngestSettings) -> Column:
     return first_broken_rule(checks)
 
 
-def validated_events(records: DataFrame, settings: IngestSettings) -> DataFrame:
-    """(raw, source, ingested_at, _pos_*) -> the same + parsed contract columns + `reason` (null = good)."""
+def validated_events(records: DataFrame, settings: IngestSettings, id_case: IdCase = "preserve") -> DataFrame:
+    """(raw, source, ingested_at, _pos_*) -> the same + parsed contract columns + `reason` (null = good).
+
+    With `missing_event_id: derive`, a record without an id gets one from its content (`with_derived_event_id`).
+    """
+    parsed = records.transform(lambda df: with_parsed_event(df, settings, id_case))
+    if settings.missing_event_id == "derive":
+        parsed = parsed.transform(with_derived_event_id)
     return (
-        records.transform(with_parsed_event)
+        parsed
         .withColumn("reason", reject_reason(settings))
         .select(*records.columns, *EVENT_COLUMNS, "reason")
     )
@@ -254,7 +359,7 @@ def _batch_counts(validated: DataFrame, late_before: dt.datetime | None) -> list
 
 
 def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings, checkpoint: str,
-                 tally: Tally) -> Callable[[DataFrame, int], None]:
+                 tally: Tally, id_case: IdCase = "preserve") -> Callable[[DataFrame, int], None]:
     """The `foreachBatch` function: MERGE good rows into bronze, append rejects idempotently."""
     watermark = _interval_seconds(spark, settings.watermark)
     app: dict[str, str] = {}
@@ -263,7 +368,7 @@ def batch_writer(spark: SparkSession, lake: Lakehouse, settings: IngestSettings,
         started = time.monotonic()
         if not app:
             app["id"] = f"churn-spark-ingest-{_query_id(spark, checkpoint)}"
-        validated = batch.transform(lambda df: validated_events(df, settings)).persist()
+        validated = batch.transform(lambda df: validated_events(df, settings, id_case)).persist()
         try:
             with tally.lock:
                 late_before = tally.max_event_time - dt.timedelta(seconds=watermark) if tally.max_event_time else None
@@ -324,8 +429,18 @@ def _interval_seconds(spark: SparkSession, interval: str) -> float:
 
 
 def checkpoint_path(lake: Lakehouse, settings: IngestSettings) -> str:
-    """One checkpoint folder per source (a Kafka checkpoint per topic)."""
-    name = "landing" if settings.source == "landing" else f"kafka-{settings.kafka.topic}"
+    """One checkpoint folder per source: a Kafka checkpoint per topic, a backfill's per location
+    (`files-<hash of its path>`, relative to the lakehouse when under it, so the checkpoint moves with
+    the lakehouse; `table-<name>`). Re-running a backfill resumes its checkpoint: nothing is read twice."""
+    if settings.source == "files":
+        assert settings.backfill.path is not None
+        path = lake.path(settings.backfill.path).rstrip("/")
+        key = path.removeprefix(lake.root.rstrip("/") + "/")
+        name = f"files-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    elif settings.source == "table":
+        name = "table-" + re.sub(r"[^A-Za-z0-9_.-]", "_", settings.backfill.table or "")
+    else:
+        name = "landing" if settings.source == "landing" else f"kafka-{settings.kafka.topic}"
     return f"{lake.checkpoints}/ingest/{name}"
 
 
@@ -355,7 +470,8 @@ def check_checkpoint_belongs_here(spark: SparkSession, checkpoint: str, landing:
     jvm: Any = spark.sparkContext._jvm
     recorded_path = str(jvm.java.net.URI(recorded).getPath())
     fs, root = _hadoop_fs(spark, landing)
-    if recorded_path.startswith(str(fs.makeQualified(root).toUri().getPath()).rstrip("/") + "/"):
+    root_path = str(fs.makeQualified(root).toUri().getPath()).rstrip("/")
+    if recorded_path == root_path or recorded_path.startswith(root_path + "/"):  # a backfill may be one file
         return
     name = recorded_path.rsplit("/", 1)[-1]
     files = fs.listFiles(root, True)
@@ -372,6 +488,15 @@ def source_records(spark: SparkSession, settings: Settings) -> DataFrame:
     ingest, lake = settings.ingest, Lakehouse.from_settings(settings)
     if ingest.source == "kafka":
         records = kafka_records(spark, ingest)
+    elif ingest.source == "table":
+        records = table_records(spark, ingest)
+    elif ingest.source == "files":
+        assert ingest.backfill.path is not None
+        path = lake.path(ingest.backfill.path)
+        if lake.is_local and not os.path.exists(path.removeprefix("file:")):
+            raise ContractError(f"backfill path not found: {path}")
+        check_checkpoint_belongs_here(spark, checkpoint_path(lake, ingest), path)
+        records = file_records(spark, ingest, path)
     else:
         path = lake.path(ingest.landing_path)
         if lake.is_local and not _local_dir_exists(path):
@@ -399,6 +524,7 @@ class IngestRun:
     trigger: str
     checkpoint: str
     started: float = field(default_factory=time.monotonic)
+    location: str | None = None  # a backfill's path or table
 
     def stop(self) -> None:
         self.query.stop()
@@ -408,7 +534,8 @@ class IngestRun:
         with self.tally.lock:
             counts = self.tally.as_dict()
         return {
-            "source": self.source, "trigger": self.trigger, "checkpoint": self.checkpoint, **counts,
+            "source": self.source, **({"location": self.location} if self.location else {}),
+            "trigger": self.trigger, "checkpoint": self.checkpoint, **counts,
             "duration_s": round(elapsed, 2),
             "events_per_s": round(counts["records_in"] / elapsed, 1) if elapsed > 0 else None,
             "bronze_version": table_version(spark, lake.bronze_events),
@@ -417,8 +544,10 @@ class IngestRun:
 
 
 def start_ingest(spark: SparkSession, settings: Settings, once: bool) -> IngestRun:
-    """Start the stream: `once` drains what is there (availableNow), else micro-batches every interval."""
+    """Start the stream: `once` (always, for a backfill source) drains what is there (availableNow), else
+    micro-batches every interval."""
     lake, ingest = Lakehouse.from_settings(settings), settings.ingest
+    once = once or ingest.source in BACKFILL_SOURCES
     ensure_tables(spark, lake)
     checkpoint = checkpoint_path(lake, ingest)
     tally = Tally()
@@ -426,14 +555,17 @@ def start_ingest(spark: SparkSession, settings: Settings, once: bool) -> IngestR
         source_records(spark, settings).writeStream
         .queryName(f"churn-spark-ingest-{ingest.source}")
         .option("checkpointLocation", checkpoint)
-        .foreachBatch(batch_writer(spark, lake, ingest, checkpoint, tally))
+        .foreachBatch(batch_writer(spark, lake, ingest, checkpoint, tally, settings.inputs.id_case))
     )
     if once:
         writer, trigger = writer.trigger(availableNow=True), "availableNow"
     else:
         writer, trigger = writer.trigger(processingTime=ingest.trigger_interval), f"every {ingest.trigger_interval}"
-    log.info("ingest: %s -> %s (%s, checkpoint %s)", ingest.source, lake.bronze_events, trigger, checkpoint)
-    return IngestRun(writer.start(), tally, ingest.source, trigger, checkpoint)
+    location = {"files": ingest.backfill.path and lake.path(ingest.backfill.path),
+                "table": ingest.backfill.table}.get(ingest.source)
+    log.info("ingest: %s%s -> %s (%s, checkpoint %s)", ingest.source, f" {location}" if location else "",
+             lake.bronze_events, trigger, checkpoint)
+    return IngestRun(writer.start(), tally, ingest.source, trigger, checkpoint, location=location)
 
 
 def run_ingest(spark: SparkSession, settings: Settings, once: bool = False,
@@ -441,8 +573,10 @@ def run_ingest(spark: SparkSession, settings: Settings, once: bool = False,
     """Ingest events into bronze; `once`: drain and stop, else run until interrupted (or `max_seconds`).
 
     Returns the run summary: records in, bronze rows written, duplicates absorbed, quarantined by
-    reason, late arrivals (older than `watermark` behind the latest event seen; still ingested).
+    reason, late arrivals (older than `watermark` behind the latest event seen; still ingested). A
+    backfill source (`files`, `table`) always drains and stops.
     """
+    once = once or settings.ingest.source in BACKFILL_SOURCES
     run = start_ingest(spark, settings, once)
     try:
         if once:

@@ -8,6 +8,7 @@ run owns (`replaceWhere`) or merges by key, so a retried job leaves the same tab
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,11 +18,21 @@ from urllib.parse import unquote
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    DateType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampNTZType,
+    TimestampType,
+)
 from pyspark.sql.utils import AnalysisException
 
-from churn_spark import schemas
-from churn_spark.config import Settings, TableSource
+from churn_spark import ids, schemas
+from churn_spark.config import IdCase, Settings, TableSource
 from churn_spark.errors import ContractError
 from churn_spark.lakehouse import Lakehouse
 
@@ -40,6 +51,9 @@ class Conformed:
 
     good: DataFrame
     rejected: DataFrame
+    # every input row: `__raw_<column>` (as read), the contract columns (cast), `__reason` (null: good);
+    # what the data-quality report aggregates (check.py). None for checks across tables.
+    staged: DataFrame | None = None
 
 
 # --- schema checks ---------------------------------------------------------------------------
@@ -91,6 +105,109 @@ def read_source(spark: SparkSession, source: TableSource, lakehouse: Lakehouse) 
         raise ContractError(f"cannot read {source.format} input at {path}: {str(exc).splitlines()[0]}") from None
 
 
+# --- mapping and formats (docs/contract.md, "Mapping and formats") ----------------------------
+
+EPOCH_MICROS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+"""Microseconds per unit of each epoch format (config.EPOCH_FORMATS)."""
+ISO_MICROS = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+"""How a parsed time is handed to `conform`: ISO-8601 with microseconds and its offset (exact round trip)."""
+# ISO text whose time is followed by a zone (Z, +02:00, Europe/Paris): the value's own zone wins
+_ISO_WITH_ZONE = r"\d:\d\d(:\d\d(\.\d*)?)?\s*[^\d\s.:]\S*$"
+
+
+def pattern_has_zone(pattern: str) -> bool:
+    """Whether a Spark datetime pattern reads a zone or offset itself (letters inside quotes are literals)."""
+    return re.search(r"[VzOXxZ]", re.sub(r"'[^']*'", "", pattern)) is not None
+
+
+def parsed_timestamp(text: Column, fmt: str, time_zone: str = "UTC") -> Column:
+    """The UTC instant `text` spells in `fmt` (config.TimeFormat); null when blank or unparsable.
+
+    Epoch numbers (a fraction allowed) are instants already. An `iso` or pattern time without its own
+    offset is wall-clock time in `time_zone`. The session time zone is UTC (session.py), so parsing
+    without a zone reads the wall clock as UTC and `to_utc_timestamp` moves it from `time_zone`.
+    """
+    if fmt in EPOCH_MICROS:
+        micros = F.try_multiply(text.try_cast("decimal(38,6)"), F.lit(EPOCH_MICROS[fmt]))
+        return F.timestamp_micros(micros.try_cast("long"))
+    parsed = F.try_to_timestamp(text) if fmt == "iso" else F.try_to_timestamp(text, F.lit(fmt))
+    if time_zone == "UTC" or (fmt != "iso" and pattern_has_zone(fmt)):
+        return parsed
+    shifted = F.to_utc_timestamp(parsed, time_zone)
+    return F.when(text.rlike(_ISO_WITH_ZONE), parsed).otherwise(shifted) if fmt == "iso" else shifted
+
+
+def _unparsable(text: Column, fmt: str) -> Column:
+    """A value no cast reads, naming the format and keeping the source text: `conform` rejects it as
+    `bad_type_<column>` instead of reading it with its default (ISO, UTC) parser."""
+    return F.concat(F.lit(f"unparsable as {fmt}: "), text)
+
+
+def _conformable_timestamp(column: str, dtype: DataType, fmt: str, time_zone: str) -> Column | None:
+    """The expression handing timestamp `column` to `conform` (None: as it is, conform's cast reads it)."""
+    value = F.col(f"`{column}`")
+    if isinstance(dtype, TimestampType | DateType):  # an instant already (a date: midnight UTC)
+        return None
+    if isinstance(dtype, TimestampNTZType):  # wall-clock time, no text to parse
+        return None if time_zone == "UTC" else F.to_utc_timestamp(value.cast("timestamp"), time_zone)
+    if fmt == "iso" and time_zone == "UTC":
+        return None
+    text = value.cast("string")
+    parsed = parsed_timestamp(text, fmt, time_zone)
+    return (F.when(parsed.isNotNull(), F.date_format(parsed, ISO_MICROS))
+            .when(text.isNull() | (F.trim(text) == ""), text).otherwise(_unparsable(text, fmt)))
+
+
+def _conformable_date(column: str, dtype: DataType, fmt: str) -> Column | None:
+    """The expression handing date `column` to `conform` (None: as it is)."""
+    if fmt == "iso" or isinstance(dtype, DateType | TimestampType | TimestampNTZType):
+        return None
+    text = F.col(f"`{column}`").cast("string")
+    parsed = F.to_date(F.try_to_timestamp(text, F.lit(fmt)))
+    return (F.when(parsed.isNotNull(), parsed.cast("string"))
+            .when(text.isNull() | (F.trim(text) == ""), text).otherwise(_unparsable(text, fmt)))
+
+
+def with_contract_names(df: DataFrame, columns: Mapping[str, str], table: str) -> DataFrame:
+    """`df` with each mapped source column under its contract name (`columns`: contract name -> source
+    column). Unmapped columns pass through; a source column already named like a mapped contract column
+    is dropped (the mapping says which column that is)."""
+    absent = sorted({src for src in columns.values() if src not in df.columns})
+    if absent:
+        raise ContractError(f"{table}: mapped columns not found: {', '.join(absent)} (inputs.{table}.columns; "
+                            f"found: {', '.join(df.columns)})")
+    taken = {name.lower() for name in [*columns, *columns.values()]}  # Spark resolves names case-insensitively
+    return df.select(*[F.col(f"`{src}`").alias(name) for name, src in columns.items()],
+                     *[F.col(f"`{c}`") for c in df.columns if c.lower() not in taken])
+
+
+def mapped_to_contract(df: DataFrame, source: TableSource, contract: StructType, table: str,
+                       extra_columns: Iterable[str] = ()) -> DataFrame:
+    """The input as `conform` expects it: columns under their contract names (`source.columns`), and
+    timestamp and date columns read in their configured format and zone, as UTC.
+
+    A time that does not parse stays non-null and uncastable, so `conform` still rejects it with
+    `bad_type_<column>` (or `missing_<column>` when blank): nothing is silently nulled. With the
+    defaults (no mapping, `iso`, UTC) the input is returned as it is.
+    """
+    known = [f.name for f in contract.fields] + list(extra_columns)
+    unknown = sorted(set(source.columns) - set(known))
+    if unknown:
+        raise ContractError(f"{table}: inputs.{table}.columns maps unknown columns: {', '.join(unknown)} "
+                            f"(contract columns and declared attributes: {', '.join(known)})")
+    named = with_contract_names(df, source.columns, table) if source.columns else df
+    types = {f.name: f.dataType for f in named.schema.fields}
+    converted: dict[str, Column | None] = {}
+    for field in contract.fields:
+        if field.name in types and isinstance(field.dataType, TimestampType):
+            converted[field.name] = _conformable_timestamp(field.name, types[field.name], source.timestamp_format,
+                                                           source.time_zone)
+        elif field.name in types and isinstance(field.dataType, DateType):
+            converted[field.name] = _conformable_date(field.name, types[field.name], source.date_format)
+    changed = {name: c for name, c in converted.items() if c is not None}
+    return named.withColumns(changed) if changed else named
+
+
 def _row_rules(table: str) -> Mapping[str, Column]:
     """Business rules beyond types: reason -> condition that marks a row bad (evaluated after casting)."""
     if table == "subscriptions":
@@ -129,39 +246,73 @@ def _reject_reason(contract: StructType, rules: Mapping[str, Column]) -> Column:
     return first_broken_rule([*checks, *rules.items()])
 
 
+def _require_columns(df: DataFrame, contract: StructType, table: str, extras: Sequence[str],
+                     version_column: str | None) -> None:
+    """One ContractError naming every missing contract column, declared attribute and version column."""
+    found = f"(found: {', '.join(df.columns)})"
+    missing = [f.name for f in contract.fields if f.name not in df.columns]
+    problems = [f"missing columns: {', '.join(missing)}"] if missing else []
+    attributes = [c for c in extras if c not in df.columns]
+    if attributes:
+        problems.append(f"missing attribute columns (inputs.account_attributes): {', '.join(attributes)}")
+    if version_column is not None and version_column not in df.columns:
+        problems.append(f"missing version column (inputs.{table}.version_column): {version_column}")
+    if problems:
+        raise ContractError(f"{table}: {'; '.join(problems)} {found}")
+
+
+def _contract_value(field: StructField, id_case: IdCase) -> Column:
+    """A contract column cast to its type; an id column (`*_id`, text) normalised so ids join across inputs."""
+    if ids.is_id_column(field.name) and isinstance(field.dataType, StringType):
+        return ids.normalized_id(F.col(field.name), id_case)
+    return F.col(field.name).try_cast(field.dataType)
+
+
+def with_duplicates_rejected(staged: DataFrame, key: str, order: Sequence[Column]) -> DataFrame:
+    """`__reason` = `duplicate_<key>` on every valid row (null `__reason`) but the first of its key by `order`.
+
+    Only valid rows are ranked (the window is split by validity): a copy that breaks a rule, however it
+    sorts, never makes a good copy a duplicate; it keeps its own reason.
+    """
+    valid = F.col("__reason").isNull()
+    rank = F.row_number().over(Window.partitionBy(F.col(key), valid).orderBy(*order))
+    return staged.withColumn("__reason", F.when(valid & (rank > 1), F.lit(f"duplicate_{key}"))
+                             .otherwise(F.col("__reason")))
+
+
 def conform(df: DataFrame, contract: StructType, table: str, key: str | None = None,
-            extra_columns: Iterable[str] = ()) -> Conformed:
+            extra_columns: Iterable[str] = (), id_case: IdCase = "preserve",
+            version_column: str | None = None) -> Conformed:
     """Cast `df` to `contract` (+ `extra_columns` as `schemas.attribute_type`: numeric and boolean
     columns as double, others as string) and split off rows that break it.
 
-    Missing contract columns are an error for the whole table; a bad value rejects one row.
-    Exact duplicate keys keep the first row by all values and reject the rest as `duplicate_<key>`.
+    Missing contract columns (or declared attributes, or the version column) are an error for the whole
+    table; a bad value rejects one row. Id columns (`*_id`) are normalised (`ids.normalized_id`, `id_case`).
+    Among valid rows, a repeated key keeps one row -- the latest by `version_column` when one is given,
+    else (and among equal versions) the first by all values -- and rejects the others as `duplicate_<key>`.
     """
     extras = list(extra_columns)
-    absent = [f.name for f in contract.fields if f.name not in df.columns] + [c for c in extras if c not in df.columns]
-    if absent:
-        raise ContractError(f"{table}: missing columns: {', '.join(absent)} (found: {', '.join(df.columns)})")
+    _require_columns(df, contract, table, extras, version_column)
     record = F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+    version = [F.col(version_column).alias("__version")] if version_column is not None else []
     staged = df.select(
         *[F.col(f.name).alias(f"__raw_{f.name}") for f in contract.fields],
-        *[F.col(f.name).try_cast(f.dataType).alias(f.name) for f in contract.fields],
+        *[_contract_value(f, id_case).alias(f.name) for f in contract.fields],
         *[F.col(c).cast(schemas.attribute_type(df.schema[c].dataType)).alias(c) for c in extras],
-        record.alias("__record"),
+        *version, record.alias("__record"),
     ).withColumn("__reason", _reject_reason(contract, _row_rules(table)))
     if key is not None:
         orderable = [f.name for f in contract.fields if not isinstance(f.dataType, MapType | ArrayType)] + extras
-        order = [F.col(c).asc_nulls_last() for c in orderable]  # maps cannot be ordered
-        rank = F.row_number().over(Window.partitionBy(key).orderBy(*order))
-        staged = staged.withColumn(
-            "__reason", F.when(F.col("__reason").isNull() & (rank > 1), F.lit(f"duplicate_{key}"))
-            .otherwise(F.col("__reason"))
-        )
+        latest = [F.col("__version").desc_nulls_last()] if version_column is not None else []
+        # then all values (maps cannot be ordered), then the whole record: a deterministic choice
+        order = [*latest, *[F.col(c).asc_nulls_last() for c in orderable], F.col("__record")]
+        staged = with_duplicates_rejected(staged, key, order)
     columns = [f.name for f in contract.fields] + extras
     good = staged.where(F.col("__reason").isNull()).select(*columns)
     rejected = staged.where(F.col("__reason").isNotNull()).select(
         F.lit(table).alias("table"), F.col("__reason").alias("reason"), F.col("__record").alias("record")
     )
-    return Conformed(good, rejected)
+    return Conformed(good, rejected, staged)
 
 
 INPUT_CONTRACTS: dict[str, tuple[StructType, str]] = {
@@ -183,8 +334,27 @@ def read_input(spark: SparkSession, settings: Settings, table: str) -> Conformed
         return None
     contract, key = INPUT_CONTRACTS[table]
     extras = settings.inputs.account_attributes if table in WITH_ATTRIBUTES else []
-    raw = read_source(spark, source, Lakehouse.from_settings(settings))
-    return conform(raw, contract, table, key=key, extra_columns=extras)
+    raw = mapped_to_contract(read_source(spark, source, Lakehouse.from_settings(settings)), source, contract, table,
+                             extras)
+    return conform(raw, contract, table, key=key, extra_columns=extras, id_case=settings.inputs.id_case,
+                   version_column=source.version_column)
+
+
+def reject_unknown_accounts(conformed: Conformed, accounts: DataFrame, table: str) -> Conformed:
+    """The good rows whose `account_id` is not among the good `accounts` rows, moved to `rejected` as
+    `unknown_account_id` (the record: their conformed values).
+
+    Such a row can never reach a gold table (labels and features start from the accounts), so it is
+    counted with its reason instead of vanishing in a join. Grain: the input's.
+    """
+    columns = conformed.good.columns
+    known = accounts.select("account_id", F.lit(True).alias("__known")).dropDuplicates(["account_id"])
+    joined = conformed.good.join(known, "account_id", "left")
+    orphans = joined.where(F.col("__known").isNull()).select(
+        F.lit(table).alias("table"), F.lit("unknown_account_id").alias("reason"),
+        F.to_json(F.struct(*[F.col(c) for c in columns])).alias("record"))
+    good = joined.where(F.col("__known").isNotNull()).select(*columns)
+    return Conformed(good, conformed.rejected.unionByName(orphans), conformed.staged)
 
 
 def check_attribute_history(history: Conformed, accounts: DataFrame) -> Conformed:

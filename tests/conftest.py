@@ -53,8 +53,10 @@ def settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
 # `make test` runs two pytest workers with `--dist loadfile --no-loadscope-reorder`: a test file goes to
 # one worker whole (its module fixtures are built once), in the order below (the long ones first, so the
 # short ones fill the gaps at the end; xdist would otherwise start with the files of most tests).
-LONGEST_FIRST = ("test_cluster.py", "test_notebook.py", "test_ingest_kafka.py", "test_ingest.py", "test_score_job.py",
-                 "test_train_job.py", "test_features_job.py", "test_new_event_types.py", "test_train_calibration.py")
+LONGEST_FIRST = ("test_cluster.py", "test_notebook.py", "test_second_shape.py", "test_ingest_kafka.py",
+                 "test_ingest.py", "test_score_job.py", "test_train_job.py", "test_features_job.py",
+                 "test_train_xgboost.py", "test_new_event_types.py", "test_event_vocabulary.py",
+                 "test_train_calibration.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,6 +22,7 @@ CONFIG: dict[str, Any] = {
     "generate": {"accounts": 150, "start": "2023-01-01", "end": "2024-12-31", "seed": 5,
                  "events_per_account_month": 6.0, "event_files": 1, "history_months": 12},
     "churn": {"snapshots": {"start": "2023-01-01", "end": "2024-12-01"}},
+    "inputs": {"account_attributes": ["country", "channel", "industry"]},  # the generated accounts' attributes
     # one small GBT, no refit: the notebook shows a registered model; how it was chosen is tested elsewhere
     "model": {"type": "gbt", "params": {"maxIter": 6, "maxDepth": 3, "minInstancesPerNode": 5}, "refit": False},
     "scoring": {"reason_candidates": 3},

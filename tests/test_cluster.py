@@ -61,6 +61,8 @@ generate:
   events_per_account_month: 4
   event_files: 2
   history_months: 6
+inputs:
+  account_attributes: [country, channel, industry]
 churn:
   horizon_months: 1
   lookback_months: 3

@@ -92,6 +92,8 @@ def test_churn_rate_by_attribute_has_a_row_per_value_and_names_missing(spark, la
                    *COUNTS]))
     assert_df_equality(V.churn_rate_by_attribute(labels, accounts, ["country", "channel"]), expected,
                        ignore_nullable=True)
+    # no attribute declared (the default): no rows, the same columns
+    assert_df_equality(V.churn_rate_by_attribute(labels, accounts, []), expected.limit(0), ignore_nullable=True)
 
 
 DATASET = StructType([

@@ -22,6 +22,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from churn_spark import io, schemas
 from churn_spark.config import Settings
 from churn_spark.generate import run_generate, simulate
+from churn_spark.generate.mechanism import GENERATED_ATTRIBUTES
 from churn_spark.generate.rand import poisson, uniform
 from churn_spark.lakehouse import Lakehouse
 
@@ -35,7 +36,9 @@ RAW = ("accounts", "subscriptions", "support_tickets", "churn_truth")
 
 
 def _settings(root: str, **generate: Any) -> Settings:
-    return Settings(lakehouse=root, generate={**SMALL, **generate})
+    # the generated accounts' attributes declared, so the accounts contract checks them too
+    return Settings(lakehouse=root, generate={**SMALL, **generate},
+                    inputs={"account_attributes": list(GENERATED_ATTRIBUTES)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

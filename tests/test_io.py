@@ -57,8 +57,17 @@ def test_conform_keeps_good_rows_and_rejects_each_bad_row_with_a_reason(spark: S
 
 def test_conform_missing_columns_is_one_clear_error(spark: SparkSession) -> None:
     df = spark.createDataFrame([("a1",)], "account_id string")
-    with pytest.raises(ContractError, match=r"accounts: missing columns: created_at, country \(found: account_id\)"):
+    with pytest.raises(ContractError, match=r"^accounts: missing columns: created_at; missing attribute columns "
+                       r"\(inputs.account_attributes\): country \(found: account_id\)$"):
         io.conform(df, schemas.ACCOUNTS, "accounts", extra_columns=["country"])
+
+
+def test_a_configured_attribute_missing_from_accounts_is_one_error_naming_it(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a1", "2024-01-01", "DE")], "account_id string, created_at string, country string")
+    with pytest.raises(ContractError) as err:
+        io.conform(df, schemas.ACCOUNTS, "accounts", extra_columns=["country", "segment"])
+    assert str(err.value) == ("accounts: missing attribute columns (inputs.account_attributes): segment "
+                              "(found: account_id, created_at, country)")
 
 
 def test_first_broken_rule_names_the_first_rule_in_order_and_skips_null_conditions(spark: SparkSession) -> None:
@@ -251,3 +260,107 @@ def test_attribute_history_rows_are_conformed_and_bad_ones_rejected_with_a_reaso
 def test_unset_attribute_history_reads_as_absent(spark: SparkSession, settings: Settings) -> None:
     assert settings.inputs.account_attribute_history is None
     assert io.read_input(spark, settings, "account_attribute_history") is None
+
+
+# --- ids, duplicates and versions, orphans (#22 items 2, 3, 5) ---------------------------------------
+
+_SUBS = ("subscription_id string, account_id string, product_id string, start_date string, end_date string, "
+         "mrr string, quantity string, bill_period_months string")
+
+
+def _subs_row(sid: str, mrr: str = "10", product: str = "basic", account: str = "a1") -> tuple:
+    return (sid, account, product, "2024-01-01", None, mrr, "1", "1")
+
+
+def test_a_bad_first_copy_never_removes_the_good_copy(spark: SparkSession) -> None:
+    """The bad copy sorts first by all values (-5 < 10): ranked with the good one it would make the good
+    copy a duplicate and both rows would be lost. Only valid rows are ranked."""
+    df = spark.createDataFrame([_subs_row("s1", mrr="-5"), _subs_row("s1", mrr="10"), _subs_row("s2", mrr="x")],
+                               _SUBS)
+    out = io.conform(df, schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id")
+    want = spark.createDataFrame([("s1", "a1", "basic", D(2024, 1, 1), None, Decimal("10.00"), 1, 1)],
+                                 schemas.SUBSCRIPTIONS)
+    assert_df_equality(out.good, want, ignore_nullable=True)
+    assert io.reject_counts(out.rejected) == {"subscriptions": {"negative_mrr": 1, "bad_type_mrr": 1}}
+
+
+def test_with_a_version_column_the_latest_valid_copy_wins_and_ties_are_deterministic(spark: SparkSession) -> None:
+    rows = [
+        (*_subs_row("s1", mrr="10"), "2024-01-01"),
+        (*_subs_row("s1", mrr="30"), "2024-03-01"),             # the latest valid copy: kept
+        (*_subs_row("s1", mrr="20"), "2024-02-01"),
+        (*_subs_row("s1", mrr="-1"), "2024-04-01"),             # later but invalid: its own reason only
+        (*_subs_row("s2", product="pro"), "2024-01-01"),
+        (*_subs_row("s2", product="basic"), "2024-01-01"),      # same version: the first by all values wins
+        (*_subs_row("s3", mrr="7"), None),                     # no version loses to any version
+        (*_subs_row("s3", mrr="8"), "2023-12-31"),
+    ]
+    df = spark.createDataFrame(rows, _SUBS + ", updated_at string")
+    out = io.conform(df, schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id", version_column="updated_at")
+    want = spark.createDataFrame([
+        ("s1", "a1", "basic", D(2024, 1, 1), None, Decimal("30.00"), 1, 1),
+        ("s2", "a1", "basic", D(2024, 1, 1), None, Decimal("10.00"), 1, 1),
+        ("s3", "a1", "basic", D(2024, 1, 1), None, Decimal("8.00"), 1, 1),
+    ], schemas.SUBSCRIPTIONS)
+    assert_df_equality(out.good, want, ignore_row_order=True, ignore_nullable=True)
+    assert io.reject_counts(out.rejected) == {"subscriptions": {"duplicate_subscription_id": 4, "negative_mrr": 1}}
+    with pytest.raises(ContractError, match=r"^subscriptions: missing version column "
+                       r"\(inputs.subscriptions.version_column\): changed_at \(found: "):
+        io.conform(df, schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id", version_column="changed_at")
+
+
+def test_read_input_uses_the_configured_version_column(spark: SparkSession, settings: Settings, tmp_path) -> None:
+    path = str(tmp_path / "subs")
+    spark.createDataFrame([(*_subs_row("s1", mrr="10"), 2), (*_subs_row("s1", mrr="20"), 1)],
+                          _SUBS + ", version int").write.parquet(path)
+    s = settings.model_copy(update={"inputs": settings.inputs.model_copy(update={
+        "subscriptions": TableSource(format="parquet", path=path, version_column="version")})})
+    out = io.read_input(spark, s, "subscriptions")
+    assert out is not None
+    assert [(r["subscription_id"], r["mrr"]) for r in out.good.collect()] == [("s1", Decimal("10.00"))]
+
+
+def test_ids_are_normalised_in_every_id_column_so_tables_join(spark: SparkSession) -> None:
+    """An account id stored as a double in accounts and as padded text in subscriptions is one account."""
+    accounts = spark.createDataFrame([(123.0, "2024-01-01"), (1.5, "2024-01-01")],
+                                     "account_id double, created_at string")
+    subs = spark.createDataFrame([(" 7.0 ", " 123 ", "P1", "2024-01-01", None, "10", "1", "1"),
+                                  ("8", "1.5", "p1", "2024-01-01", None, "10", "1", "1")], _SUBS)
+    acc = io.conform(accounts, schemas.ACCOUNTS, "accounts", key="account_id", id_case="lower")
+    sub = io.conform(subs, schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id", id_case="lower")
+    assert_df_equality(acc.good.select("account_id"), spark.createDataFrame([("123",), ("1.5",)], "account_id string"),
+                       ignore_row_order=True, ignore_nullable=True)
+    joined = sub.good.join(acc.good, "account_id").select("subscription_id", "account_id", "product_id")
+    want = spark.createDataFrame([("7", "123", "p1"), ("8", "1.5", "p1")],
+                                 "subscription_id string, account_id string, product_id string")
+    assert_df_equality(joined, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_copies_whose_ids_differ_only_in_format_are_duplicates(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a1", "2024-01-01"), (" a1", "2024-01-01"), ("5.0", "2024-01-02"),
+                                ("5", "2024-01-02")], "account_id string, created_at string")
+    out = io.conform(df, schemas.ACCOUNTS, "accounts", key="account_id")
+    assert sorted(r["account_id"] for r in out.good.collect()) == ["5", "a1"]
+    assert io.reject_counts(out.rejected) == {"accounts": {"duplicate_account_id": 2}}
+
+
+def test_orphan_subscriptions_are_rejected_and_counted_not_joined_away(spark: SparkSession) -> None:
+    rows = [_subs_row("s1"), _subs_row("s2", account="zz"), _subs_row("s3", mrr="-1", account="zz")]
+    raw = spark.createDataFrame(rows, _SUBS)
+    subs = io.conform(raw, schemas.SUBSCRIPTIONS, "subscriptions", key="subscription_id")
+    accounts = spark.createDataFrame([("a1",)], "account_id string")
+    out = io.reject_unknown_accounts(subs, accounts, "subscriptions")
+    assert [r["subscription_id"] for r in out.good.collect()] == ["s1"]
+    assert out.good.columns == subs.good.columns
+    assert io.reject_counts(out.rejected) == {"subscriptions": {"unknown_account_id": 1, "negative_mrr": 1}}
+    orphan = json.loads(out.rejected.where("reason = 'unknown_account_id'").first()["record"])
+    assert (orphan["subscription_id"], orphan["account_id"]) == ("s2", "zz")
+
+
+def test_numeric_attributes_stay_numeric(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a1", "2024-01-01", 12, True, "DE")],
+                               "account_id string, created_at string, seats int, partner boolean, country string")
+    out = io.conform(df, schemas.ACCOUNTS, "accounts", key="account_id", extra_columns=["seats", "partner", "country"])
+    assert [(f.name, f.dataType.simpleString()) for f in out.good.schema.fields[2:]] == [
+        ("seats", "double"), ("partner", "double"), ("country", "string")]
+    assert out.good.first()[2:] == (12.0, 1.0, "DE")

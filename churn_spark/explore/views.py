@@ -92,8 +92,11 @@ def attribute_values(attributes: Sequence[str]) -> Column:
 
 
 def churn_rate_by_attribute(labels: DataFrame, accounts: DataFrame, attributes: Sequence[str]) -> DataFrame:
-    """Grain: (attribute, value) for every declared account attribute, in one pass over the labels."""
-    pairs = accounts.select("account_id", F.inline(attribute_values(attributes)))
+    """Grain: (attribute, value) for every declared account attribute, in one pass over the labels (no rows
+    when none is declared, the default)."""
+    pairs = accounts.select("account_id", F.inline(attribute_values(attributes))) if attributes else accounts.select(
+        "account_id", F.lit(None).cast("string").alias("attribute"), F.lit(None).cast("string").alias("value")
+    ).where(F.lit(False))
     return (
         labels.join(pairs, "account_id")
         .groupBy("attribute", "value")

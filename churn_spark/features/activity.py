@@ -110,30 +110,38 @@ def _metric_names(slugs: Sequence[str]) -> list[str]:
     return [f"{s}__{m}" for s in [cat.ANY_TYPE, *slugs] for m in ("n", "v", "d") if (s, m) != (cat.ANY_TYPE, "v")]
 
 
+def unique_families(slugs: Mapping[str, str]) -> list[str]:
+    """The distinct families of {raw type: family}, in their first-seen order."""
+    return list(dict.fromkeys(slugs.values()))
+
+
 def account_interval_activity(daily: DataFrame, bounds: Boundaries, slugs: Mapping[str, str]) -> DataFrame:
-    """Grain (account, interval idx): per type `<slug>__n` events, `__v` value sum (1e-4 units), `__d` days.
+    """Grain (account, interval idx): per family `<slug>__n` events, `__v` value sum (1e-4 units), `__d` days.
 
     From daily rows (`activity_in_range`): counts are sums of `events`, value sums sums of
-    `value_units`. `last_day` is the interval's last event day (days since 1970-01-01). Types not
-    in `slugs` count only towards the any-type metrics. The event type is matched once per row to
-    its 1-based position in `slugs` (0: another type); the per-type aggregates compare integers.
+    `value_units`. `last_day` is the interval's last event day (days since 1970-01-01). `slugs` maps
+    raw event types to their family (several types may share one: features/vocabulary.py); types not
+    in it count only towards the any-type metrics. The raw type is matched once per row to its
+    family's 1-based position (0: another type); the per-family aggregates compare integers.
     """
-    types = list(slugs)
+    types, families = list(slugs), unique_families(slugs)
+    position = [0] + [families.index(slugs[t]) + 1 for t in types]
     bit = F.expr("shiftleft(CAST(1 AS BIGINT), offset)")
     events, units = F.col("events"), F.col("value_units")
-    typed = with_interval_of_day(daily, bounds).withColumn(
-        "__type", F.array_position(F.array(*[F.lit(t) for t in types]), F.col("event_type")))
+    typed = with_interval_of_day(daily, bounds).withColumn("__type", F.element_at(
+        F.array(*[F.lit(p) for p in position]),
+        (F.array_position(F.array(*[F.lit(t) for t in types]), F.col("event_type")) + 1).cast("int")))
     aggs = [F.sum(events).alias("events__n"), F.bit_or(bit).alias("events__mask"),
             F.max(F.datediff("day", F.lit(EPOCH))).alias("last_day")]
-    for position, slug in enumerate(slugs.values(), start=1):
-        is_t = F.col("__type") == position
+    for position_of_family, slug in enumerate(families, start=1):
+        is_t = F.col("__type") == position_of_family
         aggs += [F.sum(F.when(is_t, events).otherwise(F.lit(0))).alias(f"{slug}__n"),
                  F.sum(F.when(is_t, units)).alias(f"{slug}__v"), F.bit_or(F.when(is_t, bit)).alias(f"{slug}__mask")]
     grouped = typed.groupBy("account_id", "idx").agg(*aggs)
     days = [F.coalesce(F.bit_count(f"{s}__mask"), F.lit(0)).cast("long").alias(f"{s}__d")
-            for s in [cat.ANY_TYPE, *slugs.values()]]
-    sums = [F.coalesce(f"{s}__v", F.lit(0)).alias(f"{s}__v") for s in slugs.values()]
-    counts = [F.col(f"{s}__n") for s in [cat.ANY_TYPE, *slugs.values()]]
+            for s in [cat.ANY_TYPE, *families]]
+    sums = [F.coalesce(f"{s}__v", F.lit(0)).alias(f"{s}__v") for s in families]
+    counts = [F.col(f"{s}__n") for s in [cat.ANY_TYPE, *families]]
     return grouped.select("account_id", "idx", "last_day", *counts, *sums, *days)
 
 
@@ -234,8 +242,8 @@ def activity_features(daily: DataFrame, snapshots: Sequence[dt.date], slugs: Map
     """
     bounds = boundaries(snapshots, features, churn)
     intervals = account_interval_activity(activity_in_range(daily, bounds), bounds, slugs)
-    totals = totals_at_roles(intervals, bounds, list(slugs.values()))
-    columns = {**activity_columns(list(slugs.values()), features, churn),
+    totals = totals_at_roles(intervals, bounds, unique_families(slugs))
+    columns = {**activity_columns(unique_families(slugs), features, churn),
                cat.DAYS_SINCE_LAST_EVENT: days_since_last_event()}
     return totals.selectExpr(*KEYS, *[f"{sql} AS `{name}`" for name, sql in columns.items()])
 

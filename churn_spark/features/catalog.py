@@ -7,7 +7,7 @@ catalogue order, and the table in docs/churn-definition.md is generated from `re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,21 +32,67 @@ class FeatureSpec:
     grows_by_design: bool = False
 
 
+OTHER = "other"  # the family pooling the event types beyond features.max_event_types
+RESERVED_PREFIXES = (ANY_TYPE, "days")  # column prefixes of the any-type features
+
+
 def type_slug(event_type: str) -> str:
     """A column-safe name for an event type: lower case, runs of other characters as `_`."""
     slug = re.sub(r"[^a-z0-9]+", "_", event_type.lower()).strip("_")
     return slug or "unnamed"
 
 
+def variant_key(event_type: str) -> str:
+    """The type with case, spacing and punctuation ignored, but every letter kept (Unicode too).
+
+    Two raw types with the same key are variants of one type ("Page View", "PAGE-VIEW") and fold into
+    one family; two with the same slug but different keys ("café", "caf") collide.
+    """
+    return re.sub(r"[\W_]+", "_", event_type.casefold()).strip("_")
+
+
+def slug_collisions(families: Mapping[str, str], explicit: Sequence[str] = ()) -> list[str]:
+    """Why `families` ({raw type: family}) cannot be feature columns, one entry per problem ([] when fine).
+
+    A family reached by slugging (raw types not in `explicit`, i.e. not named by features.event_type_map)
+    must hold variants of one type only; no family may take a reserved prefix of the any-type features.
+    """
+    implicit: dict[str, set[str]] = {}
+    named = set(explicit)
+    for raw, family in families.items():
+        if raw not in named:
+            implicit.setdefault(family, set()).add(raw)
+    problems = [f"{', '.join(repr(r) for r in sorted(raws))} -> {family!r}" for family, raws in sorted(implicit.items())
+                if len({variant_key(r) for r in raws}) > 1]
+    reserved = sorted(raw for raw, family in families.items() if family in RESERVED_PREFIXES)
+    problems += [f"{raw!r} -> {families[raw]!r} (reserved for the any-type features)" for raw in reserved]
+    return problems
+
+
+def check_slug_collisions(families: Mapping[str, str], explicit: Sequence[str] = ()) -> None:
+    """One ConfigError listing every collision of `slug_collisions`."""
+    problems = slug_collisions(families, explicit)
+    if problems:
+        raise ConfigError("event types collide as feature column prefixes (not case/punctuation variants of one "
+                          "type; fold or rename them with features.event_type_map): " + "; ".join(problems))
+
+
 def event_type_slugs(event_types: Sequence[str]) -> dict[str, str]:
-    """{event_type: slug}; two types with the same slug are a config error (their columns would clash)."""
-    out: dict[str, str] = {}
-    for t in sorted(set(event_types)):
-        slug = type_slug(t)
-        if slug in out.values() or slug in (ANY_TYPE, "days"):
-            raise ConfigError(f"event type {t!r} gives the column prefix {slug!r}, which is already taken")
-        out[t] = slug
+    """{event_type: slug}: variants of one type share their slug; other collisions are one config error."""
+    out = {t: type_slug(t) for t in sorted(set(event_types))}
+    check_slug_collisions(out)
     return out
+
+
+def family_order(families: Iterable[str]) -> list[str]:
+    """Families in column order: by name, the `other` pool last."""
+    return sorted(set(families), key=lambda f: (f == OTHER, f))
+
+
+def families_of(event_types: Sequence[str] | Mapping[str, str]) -> list[str]:
+    """The families with columns: of {raw type: family}, or of a list of types (each its own slug)."""
+    members = event_types if isinstance(event_types, Mapping) else event_type_slugs(event_types)
+    return family_order(members.values())
 
 
 # --- activity ----------------------------------------------------------------------------------
@@ -107,7 +153,8 @@ def activity_specs(f: FeatureSettings, churn: ChurnSettings, slugs: Sequence[str
                              "days from the last event day before D to D; null when no event in the lookback "
                              "span of D (the longest window, trend span or lookback)"))
     for slug in slugs:
-        specs.extend(_activity_for(slug, f"`{slug}` events", f, churn))
+        what = f"events of the types pooled into `{OTHER}`" if slug == OTHER else f"`{slug}` events"
+        specs.extend(_activity_for(slug, what, f, churn))
     return specs
 
 
@@ -197,12 +244,13 @@ def support_specs(f: FeatureSettings) -> list[FeatureSpec]:
 # --- the whole catalogue -------------------------------------------------------------------------
 
 
-def feature_catalog(settings: Settings, event_types: Sequence[str], with_support: bool,
+def feature_catalog(settings: Settings, event_types: Sequence[str] | Mapping[str, str], with_support: bool,
                     attribute_dtypes: Mapping[str, Dtype] | None = None) -> list[FeatureSpec]:
-    """Every feature column in table order: account, activity (any type, then per type), support.
+    """Every feature column in table order: account, activity (any type, then per family), support.
 
+    `event_types`: {raw type: family} (features/vocabulary.py), or a list of types, each its own family.
     `attribute_dtypes` as in `account_specs` (the job passes the types of its attribute source)."""
-    slugs = list(event_type_slugs(event_types).values())
+    slugs = families_of(event_types)
     specs = account_specs(settings.features, settings.inputs.account_attributes, attribute_dtypes)
     specs += activity_specs(settings.features, settings.churn, slugs)
     if with_support:
@@ -210,7 +258,8 @@ def feature_catalog(settings: Settings, event_types: Sequence[str], with_support
     names = [s.name for s in specs]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise ConfigError(f"feature names clash (check inputs.account_attributes): {', '.join(clashes)}")
+        raise ConfigError(f"feature names clash (check inputs.account_attributes and features.event_type_map): "
+                          f"{', '.join(clashes)}")
     return specs
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import reduce
 from typing import Any
 
@@ -20,10 +20,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from churn_spark import asof, io, progress, schemas
+from churn_spark import asof, ids, io, progress, schemas
 from churn_spark.config import Settings
 from churn_spark.errors import ContractError
 from churn_spark.features import catalog as cat
+from churn_spark.features import vocabulary as vocab
 from churn_spark.features.account import account_features, attribute_dtypes, tenure_as_double
 from churn_spark.features.activity import activity_features, with_per_seat_rates
 from churn_spark.features.support import support_features
@@ -59,6 +60,7 @@ class FeatureInputs:
     rejected: DataFrame | None
     silver: dict[str, Any] | None = None
     attribute_history: DataFrame | None = None
+    account_references: dict[str, Any] | None = None  # ids.account_references, checked by load_inputs
 
 
 def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -85,11 +87,18 @@ def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
     history = io.read_input(spark, settings, "account_attribute_history")
     if history is not None:
         history = io.check_attribute_history(history, accounts.good)
-    rejected = [c.rejected for c in (*conformed.values(), history) if c is not None]
     synced = sync_silver(spark, settings)
+    activity = read_silver(spark, settings)
+    # ids that do not join fail here, before any gold table; orphans are then counted, not joined away
+    references = ids.input_account_references(accounts.good, subscriptions.good, tickets.good if tickets else None,
+                                              activity)
+    ids.check_account_references(references, settings.inputs)
+    subscriptions = io.reject_unknown_accounts(subscriptions, accounts.good, "subscriptions")
+    tickets = io.reject_unknown_accounts(tickets, accounts.good, "support_tickets") if tickets else None
+    rejected = [c.rejected for c in (accounts, subscriptions, tickets, history) if c is not None]
     return FeatureInputs(accounts.good, subscriptions.good, tickets.good if tickets else None,
-                         read_silver(spark, settings), reduce(DataFrame.unionByName, rejected), synced,
-                         history.good if history is not None else None)
+                         activity, reduce(DataFrame.unionByName, rejected), synced,
+                         history.good if history is not None else None, references)
 
 
 def attribute_history_configured(settings: Settings) -> bool:
@@ -119,59 +128,107 @@ def resolve_data_end(settings: Settings, events: DataFrame) -> dt.date:
     return latest["d"]
 
 
-EVENT_TYPES_PROPERTY = "churn.feature_set.{version}.event_types"
+EVENT_TYPES_PROPERTY = "churn.feature_set.{version}.event_types"  # versions frozen before event families
+EVENT_VOCABULARY_PROPERTY = "churn.feature_set.{version}.event_vocabulary"
 
 
 @dataclass(frozen=True)
 class EventTypes:
-    """The event types a feature set has columns for, where that list came from, and types seen since.
+    """The event families a feature set has columns for, the raw types feeding them, their origin, and
+    the raw types seen since.
 
-    `source`: `config` (features.event_types), `recorded` (frozen when the feature-set version was
-    first built, kept as a table property of gold.churn_features) or `discovered` (first build:
-    the distinct types of the activity input, recorded after the write). `new`: types in the input
-    that the frozen list lacks; their events are ignored until a new feature-set version is built.
+    `types`: the families (column prefixes) in column order. `members`: {raw type: family} of every raw
+    type that feeds one (features/vocabulary.py); with a configured list, other types feed only the
+    any-type features. `source`: `config` (features.event_types), `recorded` (frozen when the
+    feature-set version was first built, kept as a table property of gold.churn_features) or
+    `discovered` (first build: the raw types of the activity input mapped, folded and capped; recorded
+    after the write). `new`: raw types in the input that the frozen vocabulary lacks; their events are
+    ignored until a new feature-set version is built. `ranked_over`: the [start, end) days whose events
+    ranked the families for `features.max_event_types` (None: configured, or frozen before families).
     """
 
     types: list[str]
     source: str
     new: list[str]
+    members: dict[str, str] = field(default_factory=dict)
+    ranked_over: list[str] | None = None
+
+    @property
+    def folds(self) -> dict[str, list[str]]:
+        """{family: raw types} where raw types were folded, mapped or pooled (the run summary's list)."""
+        return vocab.folds(self.members)
+
+
+def recorded_vocabulary(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
+    """The vocabulary frozen for the configured feature-set version (`members`, and the `max_event_types`,
+    `event_type_map` and `ranked_over` that chose them), or None before its first build. A version frozen
+    before event families (a list of raw types) reads as each type its own family."""
+    properties = io.table_properties(spark, Lakehouse.from_settings(settings).churn_features)
+    version = settings.features.feature_set_version
+    recorded = properties.get(EVENT_VOCABULARY_PROPERTY.format(version=version))
+    if recorded:
+        return dict(json.loads(recorded))
+    legacy = properties.get(EVENT_TYPES_PROPERTY.format(version=version))
+    return {"members": cat.event_type_slugs(json.loads(legacy)), "ranked_over": None} if legacy else None
 
 
 def recorded_event_types(spark: SparkSession, settings: Settings) -> list[str] | None:
-    """The event types frozen for the configured feature-set version, or None before its first build."""
-    key = EVENT_TYPES_PROPERTY.format(version=settings.features.feature_set_version)
-    raw = io.table_properties(spark, Lakehouse.from_settings(settings).churn_features).get(key)
-    return sorted(json.loads(raw)) if raw else None
+    """The event families frozen for the configured feature-set version, or None before its first build."""
+    recorded = recorded_vocabulary(spark, settings)
+    return cat.family_order(recorded["members"].values()) if recorded is not None else None
 
 
 def frozen_event_types(spark: SparkSession, settings: Settings) -> list[str] | None:
-    """`features.event_types`, else the recorded list: what the columns of this feature set are built from."""
-    if settings.features.event_types is not None:
-        return sorted(set(settings.features.event_types))
+    """The families of `features.event_types`, else the recorded ones: the columns of this feature set."""
+    f = settings.features
+    if f.event_types is not None:
+        return cat.family_order(vocab.pinned_families(f.event_types, [], f.event_type_map).values())
     return recorded_event_types(spark, settings)
 
 
-def resolve_event_types(settings: Settings, events: DataFrame) -> EventTypes:
-    """The feature set's event types: configured, frozen at its first build, or discovered now.
+def ranking_days(settings: Settings, snapshots: Sequence[dt.date] | None) -> tuple[dt.date, dt.date] | None:
+    """The ranking range of `snapshots`, else of the configured schedule; None (all days) without either."""
+    schedule = settings.churn.snapshots
+    if not snapshots and schedule.start is not None and schedule.end is not None:
+        snapshots = snapshot_dates(schedule)
+    return vocab.ranking_range(snapshots, settings.churn) if snapshots else None
 
-    Discovering means the distinct types of the whole input (so every range gets the same columns);
-    with a frozen list the same scan names the types that arrived later (reported, not featurised).
+
+def resolve_event_types(settings: Settings, events: DataFrame,
+                        snapshots: Sequence[dt.date] | None = None) -> EventTypes:
+    """The feature set's event families: configured, frozen at its first build, or discovered now.
+
+    One aggregation of the activity input by raw type (one row per type: the vocabulary, not the data)
+    gives every raw type (so every range gets the same columns) and, for a first build, its events in
+    the ranking range of `snapshots` (the run's; default the configured schedule). With a frozen
+    vocabulary the same scan names the types that arrived later (reported, not featurised).
     """
-    if settings.features.event_types is not None:
-        return EventTypes(sorted(set(settings.features.event_types)), "config", [])
-    seen = sorted(r["event_type"] for r in events.select("event_type").distinct().collect())
-    recorded = recorded_event_types(events.sparkSession, settings)
-    if recorded is None:
-        return EventTypes(seen, "discovered", [])
-    return EventTypes(recorded, "recorded", [t for t in seen if t not in recorded])
+    f = settings.features
+    frozen = recorded_vocabulary(events.sparkSession, settings) if f.event_types is None else None
+    days = ranking_days(settings, snapshots) if f.event_types is None and frozen is None else None
+    volumes = {r["event_type"]: int(r["volume"]) for r in vocab.event_type_volumes(events, days).collect()}
+    if f.event_types is not None:
+        members = vocab.pinned_families(f.event_types, list(volumes), f.event_type_map)
+        return EventTypes(cat.family_order(members.values()), "config", [], members)
+    if frozen is None:
+        members = vocab.capped_families(vocab.event_families(volumes, f.event_type_map), volumes, f.max_event_types)
+        ranked = [d.isoformat() for d in days] if days is not None else None
+        return EventTypes(cat.family_order(members.values()), "discovered", [], members, ranked)
+    members, new = vocab.extend_frozen(frozen["members"], volumes, f.event_type_map)
+    return EventTypes(cat.family_order(frozen["members"].values()), "recorded", new, members,
+                      frozen.get("ranked_over"))
 
 
 def record_event_types(spark: SparkSession, settings: Settings, event_types: EventTypes) -> None:
-    """Freeze a discovered list on gold.churn_features (one metadata commit, first build only)."""
+    """Freeze a discovered vocabulary on gold.churn_features (one metadata commit, first build only):
+    its members, and the cap, map and ranking range that chose them."""
     if event_types.source == "discovered":
-        key = EVENT_TYPES_PROPERTY.format(version=settings.features.feature_set_version)
+        f = settings.features
+        key = EVENT_VOCABULARY_PROPERTY.format(version=f.feature_set_version)
+        value = {"members": event_types.members, "max_event_types": f.max_event_types,
+                 "event_type_map": f.event_type_map, "ranked_over": event_types.ranked_over}
         io.ensure_table_properties(spark, Lakehouse.from_settings(settings).churn_features,
-                                   {key: json.dumps(event_types.types)})
+                                   {key: json.dumps(value, sort_keys=True)})
 
 
 def without_new_event_types(events: DataFrame, event_types: EventTypes) -> DataFrame:
@@ -180,20 +237,26 @@ def without_new_event_types(events: DataFrame, event_types: EventTypes) -> DataF
     (With a configured list, other types still count towards the any-type features, as documented.)
     """
     if event_types.source == "recorded" and event_types.new:
-        return events.where(F.col("event_type").isin(event_types.types))
+        return events.where(F.col("event_type").isin(list(event_types.members)))
     return events
+
+
+VOCABULARY_SETTINGS = {"event_type_map", "max_event_types"}
 
 
 def feature_config_fingerprint(settings: Settings, event_types: Sequence[str], with_support: bool) -> str:
     """A short hash of everything a features slice depends on besides the data: the churn definition
     (without the snapshot schedule and data_end, which only change labels), the feature settings, the
-    event types and attributes. Scoring reuses a stored slice only when its fingerprint matches."""
+    event families (`event_types`) and attributes. Scoring reuses a stored slice only when its fingerprint matches."""
     payload = {
         "churn": settings.churn.model_dump(mode="json", exclude={"snapshots", "data_end"}),
-        "features": settings.features.model_dump(mode="json", exclude={"event_types"}),
+        "features": settings.features.model_dump(mode="json", exclude={"event_types", *VOCABULARY_SETTINGS}),
         "event_types": sorted(event_types), "support": with_support,
         "account_attributes": list(settings.inputs.account_attributes),
     }
+    vocabulary = settings.features.model_dump(mode="json", include=VOCABULARY_SETTINGS, exclude_defaults=True)
+    if vocabulary:  # only then: fingerprints of configs that keep the defaults are unchanged
+        payload["event_vocabulary"] = vocabulary
     if attribute_history_configured(settings):  # only then: fingerprints of configs without one are unchanged
         payload["account_attribute_history"] = True
     return fingerprint(payload)
@@ -221,13 +284,16 @@ def labels_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt
 
 
 def features_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date], labels: DataFrame,
-                 event_types: Sequence[str]) -> DataFrame:
-    """`gold.churn_features` rows: one per labelled (account, D), every family left-joined on the keys."""
+                 event_types: Sequence[str] | Mapping[str, str]) -> DataFrame:
+    """`gold.churn_features` rows: one per labelled (account, D), every family left-joined on the keys.
+
+    `event_types`: {raw type: family} (`EventTypes.members`), or a list of types, each its own family.
+    """
     snaps = asof.snapshot_frame(inputs.events.sparkSession, snapshots)
-    slugs = cat.event_type_slugs(event_types)
+    slugs = event_types if isinstance(event_types, Mapping) else cat.event_type_slugs(event_types)
     attributes = settings.inputs.account_attributes
     attribute_source = inputs.attribute_history if inputs.attribute_history is not None else inputs.accounts
-    specs = cat.feature_catalog(settings, event_types, with_support=inputs.tickets is not None,
+    specs = cat.feature_catalog(settings, slugs, with_support=inputs.tickets is not None,
                                 attribute_dtypes=attribute_dtypes(attribute_source, attributes))
     families = [
         account_features(inputs.subscriptions, inputs.accounts, snaps, settings.features, attributes,
@@ -237,12 +303,13 @@ def features_for(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[
     if inputs.tickets is not None:
         families.append(support_features(inputs.tickets, snaps, snapshots, settings.features))
     spine = labels.select(*KEYS, "tenure_days")
-    fingerprint = feature_config_fingerprint(settings, event_types, inputs.tickets is not None)
-    return assemble_features(spine, families, specs, list(slugs.values()), settings, fingerprint)
+    fingerprint = feature_config_fingerprint(settings, cat.families_of(slugs), inputs.tickets is not None)
+    return assemble_features(spine, families, specs, cat.families_of(slugs), settings, fingerprint)
 
 
 def labels_and_features(inputs: FeatureInputs, settings: Settings, snapshots: Sequence[dt.date],
-                        data_end: dt.date, event_types: Sequence[str]) -> tuple[DataFrame, DataFrame]:
+                        data_end: dt.date,
+                        event_types: Sequence[str] | Mapping[str, str]) -> tuple[DataFrame, DataFrame]:
     """The pure transform: (labels, features) for `snapshots`; features have a row per labelled account."""
     labels = labels_for(inputs, settings, snapshots, data_end)
     return labels, features_for(inputs, settings, snapshots, labels, event_types)
@@ -256,9 +323,9 @@ def build_labels_and_features(spark: SparkSession, settings: Settings,
     """
     inputs = load_inputs(spark, settings)
     data_end = resolve_data_end(settings, inputs.events)
-    event_types = resolve_event_types(settings, inputs.events)
+    event_types = resolve_event_types(settings, inputs.events, snapshots)
     inputs = replace(inputs, events=without_new_event_types(inputs.events, event_types))
-    return labels_and_features(inputs, settings, snapshots, data_end, event_types.types)
+    return labels_and_features(inputs, settings, snapshots, data_end, event_types.members)
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -326,7 +393,7 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
     with progress.stage("features", "inputs read") as step:
         loaded = load_inputs(spark, settings)
         data_end = resolve_data_end(settings, loaded.events)
-        resolved = resolve_event_types(settings, loaded.events)
+        resolved = resolve_event_types(settings, loaded.events, snapshots)
         event_types = resolved.types
         loaded = replace(loaded, events=without_new_event_types(loaded.events, resolved))
         step.done(f"inputs read: {len(snapshots)} snapshots {snapshots[0]}..{snapshots[-1]}, data_end {data_end}, "
@@ -354,7 +421,7 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
             step.done(f"labels written: {progress.rows(sum(s['eligible'] for s in per_snapshot))} rows, "
                       f"{progress.rows(sum(s['censored'] for s in per_snapshot))} censored")
         with progress.stage("features", f"features of {len(snapshots)} snapshots computed and written"):
-            features = features_for(inputs, settings, snapshots, labels, event_types)
+            features = features_for(inputs, settings, snapshots, labels, resolved.members)
             io.assert_schema(features, schemas.FEATURE_KEYS, "gold.churn_features", allow_extra=True)
             features_version = io.write_slice(features, lake.churn_features, where, ["as_of_date"],
                                               properties=io.KEY_STATS_ONLY, merge_schema=True)
@@ -372,11 +439,13 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
         "label_definition": {"fingerprint": fingerprint(label_definition(settings.churn)),
                              "definition": label_definition(settings.churn)},
         "event_types": event_types, "event_types_source": resolved.source,
-        "new_event_types": resolved.new,
+        "new_event_types": resolved.new, "event_type_folds": resolved.folds,
+        "event_types_ranked_over": resolved.ranked_over,
         "feature_set_version": settings.features.feature_set_version, "features": len(names),
         "config_fingerprint": feature_config_fingerprint(settings, event_types, inputs.tickets is not None),
         "support": "enabled" if inputs.tickets is not None else SUPPORT_DISABLED,
         "silver": loaded.silver,
+        "account_references": loaded.account_references,
         "label_rows": sum(s["eligible"] for s in per_snapshot),
         "censored_rows": sum(s["censored"] for s in per_snapshot),
         "per_snapshot": per_snapshot,

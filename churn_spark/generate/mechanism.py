@@ -401,9 +401,14 @@ def with_lifecycle(accounts: DataFrame, settings: Settings, cal: Calendar, mech:
 # --- tables derived from the simulation -------------------------------------------------------
 
 
+GENERATED_ATTRIBUTES = ("country", "channel", "industry")
+"""The attribute columns of the generated accounts: what a config for generated data declares in
+`inputs.account_attributes` (none are declared by default)."""
+
+
 def accounts_table(sim: DataFrame) -> DataFrame:
-    """raw/accounts (grain: account): id, creation time and the declared attributes."""
-    return sim.select("account_id", "created_at", "country", "channel", "industry")
+    """raw/accounts (grain: account): id, creation time and the attributes (`GENERATED_ATTRIBUTES`)."""
+    return sim.select("account_id", "created_at", *GENERATED_ATTRIBUTES)
 
 
 def subscriptions_table(sim: DataFrame) -> DataFrame:

@@ -3,6 +3,8 @@
 Windows are whole UTC days (asof: an event is known at D when it happened before D 00:00 UTC, so a
 day is either wholly known at D or not at all): a count and a value sum per day and type are all
 the activity features need, and an account's day holds far fewer rows than its raw events.
+`event_type` stays the raw type: the features map raw types to families when they read silver
+(features/vocabulary.py), so a new `features.event_type_map` or `max_event_types` never rebuilds silver.
 """
 
 from __future__ import annotations

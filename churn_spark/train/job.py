@@ -156,6 +156,8 @@ class Candidate:
 
 def candidates(ms: ModelSettings) -> list[Candidate]:
     """`auto`: every family of `model.candidates`; one family: each point of its `param_grid` (or just it)."""
+    for family in ms.candidates if ms.type == "auto" else [ms.type]:
+        P.require_family(family)  # an optional family without its package: one line (run_train calls this first)
     if ms.type == "auto":
         return [Candidate(f, ms.family_params(f)) for f in dict.fromkeys(ms.candidates)]
     probe = P.classifier(ms.type, {}, ms.seed, weighted=False)
@@ -360,47 +362,47 @@ def log_to_mlflow(settings: Settings, version: str, metadata: dict[str, Any]) ->
 def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Train, evaluate on the held-out later snapshots, report, register; promote if not worse."""
     lake, ms = Lakehouse.from_settings(settings), settings.model
-    with progress.stage("train", "labelled dataset read") as step:
-        labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
-        features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
-        fsv = settings.features.feature_set_version
-        dataset = labelled_dataset(labels, features, fsv)
-        stats = snapshot_stats(dataset)
-        if not stats:
-            raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
-                                    f"(labels {lake.churn_labels}, features {lake.churn_features})")
-        # The split gap is the labels' own horizon + grace, recorded with them (one definition, or refused);
-        # labels that record none are taken as labelled with today's churn settings, and the summary says so.
-        definition = definition_of_snapshots(labels, list(stats), settings.churn)
-        split = plan_time_split(list(stats), definition.horizon_months, definition.grace_days,
-                                ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
-        splits = split_summary(split, stats)
-        step.done("{} snapshots labelled, {} rows (definition {}, gap {}); train {}..{}, validation {}..{}, "
-                  "test {}..{}".format(
-                      len(stats), progress.rows(sum(n for n, _ in stats.values())), definition.fingerprint,
-                      split.as_dict()["gap"],
-                      *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
-    if definition.note():
-        log.warning("train: %s", definition.note())
-    persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
-        filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
-        filter_snapshots(dataset, split.test))]
+    candidates(ms)  # refuse unknown parameters and missing optional packages before any data is read
+    labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
+    features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
+    fsv = settings.features.feature_set_version
+    # Every fold fit, refit and evaluation reads these rows, most of them several times (each encoding
+    # stage's fit is a pass): one read of Delta, one join and one layout shuffle, kept for the run.
+    dataset = labelled_dataset(labels, features, fsv).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result = _train(spark, settings, dataset, features, split, splits, stats, persisted,
+        with progress.stage("train", "labelled dataset read") as step:
+            stats = snapshot_stats(dataset)
+            if not stats:
+                raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
+                                        f"(labels {lake.churn_labels}, features {lake.churn_features})")
+            # The split gap is the labels' own horizon + grace, recorded with them (one definition, or refused);
+            # labels that record none are taken as labelled with today's churn settings, and the summary says so.
+            definition = definition_of_snapshots(labels, list(stats), settings.churn)
+            split = plan_time_split(list(stats), definition.horizon_months, definition.grace_days,
+                                    ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
+            splits = split_summary(split, stats)
+            step.done("{} snapshots labelled, {} rows (definition {}, gap {}); train {}..{}, validation {}..{}, "
+                      "test {}..{}".format(
+                          len(stats), progress.rows(sum(n for n, _ in stats.values())), definition.fingerprint,
+                          split.as_dict()["gap"],
+                          *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
+        if definition.note():
+            log.warning("train: %s", definition.note())
+        parts = [filter_snapshots(dataset, days) for days in (split.train, split.validation, split.test)]
+        result = _train(spark, settings, dataset, features, split, splits, stats, parts,
                         {"labels": {"path": lake.churn_labels, "delta_version": labels_v,
                                     "definition": definition.as_dict()},
                          "features": {"path": lake.churn_features, "delta_version": features_v}})
         return {**result, "label_definition": definition.as_dict()}
     finally:
-        for d in persisted:
-            d.unpersist()
+        dataset.unpersist()
 
 
 def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features: DataFrame, split: TimeSplit,
-           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], persisted: list[DataFrame],
+           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], parts: list[DataFrame],
            tables: dict[str, Any]) -> dict[str, Any]:
     ms = settings.model
-    train, validation, test = persisted
+    train, validation, test = parts  # filters of the persisted dataset
     columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
                                      ms.missing_indicators, ms.cyclic_features)
     if not columns.numeric and not columns.categorical:
@@ -435,9 +437,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if split.refit:
         assert best is not None
         calibration_rows = best.pooled()
-        train.unpersist()
-        refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(refit)
+        refit = filter_snapshots(dataset, split.refit)
         with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
                                      f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
                                      f"{described})"):

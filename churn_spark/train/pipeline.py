@@ -12,6 +12,7 @@ Scoring loads the PipelineModel and calls :func:`predict`; it never re-implement
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,12 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "gbt": {"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "subsamplingRate": 0.8, "minInstancesPerNode": 20,
             "maxBins": 32},
     "lr": {"regParam": 0.01, "elasticNetParam": 0.0, "maxIter": 100},
+    # optional (train/xgb.py): xgboost.spark's own parameter names; the GBT's rounds, depth, rate, rows and bins
+    "xgboost": {"n_estimators": 60, "max_depth": 5, "learning_rate": 0.1, "subsample": 0.8, "min_child_weight": 1.0,
+                "max_bin": 32, "tree_method": "hist"},
 }
+XGBOOST_MISSING = ("model family xgboost needs the xgboost package: pip install 'churn-spark[xgboost]' "
+                   "(or xgboost-cpu), or choose another model.type / model.candidates")
 
 
 @dataclass(frozen=True)
@@ -140,13 +146,14 @@ def prepare_statement(columns: FeatureColumns, log_scale: bool = False) -> str:
 
 
 def classifier(model_type: str, params: dict[str, Any], seed: int, weighted: bool) -> Estimator:
-    """The classifier with defaults for `model_type`, overridden by `params` (MLlib param names)."""
-    est: Any = (GBTClassifier(seed=seed) if model_type == "gbt"
+    """The classifier with defaults for `model_type`, overridden by `params` (MLlib param names; xgboost.spark's
+    for `xgboost`)."""
+    est: Any = (GBTClassifier(seed=seed) if model_type == "gbt" else xgboost_estimator(seed) if model_type == "xgboost"
                 else LogisticRegression(family="binomial", standardization=False))
-    est.setFeaturesCol(FEATURES_COL).setLabelCol(LABEL_COL).setProbabilityCol(PROBABILITY_COL)
-    est.setRawPredictionCol("raw_prediction").setPredictionCol("prediction")
-    if weighted:
-        est.setWeightCol(WEIGHT_COL)
+    columns = {"featuresCol": FEATURES_COL, "labelCol": LABEL_COL, "probabilityCol": PROBABILITY_COL,
+               "rawPredictionCol": "raw_prediction", "predictionCol": "prediction"}
+    for name, value in {**columns, **({"weightCol": WEIGHT_COL} if weighted else {})}.items():
+        est.set(est.getParam(name), value)  # the same Param names in MLlib and xgboost.spark
     merged = {**DEFAULT_PARAMS[model_type], **params}
     unknown = [k for k in merged if not est.hasParam(k)]
     if unknown:
@@ -155,6 +162,22 @@ def classifier(model_type: str, params: dict[str, Any], seed: int, weighted: boo
         raise ConfigError(f"model.params: unknown {model_type} parameter(s): {', '.join(unknown)}")
     est.setParams(**merged)
     return est
+
+
+def xgboost_estimator(seed: int) -> Estimator:
+    """xgboost.spark's classifier (train/xgb.py), or one line saying the package is missing."""
+    require_family("xgboost")
+    from churn_spark.train.xgb import xgboost_estimator as estimator
+
+    return estimator(seed)
+
+
+def require_family(model_type: str) -> None:
+    """Raise ConfigError when `model_type` needs a package that is not installed (xgboost is optional)."""
+    if model_type == "xgboost" and importlib.util.find_spec("xgboost") is None:
+        from churn_spark.errors import ConfigError
+
+        raise ConfigError(XGBOOST_MISSING)
 
 
 def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, Any], seed: int,
@@ -391,12 +414,12 @@ def vector_feature_names(model: PipelineModel, sample: DataFrame, columns: Featu
 
 
 def classifier_model(model: PipelineModel) -> Any:
-    """The fitted classifier stage (LogisticRegressionModel or GBTClassificationModel)."""
+    """The fitted classifier stage (LogisticRegressionModel, GBTClassificationModel, XGBoostClassificationModel)."""
     return next(s for s in reversed(model.stages) if hasattr(s, "numFeatures") and hasattr(s, "predictRaw"))
 
 
 def explanation(model: PipelineModel, names: list[str]) -> dict[str, Any]:
-    """LR: coefficients (on standardised features) and intercept; GBT: feature importances; by name."""
+    """LR: coefficients (on standardised features) and intercept; GBT, xgboost: feature importances; by name."""
     clf = classifier_model(model)
     if hasattr(clf, "coefficients"):
         coefs = clf.coefficients.toArray().tolist()
