@@ -61,3 +61,16 @@ def write_labelled_lake(spark: SparkSession, root: str, labels: list[tuple[Any, 
         features, f"account_id string, as_of_date date, feature_set_version string, {feature_columns}"),
         lh.churn_features, ["as_of_date"])
     return lh
+
+
+def xor_rows(snapshots: list[Any]) -> tuple[list[tuple], list[tuple]]:
+    """(label rows, feature rows) of 200 accounts per snapshot where churn is `a XOR b` (flipped for every
+    tenth account): trees can rank it, a linear model cannot. The last snapshot is censored (label null)."""
+    labels, features = [], []
+    for i in range(200):
+        for k, d in enumerate(snapshots):
+            a, b = (i + k) % 2, (i // 2 + k) % 2
+            label = (a ^ b) if i % 10 else 1 - (a ^ b)
+            labels.append((f"a{i:03d}", d, None if d == snapshots[-1] else label, None, 400))
+            features.append((f"a{i:03d}", d, "1", a, b))
+    return labels, features

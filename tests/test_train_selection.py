@@ -13,7 +13,7 @@ import shutil
 from typing import Any
 
 import pytest
-from modeldata import write_labelled_lake
+from modeldata import write_labelled_lake, xor_rows
 from pyspark.sql import SparkSession
 
 from churn_spark.asof import add_months
@@ -28,21 +28,10 @@ SNAPSHOTS = [add_months(dt.date(2023, 1, 1), i) for i in range(7)]
 SMALL_GBT = {"maxIter": 5, "maxDepth": 2, "minInstancesPerNode": 1}
 
 
-def _rows() -> tuple[list[tuple], list[tuple]]:
-    labels, features = [], []
-    for i in range(200):
-        for k, d in enumerate(SNAPSHOTS):
-            a, b = (i + k) % 2, (i // 2 + k) % 2
-            label = (a ^ b) if i % 10 else 1 - (a ^ b)
-            labels.append((f"a{i:03d}", d, None if d == SNAPSHOTS[-1] else label, None, 400))
-            features.append((f"a{i:03d}", d, "1", a, b))
-    return labels, features
-
-
 @pytest.fixture(scope="module")
 def result(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = str(tmp_path_factory.mktemp("selection") / "lakehouse")
-    write_labelled_lake(spark, root, *_rows(), "a int, b int")
+    write_labelled_lake(spark, root, *xor_rows(SNAPSHOTS), "a int, b int")
     s = with_overrides(Settings(lakehouse=root), {
         "churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 2,
         "model.test_snapshots": 1, "model.params_by_family": {"gbt": SMALL_GBT}, "model.bootstrap_replicates": 0,

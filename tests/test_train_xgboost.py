@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modeldata import write_labelled_lake
+from modeldata import write_labelled_lake, xor_rows
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -39,17 +39,6 @@ needs_xgboost = pytest.mark.skipif(importlib.util.find_spec("xgboost") is None,
                                    reason="xgboost not installed (pip install -e '.[xgboost]')")
 
 
-def _rows() -> tuple[list[tuple], list[tuple]]:
-    labels, features = [], []
-    for i in range(200):
-        for k, d in enumerate(SNAPSHOTS):
-            a, b = (i + k) % 2, (i // 2 + k) % 2
-            label = (a ^ b) if i % 10 else 1 - (a ^ b)
-            labels.append((f"a{i:03d}", d, None if d == SNAPSHOTS[-1] else label, None, 400))
-            features.append((f"a{i:03d}", d, "1", a, b))
-    return labels, features
-
-
 def _settings(root: str, **model: Any) -> Settings:
     return with_overrides(Settings(lakehouse=root), {
         "churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 2,
@@ -60,7 +49,7 @@ def _settings(root: str, **model: Any) -> Settings:
 @pytest.fixture(scope="module")
 def trained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = str(tmp_path_factory.mktemp("xgboost") / "lakehouse")
-    write_labelled_lake(spark, root, *_rows(), "a int, b int")
+    write_labelled_lake(spark, root, *xor_rows(SNAPSHOTS), "a int, b int")
     s = _settings(root, candidates=["lr", "xgboost"], params_by_family={"xgboost": SMALL_XGB})
     out = run_train(spark, s)
     return {"settings": s, "summary": out, "metadata": R.load_metadata(spark, s, out["model_version"])}
