@@ -22,7 +22,7 @@ from churn_spark.config import Settings
 from churn_spark.errors import ContractError, InputCheckError
 from churn_spark.lakehouse import Lakehouse
 
-TABLES = ("accounts", "subscriptions", "support_tickets", "account_attribute_history")
+TABLES = ("accounts", "subscriptions", "support_tickets", "account_attribute_history", "interventions")
 TOP_EVENT_TYPES = 50  # the report lists this many types by volume; the total count is always given
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -84,13 +84,14 @@ def read_inputs(spark: SparkSession, settings: Settings) -> tuple[dict[str, io.C
 
 
 def with_table_rules(conformed: dict[str, io.Conformed]) -> dict[str, io.Conformed]:
-    """The rules across tables, as the features job applies them: rows of subscriptions and tickets whose
-    account is unknown, and the attribute history's rules, rejected with their reasons."""
+    """The rules across tables, as the features job applies them: rows of subscriptions, tickets and
+    interventions (as uplift.campaigns reads them) whose account is unknown, and the attribute history's
+    rules, rejected with their reasons."""
     accounts = conformed.get("accounts")
     if accounts is None:
         return conformed
     out = dict(conformed)
-    for table in ("subscriptions", "support_tickets"):
+    for table in ("subscriptions", "support_tickets", "interventions"):
         if table in out:
             out[table] = io.reject_unknown_accounts(out[table], accounts.good, table)
     if "account_attribute_history" in out:

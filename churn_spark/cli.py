@@ -348,6 +348,32 @@ def demo(ctx: typer.Context) -> None:
             _print_target_list(summary)
 
 
+uplift_app = typer.Typer(no_args_is_help=True,
+                         help="Uplift: which accounts a retention contact saves, learned from campaign logs.")
+app.add_typer(uplift_app, name="uplift")
+
+
+@uplift_app.command("train")
+def uplift_train(
+    ctx: typer.Context,
+    learner: str = typer.Option("t_learner", "--learner", help="t_learner or transformed_outcome (registered)."),
+    family: str = typer.Option("lr", "--family", help="MLlib family of the learner's models: lr or gbt."),
+    test_dates: int = typer.Option(1, "--test-dates", min=1, help="Latest campaign dates held out for the test."),
+) -> None:
+    """Fit an uplift model on earlier campaigns (inputs.interventions), evaluate it on the latest ones (Qini,
+    AUUC, uplift at 10/20/30 %), register it and promote it when its Qini is not worse."""
+    from churn_spark.uplift import learners as L
+    from churn_spark.uplift.job import UpliftTrainOptions, run_uplift_train
+
+    kinds = (L.T_LEARNER, L.TRANSFORMED_OUTCOME)
+    if learner not in kinds or family not in ("lr", "gbt"):
+        raise typer.BadParameter(f"--learner must be one of {', '.join(kinds)} and --family lr or gbt")
+    options = UpliftTrainOptions(kind=learner, compare=tuple(k for k in kinds if k != learner), model_type=family,
+                                 test_dates=test_dates)
+    _run(ctx, "uplift-train", lambda spark, s: run_uplift_train(spark, s, options),
+         args={"learner": learner, "family": family, "test_dates": test_dates})
+
+
 k8s_app = typer.Typer(no_args_is_help=True,
                       help="Kubernetes: the operator's spark-submit for a manifest; run it locally.")
 app.add_typer(k8s_app, name="k8s")

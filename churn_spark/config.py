@@ -114,6 +114,9 @@ class InputsSettings(_Section):
     # optional history of the attributes (docs/contract.md): one row per account and validity interval
     # [valid_from, valid_to) with the attribute columns; None: attributes are assumed static (today's values)
     account_attribute_history: TableSource | None = None
+    # optional retention-campaign log (docs/contract.md): one row per (campaign, account) assignment with its
+    # arm and propensity; read by the uplift code (churn_spark/uplift/campaigns.py); None: no campaigns
+    interventions: TableSource | None = None
 
 
 class SparkSettings(_Section):
@@ -135,6 +138,27 @@ class SparkSettings(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class CampaignSettings(_Section):
+    """Simulated retention campaigns (generate/mechanism.py, generate/campaigns.py). None by default: with
+    campaigns, the treated accounts' lives (subscriptions, events) change, so every other table stays as
+    it was only without them."""
+
+    # campaign dates: first days of months (the simulation is monthly) inside [generate.start, generate.end]
+    dates: list[dt.date] = Field(default_factory=list)
+    share: float = Field(0.2, gt=0, le=1)  # of the eligible accounts (not assigned in the last horizon) assigned
+    propensity: float = Field(0.8, gt=0, lt=1)  # P(treatment) of an assigned account; the rest is the holdout
+    cost_per_contact: float = Field(25.0, ge=0)  # `cost` of a treated assignment (control: 0)
+    channel: str = "email"
+
+    @field_validator("dates")
+    @classmethod
+    def _month_starts(cls, v: list[dt.date]) -> list[dt.date]:
+        wrong = [d.isoformat() for d in v if d.day != 1]
+        if wrong:
+            raise ValueError(f"campaign dates must be first days of months (the simulation is monthly): {wrong}")
+        return sorted(set(v))
+
+
 class GenerateSettings(_Section):
     accounts: int = Field(2000, ge=1)
     start: dt.date = dt.date(2022, 1, 1)
@@ -147,11 +171,15 @@ class GenerateSettings(_Section):
     initial_accounts_fraction: float = Field(0.6, gt=0, le=1)
     history_months: int = Field(24, ge=1, le=240)  # initial accounts are created this long before start
     partitions: int | None = Field(None, ge=1)  # account partitions (None: from cluster size); output is the same
+    campaigns: CampaignSettings = CampaignSettings()  # simulated retention campaigns; none by default
 
     @model_validator(mode="after")
     def _range(self) -> GenerateSettings:
         if self.end <= self.start:
             raise ValueError("end must be after start")
+        outside = [d.isoformat() for d in self.campaigns.dates if not self.start <= d <= self.end]
+        if outside:
+            raise ValueError(f"campaigns.dates outside [start, end]: {outside}")
         return self
 
 
@@ -315,6 +343,9 @@ class TargetingSettings(_Section):
     success_rate: float = Field(0.2, ge=0, le=1)
     value_months: float = Field(12.0, gt=0)
     mrr_column: str = "mrr"  # feature column holding the account's MRR at D (account value = MRR x value_months)
+    # risk: a contact is worth p x success_rate x value - cost; uplift: predicted uplift (the contact's reduction
+    # of p, from the registered uplift model) x value - cost, and accounts with uplift <= 0 are never contacted
+    mode: Literal["risk", "uplift"] = "risk"
 
 
 class ScoringSettings(_Section):

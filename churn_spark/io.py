@@ -222,6 +222,10 @@ def _row_rules(table: str) -> Mapping[str, Column]:
     if table == "account_attribute_history":  # [valid_from, valid_to) must hold at least one day
         return {"valid_to_not_after_valid_from": F.col("valid_to").isNotNull()
                 & (F.col("valid_to") <= F.col("valid_from"))}
+    if table == "interventions":  # a propensity of 0 or 1 leaves one arm impossible: no effect is estimable
+        return {"unknown_arm": ~F.col("arm").isin("treatment", "control"),
+                "propensity_out_of_range": (F.col("propensity") <= 0) | (F.col("propensity") >= 1),
+                "negative_cost": F.col("cost") < 0}
     return {}
 
 
@@ -268,19 +272,24 @@ def _contract_value(field: StructField, id_case: IdCase) -> Column:
     return F.col(field.name).try_cast(field.dataType)
 
 
-def with_duplicates_rejected(staged: DataFrame, key: str, order: Sequence[Column]) -> DataFrame:
+Key = str | tuple[str, ...]
+"""An input's key: one column, or several (`duplicate_<a>_<b>` names a repeated combination)."""
+
+
+def with_duplicates_rejected(staged: DataFrame, key: Key, order: Sequence[Column]) -> DataFrame:
     """`__reason` = `duplicate_<key>` on every valid row (null `__reason`) but the first of its key by `order`.
 
     Only valid rows are ranked (the window is split by validity): a copy that breaks a rule, however it
     sorts, never makes a good copy a duplicate; it keeps its own reason.
     """
+    columns = (key,) if isinstance(key, str) else key
     valid = F.col("__reason").isNull()
-    rank = F.row_number().over(Window.partitionBy(F.col(key), valid).orderBy(*order))
-    return staged.withColumn("__reason", F.when(valid & (rank > 1), F.lit(f"duplicate_{key}"))
+    rank = F.row_number().over(Window.partitionBy(*[F.col(c) for c in columns], valid).orderBy(*order))
+    return staged.withColumn("__reason", F.when(valid & (rank > 1), F.lit(f"duplicate_{'_'.join(columns)}"))
                              .otherwise(F.col("__reason")))
 
 
-def conform(df: DataFrame, contract: StructType, table: str, key: str | None = None,
+def conform(df: DataFrame, contract: StructType, table: str, key: Key | None = None,
             extra_columns: Iterable[str] = (), id_case: IdCase = "preserve",
             version_column: str | None = None) -> Conformed:
     """Cast `df` to `contract` (+ `extra_columns` as `schemas.attribute_type`: numeric and boolean
@@ -321,7 +330,11 @@ INPUT_CONTRACTS: dict[str, tuple[StructType, str]] = {
     "support_tickets": (schemas.SUPPORT_TICKETS, "ticket_id"),
     "churn_truth": (schemas.CHURN_TRUTH, None),  # type: ignore[dict-item]
     "account_attribute_history": (schemas.ACCOUNT_ATTRIBUTE_HISTORY, None),  # type: ignore[dict-item]
+    # an account assigned twice in one campaign: which arm holds is unknown to the analysis, one copy is kept
+    "interventions": (schemas.INTERVENTIONS, ("campaign_id", "account_id")),  # type: ignore[dict-item]
 }
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"interventions": ("channel", "cost", "delivered")}
+"""Nullable contract columns a source may lack: read as null (`with_optional_columns`)."""
 WITH_ATTRIBUTES = ("accounts", "account_attribute_history")
 """Inputs that carry the declared attribute columns (`inputs.account_attributes`)."""
 
@@ -335,9 +348,15 @@ def read_input(spark: SparkSession, settings: Settings, table: str) -> Conformed
     contract, key = INPUT_CONTRACTS[table]
     extras = settings.inputs.account_attributes if table in WITH_ATTRIBUTES else []
     raw = mapped_to_contract(read_source(spark, source, Lakehouse.from_settings(settings)), source, contract, table,
-                             extras)
+                             extras).transform(lambda df: with_optional_columns(df, contract, table))
     return conform(raw, contract, table, key=key, extra_columns=extras, id_case=settings.inputs.id_case,
                    version_column=source.version_column)
+
+
+def with_optional_columns(df: DataFrame, contract: StructType, table: str) -> DataFrame:
+    """`df` with each of the table's `OPTIONAL_COLUMNS` it lacks added as a typed null (a log without costs)."""
+    absent = [f for f in contract.fields if f.name in OPTIONAL_COLUMNS.get(table, ()) and f.name not in df.columns]
+    return df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in absent}) if absent else df
 
 
 def reject_unknown_accounts(conformed: Conformed, accounts: DataFrame, table: str) -> Conformed:

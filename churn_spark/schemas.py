@@ -100,6 +100,48 @@ CHURN_TRUTH = StructType(
 )
 """Generator only: true P(churn within the horizon) per account and month under its own process."""
 
+INTERVENTIONS = StructType(
+    [
+        _f("campaign_id", StringType(), False),
+        _f("account_id", StringType(), False),
+        _f("assigned_at", DateType(), False),
+        _f("arm", StringType(), False),
+        _f("propensity", DoubleType(), False),
+        _f("channel", StringType(), True),
+        _f("cost", DoubleType(), True),
+        _f("delivered", BooleanType(), True),
+    ]
+)
+"""The optional `interventions` input (retention campaigns): one row per (campaign, account) assignment, `arm`
+`treatment` or `control` drawn with probability `propensity` of treatment (strictly between 0 and 1).
+`channel`, `cost` (>= 0) and `delivered` may be absent from the source (read as null, io.OPTIONAL_COLUMNS)."""
+
+INTERVENTION_TRUTH = StructType(
+    [
+        _f("campaign_id", StringType(), False),
+        _f("account_id", StringType(), False),
+        _f("assigned_at", DateType(), False),
+        _f("arm", StringType(), False),
+        _f("p_control", DoubleType(), False),
+        _f("p_treatment", DoubleType(), False),
+        _f("uplift", DoubleType(), False),
+    ]
+)
+"""Generator only: per assignment, the true P(churn within the horizon from `assigned_at`) without
+(`p_control`) and with (`p_treatment`) the contact, and `uplift` = p_control - p_treatment (negative: harmful)."""
+
+CAMPAIGN_OUTCOMES = StructType(
+    list(INTERVENTIONS.fields)
+    + [
+        _f("as_of_date", DateType(), False),
+        _f("label", IntegerType(), False),
+        _f("churn_date", DateType(), True),
+        _f("tenure_days", IntegerType(), False),
+    ]
+)
+"""What `uplift.campaigns.campaign_outcomes` gives: each labelled assignment with its outcome, the churn label
+at `as_of_date` = `assigned_at` (censored and ineligible assignments are left out and counted)."""
+
 # --- tables the pipeline writes (docs/tables.md) -----------------------------------------------
 
 BRONZE_EVENTS = StructType(
@@ -203,6 +245,11 @@ CHURN_TARGETS = StructType(
         _f("reason_2", StringType(), True),
         _f("reason_3", StringType(), True),
         _f("scored_at", TimestampType(), False),
+        # How the row was chosen (score.targeting): `targeting_mode` risk or uplift, and the predicted uplift
+        # (reduction of churn_probability by a contact; null in risk mode). Appended and nullable: slices
+        # written before they existed read null, and the write evolves an older table (mergeSchema).
+        _f("targeting_mode", StringType(), True),
+        _f("uplift", DoubleType(), True),
     ]
 )
 """The budget-constrained contact list for one `as_of_date` (best expected value first), with the reasons to

@@ -95,7 +95,7 @@ def _seed_other_slices(spark: SparkSession, lh: Lakehouse) -> None:
         [("a1", D1, "v-other", 0.5, 1, 1, None, None, None, at), ("a1", D0, "v-lr", 0.25, 1, 1, "x", None, None, at)],
         schemas.CHURN_SCORES)
     io.write_slice(scores, lh.churn_scores, "as_of_date IS NOT NULL", ["as_of_date"], schema=schemas.CHURN_SCORES)
-    targets = spark.createDataFrame([("a1", D0, "v-lr", 0.25, 10.0, 5.0, 10.0, 1, None, None, None, at)],
+    targets = spark.createDataFrame([("a1", D0, "v-lr", 0.25, 10.0, 5.0, 10.0, 1, None, None, None, at, "risk", None)],
                                     schemas.CHURN_TARGETS)
     io.write_slice(targets, lh.churn_targets, "as_of_date IS NOT NULL", ["as_of_date"], schema=schemas.CHURN_TARGETS)
 

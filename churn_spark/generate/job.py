@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
-from churn_spark.generate import activity, mechanism
+from churn_spark.generate import activity, campaigns, mechanism
 from churn_spark.generate.mechanism import Calendar
 from churn_spark.lakehouse import Lakehouse
 
@@ -35,6 +35,9 @@ class Simulation:
     support_tickets: DataFrame
     churn_truth: DataFrame
     events: DataFrame
+    # with generate.campaigns.dates only (None without: no campaign tables are written)
+    interventions: DataFrame | None = None
+    intervention_truth: DataFrame | None = None
 
 
 def _partitions(spark: SparkSession, settings: Settings) -> int:
@@ -53,6 +56,7 @@ def simulate(spark: SparkSession, settings: Settings) -> Simulation:
     months = mechanism.account_months(sim, cal)
     active = activity.active_months(months, cal)
     end_ts = F.to_timestamp(F.lit(cal.end_excl.isoformat()))
+    assigned = campaigns.assignments(sim, cal) if g.campaigns.dates else None
     return Simulation(
         calendar=cal,
         sim=sim,
@@ -62,6 +66,8 @@ def simulate(spark: SparkSession, settings: Settings) -> Simulation:
         support_tickets=activity.support_tickets(active, g.seed, end_ts),
         churn_truth=mechanism.churn_truth(months, settings, cal),
         events=activity.events(active, g.seed, g.events_per_account_month),
+        interventions=campaigns.interventions_table(assigned, settings) if assigned is not None else None,
+        intervention_truth=campaigns.intervention_truth(assigned, settings, cal) if assigned is not None else None,
     )
 
 
@@ -89,7 +95,8 @@ def _write_event_files(simulation: Simulation, settings: Settings, path: str) ->
 
 
 def run_generate(spark: SparkSession, settings: Settings) -> dict[str, Any]:
-    """Generate raw/accounts, raw/subscriptions, raw/support_tickets, raw/churn_truth and landing/events."""
+    """Generate raw/accounts, raw/subscriptions, raw/support_tickets, raw/churn_truth and landing/events (and with
+    `generate.campaigns.dates` raw/interventions and raw/intervention_truth)."""
     g = settings.generate
     lake = Lakehouse.from_settings(settings)
     simulation = simulate(spark, settings)
@@ -101,6 +108,10 @@ def run_generate(spark: SparkSession, settings: Settings) -> dict[str, Any]:
                             lake.raw_support_tickets, schemas.SUPPORT_TICKETS),
         "churn_truth": (simulation.churn_truth, lake.raw_churn_truth, schemas.CHURN_TRUTH),
     }
+    if simulation.interventions is not None and simulation.intervention_truth is not None:
+        tables["interventions"] = (simulation.interventions, lake.path("raw/interventions"), schemas.INTERVENTIONS)
+        tables["intervention_truth"] = (simulation.intervention_truth, lake.path("raw/intervention_truth"),
+                                        schemas.INTERVENTION_TRUTH)
     rows: dict[str, int] = {}
     try:
         for name, (df, path, schema) in tables.items():

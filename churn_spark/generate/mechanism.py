@@ -18,6 +18,17 @@ Mechanism per account and month m (all draws hash-based, see `rand`):
   nothing;
 - upgrades (plan up or seats up) are likelier when engaged, downgrades when not; plan and seat
   changes and annual renewals close the current subscription row and open a new one.
+
+Retention campaigns (`generate.campaigns`, none by default; tables in `generate/campaigns.py`): in a
+campaign month m (its date D is the month's first day) an account eligible at D as the labels define it
+(a subscription active at D, tenure >= churn.min_tenure_days) and not assigned in the last
+`churn.horizon_months` months (so each assignment's outcome window holds one treatment) is assigned with
+probability `share`, and treated with probability `propensity` (else control). A treated account's hazard
+logit gets `treatment_shift` (depending on its engagement e_{m-1}, tenure, plan and seats; ticket rates
+follow engagement, so it carries them) for months m .. m + horizon - 1, inside the same `aggregate`: the
+treated account's later life (cancellations, subscriptions, events, tickets) follows the changed hazard,
+while every draw stays keyed on (account, month), so unassigned and control accounts are identical to a
+run without campaigns. `churn_truth` stays the untreated process's probability for every account.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ class Stream:
     DUPLICATE, MALFORMED, MALFORMED_KIND = 40, 41, 42
     TICKET_COUNT, TICKET_DAY, TICKET_SECOND, TICKET_TONE, TICKET_TEMPLATE, TICKET_FEATURE = 50, 51, 52, 53, 54, 55
     TICKET_PRIORITY, TICKET_CHANNEL, TICKET_HOURS = 56, 57, 58
+    ASSIGN, ARM = 60, 61
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,13 @@ class Mechanism:
     upgrade_base: float = 0.04
     downgrade_base: float = 0.03
     change_elasticity: float = 0.8
+    # a retention contact's shift of the hazard logit over the horizon (negative: it retains): it helps
+    # disengaged, new, small accounts and puts off engaged, long-standing enterprise ones ("sleeping dogs")
+    effect_intercept: float = -0.9
+    effect_engagement: float = 0.9  # per unit of engagement e_{m-1}
+    effect_tenure: float = 0.12  # per log1p(months of tenure)
+    effect_plan: tuple[float, float, float] = (0.0, 0.15, 0.45)
+    effect_seats: float = -0.08  # per log(seats)
 
     @property
     def stationary_var(self) -> float:
@@ -166,6 +185,25 @@ def hazard_logit(mech: Mechanism, e: Column, month_of_year: Column, tenure_month
         + plan_effect
         + F.lit(mech.hazard_seats) * F.log(F.greatest(seats, F.lit(1)).cast("double"))
     )
+
+
+def treatment_shift(mech: Mechanism, e: Column, tenure_months: Column, plan: Column, seats: Column) -> Column:
+    """A retention contact's shift of the hazard logit (negative: fewer cancellations), given the account's
+    state when assigned: engagement e_{m-1}, months of tenure, plan index and seats."""
+    plan_effect = F.element_at(F.array(*[F.lit(x) for x in mech.effect_plan]), plan + F.lit(1))
+    return (
+        F.lit(mech.effect_intercept)
+        + F.lit(mech.effect_engagement) * e
+        + F.lit(mech.effect_tenure) * F.log1p(F.greatest(tenure_months, F.lit(0)).cast("double"))
+        + plan_effect
+        + F.lit(mech.effect_seats) * F.log(F.greatest(seats, F.lit(1)).cast("double"))
+    )
+
+
+def campaign_months(settings: Settings, cal: Calendar) -> list[int]:
+    """The month indexes (from `cal.origin`) of the configured campaign dates (first days of months)."""
+    origin = cal.origin.year * 12 + cal.origin.month - 1
+    return [d.year * 12 + d.month - 1 - origin for d in settings.generate.campaigns.dates]
 
 
 def mrr(plan: Column, seats: Column, annual: Column, discount: Column) -> Column:
@@ -292,12 +330,14 @@ def _month_givens(acc: Column, m: Column, seed: int, grace_days: int, cal: Calen
     )
 
 
-def _decisions(acc: Column, m: Column, a: Column, mech: Mechanism) -> Column:
-    """Stage 2: cancel / upgrade / downgrade / renew, given the month's givens `a`."""
+def _decisions(acc: Column, m: Column, a: Column, mech: Mechanism, shift: Column | None = None) -> Column:
+    """Stage 2: cancel / upgrade / downgrade / renew, given the month's givens `a` (and a treatment's logit
+    `shift`, null when untreated: x + 0.0 == x in IEEE doubles, so an untreated hazard is bit-identical)."""
     annual = F.col("annual")
     can = (a["status"] == F.lit(1)) & ~a["fresh"] & (a["days"] >= F.lit(2))
     renew = annual & (a["moy"] == F.col("renew_moy")) & a["on_anchor"]
-    h = sigmoid(hazard_logit(mech, a["e"], a["moy"], m - F.col("created_m"), acc["plan"], acc["seats"]))
+    logit = hazard_logit(mech, a["e"], a["moy"], m - F.col("created_m"), acc["plan"], acc["seats"])
+    h = sigmoid(logit if shift is None else logit + F.coalesce(shift, F.lit(0.0)))
     p_cancel = F.when(annual, F.when(renew, F.lit(1.0) - F.pow(F.lit(1.0) - h, F.lit(mech.annual_equivalent_months)))
                       .otherwise(F.lit(0.0))).otherwise(F.when(a["on_anchor"], h).otherwise(F.lit(0.0)))
     cancel = can & (a["u_cancel"] < p_cancel)
@@ -367,35 +407,93 @@ def _next_state(acc: Column, m: Column, a: Column, b: Column, grace_days: int, c
     )
 
 
+ASSIGNMENT_ROW = StructType([
+    StructField("m", IntegerType()), StructField("treated", BooleanType()), StructField("shift", DoubleType()),
+    StructField("e_prev", DoubleType()), StructField("plan", IntegerType()), StructField("seats", IntegerType()),
+    StructField("fresh", BooleanType()),
+])
+"""A campaign assignment recorded by the lifecycle: its month, arm, the treatment's logit shift (also for
+control: what treating would have done) and the state at the month's start the truth needs."""
+
+
+def _campaign_givens(acc: Column, m: Column, a: Column, settings: Settings, months: list[int],
+                     mech: Mechanism) -> Column:
+    """Stage 1b of a campaign month: `assigned`, `treated` and the account's treatment `shift`.
+
+    Eligible as the labels define it at D (the month's first day): a subscription active at D (status
+    active and the open row started by D; rows never close on a first day) and tenure >= min_tenure_days;
+    and not assigned in the last horizon months.
+    """
+    camp, key, seed = settings.generate.campaigns, F.col("id"), settings.generate.seed
+    active = (a["status"] == F.lit(1)) & F.coalesce(a["row_start"] <= a["t"], F.lit(False))
+    tenure_ok = F.datediff(a["t"], F.col("created_date")) >= F.lit(settings.churn.min_tenure_days)
+    free = acc["assigned_until"].isNull() | (m >= acc["assigned_until"])
+    assigned = m.isin(months) & active & tenure_ok & free & (uniform(seed, Stream.ASSIGN, key, m) < F.lit(camp.share))
+    treated = assigned & (uniform(seed, Stream.ARM, key, m) < F.lit(camp.propensity))
+    shift = treatment_shift(mech, acc["e"], m - F.col("created_m"), acc["plan"], acc["seats"])
+    return F.struct(assigned.alias("assigned"), treated.alias("treated"), shift.alias("shift"))
+
+
+def _active_shift(acc: Column, m: Column, c: Column) -> Column:
+    """The treatment's logit shift in month m: a new treatment, else one assigned in the last horizon months;
+    null when untreated (control, or no assignment in force)."""
+    return F.when(c["assigned"], F.when(c["treated"], c["shift"])).when(
+        F.coalesce(m < acc["assigned_until"], F.lit(False)), acc["shift"])
+
+
+def _with_campaign_state(state: Column, acc: Column, m: Column, a: Column, c: Column, horizon: int) -> Column:
+    """The next state (`_next_state`) with the campaign fields moved on: `assigned_until`, `shift`, `campaigns`."""
+    record = F.struct(m.alias("m"), c["treated"].alias("treated"), c["shift"].alias("shift"), acc["e"].alias("e_prev"),
+                      acc["plan"].alias("plan"), acc["seats"].alias("seats"), a["fresh"].alias("fresh"))
+    until = F.when(c["assigned"], m + F.lit(horizon)).otherwise(acc["assigned_until"])
+    return (state.withField("assigned_until", until)
+            .withField("shift", F.when(c["assigned"], F.when(c["treated"], c["shift"])).otherwise(acc["shift"]))
+            .withField("campaigns", F.when(c["assigned"], F.concat(acc["campaigns"], F.array(record)))
+                       .otherwise(acc["campaigns"])))
+
+
 def with_lifecycle(accounts: DataFrame, settings: Settings, cal: Calendar, mech: Mechanism = MECHANISM) -> DataFrame:
-    """Add `subs` (array of subscription rows) and `months` (array of monthly records) per account.
+    """Add `subs` (array of subscription rows) and `months` (array of monthly records) per account, and with
+    campaigns configured `campaigns` (array of `ASSIGNMENT_ROW`).
 
     One `aggregate` over the account's months from its creation to the end of the data carries
-    the state (engagement, status, plan, seats, open row); each month is computed in three staged
-    lambdas so every draw is evaluated once.
+    the state (engagement, status, plan, seats, open row; with campaigns the treatment in force); each
+    month is computed in three staged lambdas so every draw is evaluated once.
     """
     seed, grace = settings.generate.seed, settings.churn.grace_days
+    months_of_campaigns = campaign_months(settings, cal)
+    horizon = settings.churn.horizon_months
+    campaign_state = [F.lit(None).cast("int").alias("assigned_until"), F.lit(None).cast("double").alias("shift"),
+                      F.array().cast(ArrayType(ASSIGNMENT_ROW)).alias("campaigns")] if months_of_campaigns else []
     init = F.struct(
         F.col("e0").alias("e"), F.lit(1).alias("status"), F.lit(None).cast("date").alias("react"),
         F.col("plan0").alias("plan"), F.col("seats0").alias("seats"), F.col("created_date").alias("row_start"),
         F.array().cast(ArrayType(SUB_ROW)).alias("subs"), F.array().cast(ArrayType(MONTH_ROW)).alias("months"),
+        *campaign_state,
     )
 
     def step(acc: Column, m: Column) -> Column:
-        return let(
-            _month_givens(acc, m, seed, grace, cal, mech),
-            lambda a: let(_decisions(acc, m, a, mech), lambda b: _next_state(acc, m, a, b, grace, cal, mech)),
-        )
+        if not months_of_campaigns:
+            return let(
+                _month_givens(acc, m, seed, grace, cal, mech),
+                lambda a: let(_decisions(acc, m, a, mech), lambda b: _next_state(acc, m, a, b, grace, cal, mech)),
+            )
+        return let(_month_givens(acc, m, seed, grace, cal, mech), lambda a: let(
+            _campaign_givens(acc, m, a, settings, months_of_campaigns, mech), lambda c: let(
+                _decisions(acc, m, a, mech, _active_shift(acc, m, c)),
+                lambda b: _with_campaign_state(_next_state(acc, m, a, b, grace, cal, mech), acc, m, a, c, horizon))))
 
     def finish(acc: Column) -> Column:
         open_row = F.struct(acc["row_start"].alias("start_date"), F.lit(None).cast("date").alias("end_date"),
                             acc["plan"].alias("plan"), acc["seats"].alias("seats"))
         subs = F.when(acc["status"] == F.lit(1), F.concat(acc["subs"], F.array(open_row))).otherwise(acc["subs"])
-        return F.struct(subs.alias("subs"), acc["months"].alias("months"))
+        assignments = [acc["campaigns"].alias("campaigns")] if months_of_campaigns else []
+        return F.struct(subs.alias("subs"), acc["months"].alias("months"), *assignments)
 
     months = F.sequence(F.col("created_m"), F.lit(cal.last_m))
     life = F.aggregate(months, init, step, finish)
-    return accounts.withColumn("life", life).select("*", "life.subs", "life.months").drop("life")
+    outputs = ["life.subs", "life.months", *(["life.campaigns"] if months_of_campaigns else [])]
+    return accounts.withColumn("life", life).select("*", *outputs).drop("life")
 
 
 # --- tables derived from the simulation -------------------------------------------------------
@@ -437,8 +535,9 @@ def account_months(sim: DataFrame, cal: Calendar) -> DataFrame:
 
 
 def expected_hazard(mech: Mechanism, e_prev: Column, mu: Column, steps_ahead: int, month_of_year: Column,
-                    tenure_months: Column, plan: Column, seats: Column) -> Column:
-    """E[h] for the month `steps_ahead` (>= 1) engagement draws after `e_prev` was known.
+                    tenure_months: Column, plan: Column, seats: Column, shift: Column | None = None) -> Column:
+    """E[h] for the month `steps_ahead` (>= 1) engagement draws after `e_prev` was known (with a treatment's
+    logit `shift` when given).
 
     e_{m+h} | e_prev ~ N(mu + phi^h (e_prev - mu), sigma^2 (1 - phi^(2h)) / (1 - phi^2)), and
     E[sigmoid(x)] for x ~ N(m, v) is approximated by sigmoid(m / sqrt(1 + pi v / 8)).
@@ -446,6 +545,8 @@ def expected_hazard(mech: Mechanism, e_prev: Column, mu: Column, steps_ahead: in
     mean_e = mu + F.lit(mech.phi**steps_ahead) * (e_prev - mu)
     var_e = mech.sigma**2 * (1 - mech.phi ** (2 * steps_ahead)) / (1 - mech.phi**2)
     mean_logit = hazard_logit(mech, mean_e, month_of_year, tenure_months, plan, seats)
+    if shift is not None:
+        mean_logit = mean_logit + shift
     var_logit = mech.hazard_engagement**2 * var_e
     return sigmoid(mean_logit / F.lit(math.sqrt(1 + math.pi * var_logit / 8)))
 
@@ -463,6 +564,18 @@ def churn_truth(months: DataFrame, settings: Settings, cal: Calendar, mech: Mech
     seats are held at their values at D; the month after a short-gap reactivation (which has no
     hazard in the simulation) is treated like any other month.
     """
+    return months.where(F.col("active_at_start") & (F.col("month_start") >= F.lit(cal.start))).select(
+        "account_id",
+        F.col("month_start").alias("as_of_date"),
+        horizon_churn_probability(settings, cal, mech).alias("churn_probability"),
+    )
+
+
+def horizon_churn_probability(settings: Settings, cal: Calendar, mech: Mechanism = MECHANISM,
+                              shift: Column | None = None) -> Column:
+    """1 - prod_{h=0}^{H-1} (1 - p_{m+h} (1 - p_short)) (`churn_truth`), with a treatment's logit `shift` in
+    every month of the horizon when given. Reads `m`, `e_prev`, `mu`, `created_m`, `plan`, `seats`, `annual`,
+    `renew_moy`, `fresh` (the state at the start of month m)."""
     horizon = settings.churn.horizon_months
     p_short = mech.short_reactivation if settings.churn.grace_days > 0 else 0.0
     m = F.col("m")
@@ -471,15 +584,11 @@ def churn_truth(months: DataFrame, settings: Settings, cal: Calendar, mech: Mech
         j = m + F.lit(h)
         moy = F.month(cal.month_start(j))
         eh = expected_hazard(mech, F.col("e_prev"), F.col("mu"), h + 1, moy, j - F.col("created_m"),
-                             F.col("plan"), F.col("seats"))
+                             F.col("plan"), F.col("seats"), shift)
         annual_p = F.when(moy == F.col("renew_moy"),
                           F.lit(1.0) - F.pow(F.lit(1.0) - eh, F.lit(mech.annual_equivalent_months))).otherwise(0.0)
         p = F.when(F.col("annual"), annual_p).otherwise(eh)
         if h == 0:
             p = F.when(F.col("fresh"), F.lit(0.0)).otherwise(p)
         survive = survive * (F.lit(1.0) - p * F.lit(1.0 - p_short))
-    return months.where(F.col("active_at_start") & (F.col("month_start") >= F.lit(cal.start))).select(
-        "account_id",
-        F.col("month_start").alias("as_of_date"),
-        F.least(F.greatest(F.lit(1.0) - survive, F.lit(0.0)), F.lit(1.0)).alias("churn_probability"),
-    )
+    return F.least(F.greatest(F.lit(1.0) - survive, F.lit(0.0)), F.lit(1.0))

@@ -9,12 +9,20 @@ training schema, and that every eligible account has one feature row. Transform:
 reason codes, global rank and risk decile, expected values and the budgeted selection. Load:
 `gold.churn_scores` slice (as_of_date = D, model_version = V) and `gold.churn_targets` slice
 (as_of_date = D), each one atomic Delta transaction; re-running replaces exactly those slices.
+
+`scoring.targeting.mode: uplift` also needs the registered uplift model (`registered_uplift_model`,
+checked and loaded first, before anything is written): its predicted `uplift` of each account at D
+values the contacts instead of the churn probability (score/targeting.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
@@ -24,7 +32,7 @@ from pyspark.sql.utils import AnalysisException
 
 from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
-from churn_spark.errors import ContractError
+from churn_spark.errors import ContractError, NotAvailableError
 from churn_spark.features.job import (
     feature_config_fingerprint,
     frozen_event_types,
@@ -37,7 +45,7 @@ from churn_spark.schemas import KEYS
 from churn_spark.score.drift import excluded_features, stability_against
 from churn_spark.score.ranking import with_global_rank
 from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
-from churn_spark.score.targeting import churn_targets, contact_limit
+from churn_spark.score.targeting import UPLIFT, churn_targets, contact_limit
 from churn_spark.silver.job import read_silver
 from churn_spark.train import registry as R
 from churn_spark.train.pipeline import predict
@@ -178,6 +186,89 @@ def drift_or_reason(settings: Settings, registered: RegisteredModel, features: D
                            f"({type(exc).__name__}: {exc})")
 
 
+# --- uplift: the seam to the uplift model (churn_spark/uplift, built and registered by its own job) -------
+
+UPLIFT_MODELS = "uplift"
+UPLIFT_POINTER = f"{UPLIFT_MODELS}/current"
+"""The uplift registry, under `<lakehouse>/models/`: `uplift/<version>/` holds a model and `uplift/current` is
+JSON naming the `version` scoring uses, like the churn registry's `models/current`. Only `churn-spark uplift
+train` (churn_spark/uplift/job.py) writes them; scoring only reads."""
+NO_UPLIFT_MODEL = "scoring.targeting.mode is uplift but no uplift model is registered: run churn-spark uplift train"
+
+
+@dataclass(frozen=True)
+class RegisteredUplift:
+    """The registered uplift model as scoring uses it: `predict` takes feature rows of D and returns them with
+    a double `uplift` (predicted reduction of the account's churn probability by a contact)."""
+
+    version: str
+    predict: Callable[[DataFrame], DataFrame]
+
+
+def uplift_pointer_path(settings: Settings) -> str:
+    return f"{Lakehouse.from_settings(settings).models.rstrip('/')}/{UPLIFT_POINTER}"
+
+
+def uplift_version_path(settings: Settings, version: str) -> str:
+    return f"{Lakehouse.from_settings(settings).models.rstrip('/')}/{UPLIFT_MODELS}/{version}"
+
+
+def registered_uplift_version(spark: SparkSession, settings: Settings) -> str:
+    """The version `<lakehouse>/models/uplift/current` names; `NO_UPLIFT_MODEL` (one line) when it is absent."""
+    path = uplift_pointer_path(settings)
+    text = R.read_text(spark, path)
+    if not text:
+        raise NotAvailableError(NO_UPLIFT_MODEL)
+    try:
+        return str(json.loads(text)["version"])
+    except (ValueError, KeyError, TypeError):
+        raise ContractError(f"the uplift model pointer {path} is not JSON naming a `version`") from None
+
+
+def _uplift_function(name: str) -> Callable[..., Any]:
+    """`churn_spark.uplift.learners.<name>`, imported here and only in uplift mode, so risk mode never needs
+    the package; one line when this installation does not have it."""
+    qualified = "churn_spark.uplift.learners"
+    try:
+        found = getattr(importlib.import_module(qualified), name, None)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("churn_spark.uplift"):
+            raise  # the package is there but one of its own imports is broken: not ours to hide
+        found = None
+    if not callable(found):
+        raise NotAvailableError(f"scoring.targeting.mode is uplift but this installation has no {qualified}.{name}")
+    return found
+
+
+def registered_uplift_model(spark: SparkSession, settings: Settings) -> RegisteredUplift:
+    """The registered uplift model, loaded before anything is written (a missing one fails the run there).
+
+    The contract with churn_spark/uplift: `<lakehouse>/models/uplift/current` names the version, whose model
+    `churn_spark.uplift.learners.load_uplift_model(spark, <lakehouse>/models/uplift/<version>)` loads;
+    `predict_uplift(model, features_df)` returns the feature rows with a double `uplift` column (the features
+    of D as built for the churn model).
+    """
+    version = registered_uplift_version(spark, settings)
+    load = _uplift_function("load_uplift_model")
+    predict_uplift = _uplift_function("predict_uplift")
+    model = load(spark, uplift_version_path(settings, version))
+    return RegisteredUplift(version, lambda features: predict_uplift(model, features))
+
+
+def predicted_uplift(features: DataFrame, uplift: RegisteredUplift) -> DataFrame:
+    """`account_id`, `uplift` per feature row of D. Lazy, but the model's stages check their input columns
+    here: features the uplift model cannot read fail the run before the scores are written."""
+    predicted = uplift.predict(features)
+    if "uplift" not in predicted.columns:
+        raise ContractError(f"uplift model {uplift.version} returned no `uplift` column")
+    return predicted.select("account_id", F.col("uplift").cast("double").alias("uplift"))
+
+
+def with_predicted_uplift(scored: DataFrame, predicted: DataFrame) -> DataFrame:
+    """Scored rows of D plus the account's predicted `uplift` (null where the model gives none: never contacted)."""
+    return scored.join(predicted, "account_id", "left")
+
+
 # --- the job -----------------------------------------------------------------------------------------
 
 
@@ -185,28 +276,39 @@ def _top_targets(targets: DataFrame) -> list[dict[str, Any]]:
     rows = targets.where(F.col("target_rank") <= TOP_TARGETS).orderBy("target_rank").collect()
     return [{"target_rank": r["target_rank"], "account_id": r["account_id"],
              "churn_probability": round(r[PROBABILITY], 4), "account_value": round(r["account_value"], 2),
-             "expected_value": round(r["expected_value"], 2), "reasons": [r[c] for c in REASONS if r[c]]}
+             "expected_value": round(r["expected_value"], 2),
+             "uplift": None if r["uplift"] is None else round(r["uplift"], 4),
+             "reasons": [r[c] for c in REASONS if r[c]]}
             for r in rows]
 
 
-def write_targets(scores: DataFrame, settings: Settings, as_of: dt.date, path: str) -> dict[str, Any]:
-    """Select and write the target list for `as_of`; returns its totals and top rows."""
+def write_targets(scores: DataFrame, settings: Settings, as_of: dt.date, path: str,
+                  uplift_version: str | None = None) -> dict[str, Any]:
+    """Select and write the target list for `as_of`; returns its totals and top rows.
+
+    `scores`: the scored rows with `__mrr` (and `uplift` in uplift mode). The write evolves a table created
+    before `targeting_mode` and `uplift` existed (mergeSchema: its older slices read null there).
+    """
     targeting = settings.scoring.targeting
     selected = churn_targets(scores.withColumnRenamed(MRR, "mrr"), targeting)
     targets = selected.select(*[f.name for f in schemas.CHURN_TARGETS.fields])
     where = io.slice_predicate(equals={"as_of_date": as_of})
-    io.write_slice(targets, path, where, ["as_of_date"], schema=schemas.CHURN_TARGETS)
+    io.write_slice(targets, path, where, ["as_of_date"], schema=schemas.CHURN_TARGETS, merge_schema=True)
     written = io.read_slice(targets.sparkSession, path, where)
     totals = written.agg(F.count(F.lit(1)).alias("n"), F.sum("expected_value").alias("ev"),
-                         F.sum("contact_cost").alias("cost")).first()
+                         F.sum("contact_cost").alias("cost"), F.sum("uplift").alias("saved")).first()
     assert totals is not None
-    return {"targets": {
+    summary: dict[str, Any] = {
+        "mode": targeting.mode,
         "count": int(totals["n"]), "total_expected_value": round(float(totals["ev"] or 0.0), 2),
         "total_cost": round(float(totals["cost"] or 0.0), 2), "contact_limit": contact_limit(targeting),
         "max_contacts": targeting.max_contacts, "budget": targeting.budget,
         "cost_per_contact": targeting.cost_per_contact, "success_rate": targeting.success_rate,
-        "value_months": targeting.value_months},
-        "top_targets": _top_targets(written)}
+        "value_months": targeting.value_months}
+    if targeting.mode == UPLIFT:  # churners the contacts are expected to keep: the sum of their uplifts
+        summary |= {"expected_saved_churners": round(float(totals["saved"] or 0.0), 4),
+                    "uplift_model_version": uplift_version}
+    return {"targets": summary, "top_targets": _top_targets(written)}
 
 
 # --- the feed and the features of D --------------------------------------------------------------------
@@ -314,6 +416,7 @@ def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
     """Score every eligible account at `as_of` with the current (or named) model; write scores and targets."""
     lake = Lakehouse.from_settings(settings)
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    uplift = registered_uplift_model(spark, settings) if settings.scoring.targeting.mode == UPLIFT else None
     registered = load_model(spark, settings, model_version)
     check_feature_set_version(registered, settings)
     feed = check_feed(feed_freshness(spark, settings), as_of, settings.scoring.max_feed_lag_days, allow_stale_feed)
@@ -325,7 +428,9 @@ def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
         raise ContractError(f"scoring.targeting.mrr_column {mrr_col!r} is not a feature column")
     features = features.withColumn(MRR, F.col(mrr_col)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result = _score(spark, settings, lake, registered, as_of, scored_at, labels, features)
+        # planned here, before anything is written: features the uplift model cannot read fail the run now
+        predicted = None if uplift is None else (uplift.version, predicted_uplift(features.drop(MRR), uplift))
+        result = _score(spark, settings, lake, registered, as_of, scored_at, labels, features, predicted)
         return {**result, "feed": feed, "features": features_info,
                 "new_event_types": unfeatured}
     finally:
@@ -333,7 +438,10 @@ def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
 
 
 def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered: RegisteredModel, as_of: dt.date,
-           scored_at: dt.datetime, labels: DataFrame, features: DataFrame) -> dict[str, Any]:
+           scored_at: dt.datetime, labels: DataFrame, features: DataFrame,
+           uplift: tuple[str, DataFrame] | None = None) -> dict[str, Any]:
+    """Scores, targets, drift and distribution of D; `uplift`: (uplift model version, `predicted_uplift` rows)
+    in uplift mode."""
     model = registered.model
     candidates = settings.scoring.reason_candidates
     with progress.stage("score", f"features at {as_of}") as step:
@@ -361,9 +469,13 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     try:
         with progress.stage("score", "targets written") as step:
             with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
-            targets = write_targets(with_mrr, settings, as_of, lake.churn_targets)
-            step.done(f"{targets['targets']['count']} accounts targeted, expected value "
-                      f"{targets['targets']['total_expected_value']:.2f}")
+            if uplift is not None:
+                with_mrr = with_predicted_uplift(with_mrr, uplift[1])
+            targets = write_targets(with_mrr, settings, as_of, lake.churn_targets, uplift[0] if uplift else None)
+            t = targets["targets"]
+            saved = f", expected saved churners {t['expected_saved_churners']:.2f}" if uplift else ""
+            step.done(f"{t['count']} accounts targeted by {t['mode']}, expected value "
+                      f"{t['total_expected_value']:.2f}{saved}")
         with progress.stage("score", "drift and score distribution"):
             drift = drift_or_reason(settings, registered, features, written)
             distribution = decile_distribution(written)

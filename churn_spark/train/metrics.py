@@ -280,6 +280,10 @@ def _percentile_interval(values: Sequence[float], level: float) -> tuple[float, 
     return quantile((1 - level) / 2), quantile((1 + level) / 2)
 
 
+percentile_interval = _percentile_interval
+"""Public name for other metric modules (uplift/metrics.py) that report bootstrap intervals the same way."""
+
+
 def bootstrap_intervals(scored: DataFrame, replicates: int = 200, seed: int = 0, level: float = 0.95,
                         score_col: str = SCORE, label_col: str = LABEL) -> dict[str, dict[str, float]]:
     """Percentile intervals of ROC AUC, PR AUC and lift at 10 % over an account-level Poisson bootstrap: how much

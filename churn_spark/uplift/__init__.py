@@ -1,0 +1,1 @@
+"""Uplift: the effect of a retention contact per account (campaign data, meta-learners, honest metrics)."""
