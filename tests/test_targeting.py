@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 from decimal import Decimal
 
 import pytest
+from bruteforce import best_total
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -36,15 +36,7 @@ def _settings(**kw: object) -> TargetingSettings:
 def _brute_force(accounts: list[tuple[str, float, Decimal | None]], t: TargetingSettings) -> float:
     """Best total expected value over every feasible subset (computed in plain Python)."""
     ev = {a: p * t.success_rate * float(m or 0) * t.value_months - t.cost_per_contact for a, p, m in accounts}
-    best = 0.0
-    for k in range(len(accounts) + 1):
-        if t.max_contacts is not None and k > t.max_contacts:
-            break
-        if t.budget is not None and k * t.cost_per_contact > t.budget + 1e-9:
-            break
-        for subset in itertools.combinations(ev, k):
-            best = max(best, sum(ev[a] for a in subset))
-    return best
+    return best_total(ev, t)
 
 
 def _targets(spark: SparkSession, accounts: list[tuple[str, float, Decimal | None]], t: TargetingSettings) -> DataFrame:

@@ -5,7 +5,6 @@ written over one created before the mode and uplift columns, and the seam to the
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import random
 import sys
@@ -14,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from bruteforce import best_total
 from chispa import assert_df_equality
 from featuredata import T, accounts, events, subs, write_inputs
 from modeldata import register, train_on_stored
@@ -66,15 +66,7 @@ def _brute_force(accounts: list[Row], t: TargetingSettings) -> float:
     """Best total over every feasible subset of the accounts with a positive uplift (plain Python)."""
     ev = {a: u * float(m or 0) * t.value_months - t.cost_per_contact for a, _, m, u in accounts
           if u is not None and u > 0}
-    best = 0.0
-    for k in range(len(ev) + 1):
-        if t.max_contacts is not None and k > t.max_contacts:
-            break
-        if t.budget is not None and k * t.cost_per_contact > t.budget + 1e-9:
-            break
-        for subset in itertools.combinations(ev, k):
-            best = max(best, sum(ev[a] for a in subset))
-    return best
+    return best_total(ev, t)
 
 
 def _targets(spark: SparkSession, accounts: list[Row], t: TargetingSettings) -> DataFrame:
