@@ -363,46 +363,47 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Train, evaluate on the held-out later snapshots, report, register; promote if not worse."""
     lake, ms = Lakehouse.from_settings(settings), settings.model
     candidates(ms)  # refuse unknown parameters and missing optional packages before any data is read
-    labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
-    features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
-    fsv = settings.features.feature_set_version
-    # Every fold fit, refit and evaluation reads these rows, most of them several times (each encoding
-    # stage's fit is a pass): one read of Delta, one join and one layout shuffle, kept for the run.
-    dataset = labelled_dataset(labels, features, fsv).persist(StorageLevel.MEMORY_AND_DISK)
+    with progress.stage("train", "labelled dataset read") as step:
+        labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
+        features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
+        fsv = settings.features.feature_set_version
+        dataset = labelled_dataset(labels, features, fsv)
+        stats = snapshot_stats(dataset)
+        if not stats:
+            raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
+                                    f"(labels {lake.churn_labels}, features {lake.churn_features})")
+        # The split gap is the labels' own horizon + grace, recorded with them (one definition, or refused);
+        # labels that record none are taken as labelled with today's churn settings, and the summary says so.
+        definition = definition_of_snapshots(labels, list(stats), settings.churn)
+        split = plan_time_split(list(stats), definition.horizon_months, definition.grace_days,
+                                ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
+        splits = split_summary(split, stats)
+        step.done("{} snapshots labelled, {} rows (definition {}, gap {}); train {}..{}, validation {}..{}, "
+                  "test {}..{}".format(
+                      len(stats), progress.rows(sum(n for n, _ in stats.values())), definition.fingerprint,
+                      split.as_dict()["gap"],
+                      *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
+    if definition.note():
+        log.warning("train: %s", definition.note())
+    persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
+        filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
+        filter_snapshots(dataset, split.test))]
     try:
-        with progress.stage("train", "labelled dataset read") as step:
-            stats = snapshot_stats(dataset)
-            if not stats:
-                raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
-                                        f"(labels {lake.churn_labels}, features {lake.churn_features})")
-            # The split gap is the labels' own horizon + grace, recorded with them (one definition, or refused);
-            # labels that record none are taken as labelled with today's churn settings, and the summary says so.
-            definition = definition_of_snapshots(labels, list(stats), settings.churn)
-            split = plan_time_split(list(stats), definition.horizon_months, definition.grace_days,
-                                    ms.validation_snapshots, ms.test_snapshots, ms.train_end, refit=ms.refit)
-            splits = split_summary(split, stats)
-            step.done("{} snapshots labelled, {} rows (definition {}, gap {}); train {}..{}, validation {}..{}, "
-                      "test {}..{}".format(
-                          len(stats), progress.rows(sum(n for n, _ in stats.values())), definition.fingerprint,
-                          split.as_dict()["gap"],
-                          *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
-        if definition.note():
-            log.warning("train: %s", definition.note())
-        parts = [filter_snapshots(dataset, days) for days in (split.train, split.validation, split.test)]
-        result = _train(spark, settings, dataset, features, split, splits, stats, parts,
+        result = _train(spark, settings, dataset, features, split, splits, stats, persisted,
                         {"labels": {"path": lake.churn_labels, "delta_version": labels_v,
                                     "definition": definition.as_dict()},
                          "features": {"path": lake.churn_features, "delta_version": features_v}})
         return {**result, "label_definition": definition.as_dict()}
     finally:
-        dataset.unpersist()
+        for d in persisted:
+            d.unpersist()
 
 
 def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features: DataFrame, split: TimeSplit,
-           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], parts: list[DataFrame],
+           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], persisted: list[DataFrame],
            tables: dict[str, Any]) -> dict[str, Any]:
     ms = settings.model
-    train, validation, test = parts  # filters of the persisted dataset
+    train, validation, test = persisted
     columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
                                      ms.missing_indicators, ms.cyclic_features)
     if not columns.numeric and not columns.categorical:
@@ -437,7 +438,9 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if split.refit:
         assert best is not None
         calibration_rows = best.pooled()
-        refit = filter_snapshots(dataset, split.refit)
+        train.unpersist()
+        refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(refit)
         with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
                                      f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
                                      f"{described})"):
