@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, StructType, TimestampType
 
@@ -27,10 +27,6 @@ TOP_EVENT_TYPES = 50  # the report lists this many types by volume; the total co
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
-def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c.cast("string")) == "")
-
-
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -42,7 +38,7 @@ def input_profile(conformed: io.Conformed, contract: StructType, extras: Sequenc
     valid = F.col("__reason").isNull()
     dated = [f.name for f in contract.fields if isinstance(f.dataType, DateType | TimestampType)]
     aggs = [F.count(F.lit(1)).alias("rows")]
-    aggs += [F.count_if(_blank(F.col(f"`__raw_{f.name}`"))).alias(f"n{i}") for i, f in enumerate(contract.fields)]
+    aggs += [F.count_if(io.is_blank(F.col(f"`__raw_{f.name}`"))).alias(f"n{i}") for i, f in enumerate(contract.fields)]
     aggs += [F.count_if(F.col(a).isNull()).alias(f"a{i}") for i, a in enumerate(extras)]
     aggs += [F.min(F.when(valid, F.col(c))).alias(f"lo{i}") for i, c in enumerate(dated)]
     aggs += [F.max(F.when(valid, F.col(c))).alias(f"hi{i}") for i, c in enumerate(dated)]

@@ -43,7 +43,7 @@ from pyspark.sql.utils import AnalysisException
 from churn_spark import ids, progress, schemas
 from churn_spark.config import IdCase, IngestSettings, Settings
 from churn_spark.errors import ContractError
-from churn_spark.io import ISO_MICROS, assert_schema, first_broken_rule, parsed_timestamp, table_version
+from churn_spark.io import ISO_MICROS, assert_schema, first_broken_rule, is_blank, parsed_timestamp, table_version
 from churn_spark.lakehouse import Lakehouse
 
 log = logging.getLogger("churn_spark")
@@ -179,10 +179,6 @@ def _field(doc: Column, path: str, type_: str) -> Column:
     return F.try_variant_get(doc, path, type_)
 
 
-def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
-
-
 def with_parsed_event(records: DataFrame, settings: IngestSettings | None = None,
                       id_case: IdCase = "preserve") -> DataFrame:
     """Adds the contract columns parsed from `raw` (null where absent or unparsable) plus helpers.
@@ -223,7 +219,7 @@ def with_derived_event_id(parsed: DataFrame) -> DataFrame:
         F.col("value").alias("v"), F.array_sort(F.map_entries(props)).alias("p"),
     )
     derived = F.sha2(F.to_json(content), 256)
-    return parsed.withColumn("event_id", F.when(_blank(F.col("event_id")), derived).otherwise(F.col("event_id")))
+    return parsed.withColumn("event_id", F.when(is_blank(F.col("event_id")), derived).otherwise(F.col("event_id")))
 
 
 def reject_reason(settings: IngestSettings) -> Column:
@@ -238,11 +234,11 @@ def reject_reason(settings: IngestSettings) -> Column:
     value_type = F.col("_value_type")
     checks: list[tuple[str, Column]] = [
         ("oversized_record", F.octet_length("raw") > settings.max_record_bytes),
-        ("empty_record", _blank(F.col("raw"))),
+        ("empty_record", is_blank(F.col("raw"))),
         ("invalid_json", ~is_object),
-        ("missing_event_id", _blank(F.col("event_id"))),
-        ("missing_account_id", _blank(F.col("account_id"))),
-        ("missing_event_type", _blank(F.col("event_type"))),
+        ("missing_event_id", is_blank(F.col("event_id"))),
+        ("missing_account_id", is_blank(F.col("account_id"))),
+        ("missing_event_type", is_blank(F.col("event_type"))),
         ("bad_timestamp", F.col("event_time").isNull()),
         ("future_timestamp", F.col("event_time") > max_time),
         ("too_old_timestamp", F.col("event_time") < min_time),

@@ -238,15 +238,20 @@ def first_broken_rule(rules: Sequence[tuple[str, Column]]) -> Column:
     return reason
 
 
+def is_blank(c: Column) -> Column:
+    """Null, or text that is empty once trimmed: what a required field may not be (inputs, events, check)."""
+    return c.isNull() | (F.trim(c.cast("string")) == "")
+
+
 def _reject_reason(contract: StructType, rules: Mapping[str, Column]) -> Column:
     """First broken rule of a row as `missing_<col>`, `bad_type_<col>` or a business-rule name; null if fine."""
     checks: list[tuple[str, Column]] = []
     for field in contract.fields:
         raw, cast = F.col(f"`__raw_{field.name}`"), F.col(field.name)
-        is_blank = raw.isNull() | (F.trim(raw.cast("string")) == "")
+        blank = is_blank(raw)
         if not field.nullable:
-            checks.append((f"missing_{field.name}", is_blank))
-        checks.append((f"bad_type_{field.name}", ~is_blank & cast.isNull()))
+            checks.append((f"missing_{field.name}", blank))
+        checks.append((f"bad_type_{field.name}", ~blank & cast.isNull()))
     return first_broken_rule([*checks, *rules.items()])
 
 
