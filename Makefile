@@ -2,7 +2,7 @@
 # `make test-fast` is the loop a contributor runs before each commit (docs/development.md).
 VENV ?= .venv
 PYTHON ?= python3
-EXTRAS ?= test,notebook,bench,xgboost
+EXTRAS ?= test,notebook,bench,xgboost,serve,onnx
 PYTEST_ARGS ?= --durations=25
 # The full suite runs on two pytest workers, a test file per worker at a time (module fixtures stay whole),
 # in the groups and order tests/conftest.py gives (xdist would otherwise start with the files of most tests).

@@ -346,6 +346,31 @@ def demo(ctx: typer.Context) -> None:
     for summary in summaries:
         if summary.get("job") == "score" and not _quiet(ctx):
             _print_target_list(summary)
+        if summary.get("job") == "targeting-comparison" and summary.get("status") == "succeeded":
+            _print_targeting_comparison(summary["result"])
+
+
+def _print_targeting_comparison(result: dict[str, Any]) -> None:
+    """Risk vs uplift targeting at the same limits: contacts, cost and the churners the uplift model expects
+    each list to save."""
+    typer.echo(f"target lists of {result['as_of_date']}, valued by the uplift model:")
+    for mode in ("risk", "uplift"):
+        t = result[mode]
+        typer.echo(f"  {mode:<6} {t['contacts']:>5} contacts, cost {t['cost']:>10.2f}, "
+                   f"expected saved churners {t['expected_saved_churners']:.2f}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option(None, "--host", help="Listen address (default: serve.host, 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Listen port (default: serve.port, 8080)."),
+) -> None:
+    """Serve the latest scores and target list of the current model over REST (docs/service.md): no JVM,
+    reloads when a newer slice or model is promoted; runs until interrupted."""
+    from churn_spark.serve.job import run_serve
+
+    run_serve(with_overrides(_settings(ctx), {"serve.host": host, "serve.port": port}))
 
 
 uplift_app = typer.Typer(no_args_is_help=True,
@@ -356,22 +381,39 @@ app.add_typer(uplift_app, name="uplift")
 @uplift_app.command("train")
 def uplift_train(
     ctx: typer.Context,
-    learner: str = typer.Option("t_learner", "--learner", help="t_learner or transformed_outcome (registered)."),
-    family: str = typer.Option("lr", "--family", help="MLlib family of the learner's models: lr or gbt."),
-    test_dates: int = typer.Option(1, "--test-dates", min=1, help="Latest campaign dates held out for the test."),
+    learner: str = typer.Option(None, "--learner", help="x_learner, t_learner or transformed_outcome: the one "
+                                                        "registered (default: uplift.learner)."),
+    family: str = typer.Option(None, "--family", help="MLlib family of the learner's models: lr or gbt "
+                                                      "(default: uplift.family)."),
+    test_dates: int = typer.Option(None, "--test-dates", min=1, help="Latest campaign dates held out for the test "
+                                                                     "(default: uplift.test_dates)."),
 ) -> None:
     """Fit an uplift model on earlier campaigns (inputs.interventions), evaluate it on the latest ones (Qini,
     AUUC, uplift at 10/20/30 %), register it and promote it when its Qini is not worse."""
-    from churn_spark.uplift import learners as L
-    from churn_spark.uplift.job import UpliftTrainOptions, run_uplift_train
+    from churn_spark.uplift.job import run_uplift_train
 
-    kinds = (L.T_LEARNER, L.TRANSFORMED_OUTCOME)
-    if learner not in kinds or family not in ("lr", "gbt"):
-        raise typer.BadParameter(f"--learner must be one of {', '.join(kinds)} and --family lr or gbt")
-    options = UpliftTrainOptions(kind=learner, compare=tuple(k for k in kinds if k != learner), model_type=family,
-                                 test_dates=test_dates)
-    _run(ctx, "uplift-train", lambda spark, s: run_uplift_train(spark, s, options),
-         args={"learner": learner, "family": family, "test_dates": test_dates})
+    overrides = {"uplift.learner": learner, "uplift.family": family, "uplift.test_dates": test_dates}
+    _run(ctx, "uplift-train", run_uplift_train, overrides, {k: v for k, v in overrides.items() if v is not None})
+
+
+model_app = typer.Typer(no_args_is_help=True, help="Registered models: export for serving without Spark.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("export")
+def model_export(
+    ctx: typer.Context,
+    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx (models/<version>/model.onnx and "
+                                                     "model.onnx.json, its feature schema)."),
+    model_version: str = typer.Option(None, "--model-version", help="Registered model version (default: current)."),
+) -> None:
+    """Export a registered model (encoding, classifier and calibration) as one ONNX graph (docs/model.md)."""
+    from churn_spark.onnx.job import run_export
+
+    def job(spark: Any, settings: Settings) -> dict[str, Any]:
+        return run_export(spark, settings, model_version, fmt)
+
+    _run(ctx, "model-export", job, None, {"format": fmt, "model_version": model_version})
 
 
 k8s_app = typer.Typer(no_args_is_help=True,

@@ -362,6 +362,46 @@ class ScoringSettings(_Section):
     targeting: TargetingSettings = TargetingSettings()
 
 
+UpliftLearner = Literal["t_learner", "x_learner", "transformed_outcome"]
+
+
+class UpliftSettings(_Section):
+    """`churn-spark uplift train` (churn_spark/uplift/job.py); `--learner`, `--family` and `--test-dates` override.
+
+    Few campaigns give few hundred assignments for a few hundred features: the learners are regularised, read a
+    short feature list, and the regularisation is chosen by cross-validation on the training campaigns only."""
+
+    learner: UpliftLearner = "x_learner"  # the one registered; `compare` ones are evaluated beside it, never chosen
+    compare: list[UpliftLearner] = Field(default_factory=lambda: list[UpliftLearner](["t_learner",
+                                                                                      "transformed_outcome"]))
+    family: Literal["lr", "gbt"] = "lr"
+    test_dates: int = Field(1, ge=1)  # latest campaign dates held out for the test
+    params: dict[str, Any] = Field(default_factory=dict)  # fixed MLlib params of every model of the learner
+    # searched by cross-validation on the training campaigns (Qini of the out-of-fold predictions); empty: the
+    # family's default grid (uplift/learners.py DEFAULT_GRIDS); one combination: no search
+    param_grid: dict[str, list[Any]] = Field(default_factory=dict)
+    folds: int = Field(3, ge=2)  # account folds of that search
+    features: list[str] = Field(default_factory=list)  # the feature columns read; empty: see max_features
+    max_features: int | None = Field(20, ge=1)  # the registered churn model's most important; None: all features
+    min_rows_per_arm: int = Field(50, ge=1)  # fewer treated or control training assignments: a one-line error
+    bootstrap_replicates: int = Field(200, ge=0)
+    promote_tolerance: float = Field(0.0, ge=0)  # promote when qini >= current's - tolerance on the same test rows
+
+
+class ServeSettings(_Section):
+    """`churn-spark serve` (churn_spark/serve/): the REST service over the latest scores, without a JVM."""
+
+    host: str = "127.0.0.1"  # the pod's manifest passes 0.0.0.0; locally nothing listens beyond this machine
+    port: int = Field(8080, ge=1, le=65535)
+    # how often the service checks the Delta versions of the score tables and models/current for a newer
+    # slice or model (loaded aside, then swapped in; a failed reload keeps the previous data)
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    # name of the environment variable (backed by a Kubernetes Secret) holding the bearer token; None: no
+    # auth. When named, the variable must be set, and every route but the probes needs the token.
+    auth_token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_page_size: int = Field(1000, ge=1)  # largest `limit` of GET /v1/targets
+
+
 class Settings(_Section):
     lakehouse: str = "./lakehouse"
     spark: SparkSettings = SparkSettings()
@@ -372,6 +412,8 @@ class Settings(_Section):
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
     scoring: ScoringSettings = ScoringSettings()
+    serve: ServeSettings = ServeSettings()
+    uplift: UpliftSettings = UpliftSettings()
 
 
 def _describe(err: ValidationError) -> str:

@@ -23,6 +23,16 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "churn.snapshots.end": "2024-12-01",
     "ingest.source": "landing",
     "inputs.account_attributes": list(GENERATED_ATTRIBUTES),
+    # retention campaigns each quarter, half the eligible accounts, 30 % held out: the uplift stages' input
+    "generate.campaigns.dates": ["2022-10-01", "2023-01-01", "2023-04-01", "2023-07-01", "2023-10-01",
+                                 "2024-01-01"],
+    "generate.campaigns.share": 0.5,
+    "generate.campaigns.propensity": 0.7,
+    "inputs.interventions": {"format": "delta", "path": "raw/interventions"},
+    # the demo fits the X-learner once at a fixed regularisation (no search, no compared learners): seconds
+    "uplift.compare": [],
+    "uplift.param_grid": {"regParam": [1.0]},
+    "uplift.bootstrap_replicates": 50,
 }
 DEMO_SCORE_DATE = dt.date(2024, 12, 1)
 
@@ -45,9 +55,18 @@ def stage_functions(score_date: dt.date | str) -> list[tuple[str, JobFn]]:
     ]
 
 
+def uplift_stage_functions(score_date: dt.date) -> list[tuple[str, JobFn]]:
+    """After the pipeline: uplift train on the generated campaigns, then both target lists of the score date
+    valued by the uplift model (risk targeting's written list and the one uplift targeting would contact)."""
+    from churn_spark.uplift.job import run_targeting_comparison, run_uplift_train
+
+    return [("uplift-train", run_uplift_train),
+            ("targeting-comparison", lambda spark, s: run_targeting_comparison(spark, s, score_date))]
+
+
 def run_demo(settings: Settings, execute: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     """Run every stage in one session; each stage writes its own run summary."""
     demo_settings = with_overrides(settings, DEMO_OVERRIDES)
     spark = build_spark(demo_settings.spark, app_name="churn-spark-demo")
-    return [execute(demo_settings, name, fn, {"demo": True}, spark=spark)
-            for name, fn in stage_functions(DEMO_SCORE_DATE)]
+    stages = [*stage_functions(DEMO_SCORE_DATE), *uplift_stage_functions(DEMO_SCORE_DATE)]
+    return [execute(demo_settings, name, fn, {"demo": True}, spark=spark) for name, fn in stages]

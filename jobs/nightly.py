@@ -5,7 +5,9 @@ three stages in sequence in one session and resolves the date itself: `--as-of` 
 `month-start`, the latest monthly snapshot; an ISO date or `today`/`yesterday` also work). Global
 flags (--config, --lakehouse, --master) are accepted anywhere, as for every job; `--source` goes to
 ingest, `--model-version` and `--allow-stale-feed` to score. The first stage that fails stops the run
-with its exit code.
+with its exit code. With `scoring.targeting.mode: uplift` in the config, score targets by the registered
+uplift model (docs/uplift.md; `jobs/uplift_train.py` registers it after each campaign) and fails in one line,
+before writing anything, when none is registered.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from chispa import assert_approx_df_equality, assert_df_equality
-from conftest import JIT, with_jit
+from conftest import JIT, NO_CODEGEN, with_jit
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType
@@ -148,7 +148,7 @@ def _submit_app(cluster: StandaloneCluster, docs: list[dict[str, Any]], app: App
     work = lakehouse.parent / "work"
     plan = local_plan(app, workdir=work, lakehouse=lakehouse, master=cluster.master_url, config_maps=maps,
                       driver_memory="1g", extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
-                                                      "spark.executor.cores": "1", **with_jit(app)})
+                                                      "spark.executor.cores": "1", **with_jit(app), **NO_CODEGEN})
     plan.env["CHURN_RUN_DATE"] = RUN_DATE
     log = work / f"{app.name}.log"
     code = run_plan(plan, cwd=work, timeout=900, log_file=log)

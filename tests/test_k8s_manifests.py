@@ -31,11 +31,15 @@ from churn_spark.k8s.validate import (
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 MANIFEST_FILES = sorted(p for p in (K8S / "sparkapplications").glob("*.yaml") if p.stem != "kustomization") + [
-    K8S / "overlays" / "dev" / "generate.yaml"]
+    K8S / "overlays" / "dev" / "generate.yaml"] + sorted(
+    p for p in (K8S / "service").glob("*.yaml") if p.stem != "kustomization")
+SERVICE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
 OVERLAYS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 JOB_APPS = {"churn-ingest": "ingest_events.py", "churn-features": "build_features.py",
-            "churn-train": "train.py", "churn-score": "score.py", "churn-nightly": "nightly.py"}
+            "churn-train": "train.py", "churn-score": "score.py", "churn-nightly": "nightly.py",
+            "churn-uplift-train": "uplift_train.py"}
+NOT_ON_RADANALYTICS = {"churn-uplift-train"}  # k8s/radanalytics mirrors the four pipeline jobs, not uplift
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_each_manifest_file_passes_every_check(path: Path) -> None:
 def test_each_rendered_overlay_passes_every_check(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     docs = rendered[overlay]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds.count("SparkApplication") == (5 if overlay == "dev" else 4)
+    assert kinds.count("SparkApplication") == (6 if overlay == "dev" else 5)
     assert {"ConfigMap", "Role", "RoleBinding", "ServiceAccount", "ScheduledSparkApplication"} <= set(kinds)
     assert [e for d in docs for e in all_errors(d)] == []
 
@@ -71,7 +75,7 @@ def test_radanalytics_manifests_pass_their_json_schemas() -> None:
     assert [e for d in docs for e in all_errors(d)] == []
     args = {d["metadata"]["name"]: d["spec"]["arguments"] for d in docs if d["kind"] == "SparkApplication"}
     for app in spark_applications(load_documents(K8S / "sparkapplications")):
-        if app.kind == "SparkApplication":
+        if app.kind == "SparkApplication" and app.name not in NOT_ON_RADANALYTICS:
             assert args[app.name].endswith(" ".join(app.spec["arguments"][2:])), app.name
 
 
@@ -213,6 +217,55 @@ def test_security_check_catches_root_latest_plaintext_secrets_and_missing_limits
         assert needle in errors, needle
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
                   "data": {"config.yaml": "kafka:\n  sasl_password: hunter2\n"}}
+    assert security_errors(config_map)
+
+
+def test_the_service_is_deployed_in_every_overlay(rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    images = {"base": "churn-spark-serve", "dev": "registry.example.com/data/churn-spark-serve",
+              "prod": "registry.example.com/data/churn-spark-serve"}
+    for overlay, docs in rendered.items():
+        service = {d["kind"]: d for d in docs if d["metadata"]["name"] == "churn-serve"}
+        assert set(service) >= SERVICE_KINDS, overlay
+        pod = service["Deployment"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == f"{images[overlay]}:{VERSION}"
+        assert container["args"][container["args"].index("serve"):] == ["serve", "--host", "0.0.0.0", "--port", "8080"]
+        assert (container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]) == (
+            "/readyz", "/healthz")
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+        config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+        assert pod["volumes"][0]["configMap"]["name"] == config_map["metadata"]["name"]  # the hashed name
+        config = tmp_path / f"{overlay}.yaml"
+        config.write_text(config_map["data"]["config.yaml"])
+        token_env = load_settings(config).serve.auth_token_env
+        token = next(e for e in container["env"] if e["name"] == token_env)  # the config names the Secret's variable
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "churn-serve-token", "key": "token"}
+        selector = service["Deployment"]["spec"]["selector"]["matchLabels"]
+        for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
+            spec = service[kind]["spec"]
+            assert (spec.get("selector", {}).get("matchLabels") or spec.get("selector") or
+                    spec["podSelector"]["matchLabels"]) == selector, kind
+        assert service["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "churn-serve"
+
+
+def test_workload_check_catches_root_a_writable_root_missing_limits_probes_and_a_literal_token() -> None:
+    doc = yaml.safe_load((K8S / "service" / "deployment.yaml").read_text())
+    assert security_errors(doc) == []
+    pod = doc["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["image"] = "churn-spark-serve:latest"
+    container["securityContext"].update(readOnlyRootFilesystem=False, runAsUser=0)
+    del container["resources"]["limits"]["memory"]
+    del container["readinessProbe"]
+    container["env"].append({"name": "CHURN_SERVE_TOKEN_COPY", "value": "s3cret"})
+    errors = " | ".join(security_errors(doc))
+    for needle in ("latest", "uid 0", "readOnlyRootFilesystem", "resources.limits.memory", "no readinessProbe",
+                   "CHURN_SERVE_TOKEN_COPY has a literal value"):
+        assert needle in errors, needle
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                  "data": {"config.yaml": "serve:\n  auth_token_env: CHURN_SERVE_TOKEN\n"}}
+    assert security_errors(config_map) == []  # names the variable; the value is in a Secret
+    config_map["data"]["config.yaml"] = "serve:\n  auth_token: s3cret\n"
     assert security_errors(config_map)
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import random
-import sys
-import types
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from bruteforce import best_total
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from featuredata import T, accounts, events, subs, write_inputs
 from modeldata import register, train_on_stored
 from pyspark.sql import DataFrame, SparkSession
@@ -34,11 +33,13 @@ from churn_spark.score.job import (
     registered_uplift_model,
     run_score,
     uplift_pointer_path,
+    uplift_version_path,
     with_predicted_uplift,
     write_targets,
 )
 from churn_spark.score.targeting import churn_targets, with_expected_value
 from churn_spark.train import registry as R
+from churn_spark.uplift import learners as L
 
 D = dt.date
 Row = tuple[str, float, Decimal | None, float | None]
@@ -207,44 +208,50 @@ def test_targets_are_written_over_a_table_created_before_the_new_columns(spark: 
                                               "expected_saved_churners", "uplift_model_version")} == {
         "mode": "uplift", "count": 2, "total_expected_value": 430.0, "total_cost": 20.0,
         "expected_saved_churners": 0.75, "uplift_model_version": "up-1"}
+    # u7 has no predicted uplift: never contacted, and counted
+    assert (uplift["targets"]["accounts_with_uplift"], uplift["targets"]["accounts_without_uplift"]) == (7, 1)
     assert [(t["account_id"], t["uplift"], t["reasons"]) for t in uplift["top_targets"]] == [
         ("u1", 0.25, ["logins_28d"]), ("u3", 0.5, [])]
 
 
-def _fake_learners(monkeypatch: pytest.MonkeyPatch, loaded: list[str], with_loader: bool = True) -> None:
-    """A stand-in for churn_spark.uplift.learners (its own tests fit real learners): the model is a number, the
-    prediction a Column expression of a feature; `loaded` records the paths loaded."""
-    learners = types.ModuleType("churn_spark.uplift.learners")
+UPLIFT_SCHEMA = "account_id string, as_of_date date, {x} double, treated int, propensity double, label int"
 
-    def load_uplift_model(spark: SparkSession, path: str) -> float:
-        loaded.append(path)
-        return 0.125
 
-    def predict_uplift(model: float, features: DataFrame) -> DataFrame:
-        return features.withColumn("uplift", F.col("logins_28d") * F.lit(model))
+def _cells(x: float, control_churners: int, treated_churners: int) -> list[tuple[float, int, int]]:
+    """5 control and 20 treated assignments at feature value x (propensity .8); the transformed outcome
+    Z = 5 for a control churner, -1.25 for a treated one, 0 otherwise, so the cell's mean Z (its uplift) is
+    (5 c - 1.25 t) / 25."""
+    return ([(x, 0, int(i < control_churners)) for i in range(5)]
+            + [(x, 1, int(i < treated_churners)) for i in range(20)])
 
-    if with_loader:
-        learners.load_uplift_model = load_uplift_model  # type: ignore[attr-defined]
-    learners.predict_uplift = predict_uplift  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "churn_spark.uplift.learners", learners)
+
+def _register_uplift(spark: SparkSession, settings: Settings, version: str, feature: str,
+                     cells: list[tuple[float, int, int]]) -> L.UpliftModel:
+    """A real transformed-outcome learner (unregularised linear regression on one feature, solved exactly by the
+    normal equations) fitted on `cells`, saved as uplift model `version` and made current."""
+    rows = spark.createDataFrame([(f"t{i}", D(2023, 1, 1), x, t, 0.8, y) for i, (x, t, y) in enumerate(cells)],
+                                 UPLIFT_SCHEMA.format(x=feature))
+    model = L.fit_transformed_outcome(rows, L.uplift_feature_columns(rows.schema), "lr", {"regParam": 0.0})
+    L.save_uplift_model(spark, model, uplift_version_path(settings, version))
+    R.write_bytes(spark, uplift_pointer_path(settings), json.dumps({"version": version}).encode())
+    return model
 
 
 def test_a_registered_uplift_model_is_loaded_and_predicts_per_account(spark: SparkSession, settings: Settings,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     models = Lakehouse.from_settings(settings).models
-    R.write_bytes(spark, uplift_pointer_path(settings), json.dumps({"version": "up-7"}).encode())
+    # logins 2: (3 * 5 - 4 * 1.25) / 25 = .4; logins 0: (1 * 5 - 4 * 1.25) / 25 = 0 (a binary feature: saturated)
+    _register_uplift(spark, settings, "up-7", "logins_28d", _cells(2.0, 3, 4) + _cells(0.0, 1, 4))
     assert uplift_pointer_path(settings) == f"{models}/uplift/current"
-    loaded: list[str] = []
-    _fake_learners(monkeypatch, loaded)
     model = registered_uplift_model(spark, settings)
-    assert (model.version, loaded) == ("up-7", [f"{models}/uplift/up-7"])
+    assert model.version == "up-7"
     scored = spark.createDataFrame([("a", 0.5), ("b", 0.25), ("c", 0.1)], "account_id string, churn_probability double")
-    features = spark.createDataFrame([("a", 2), ("b", None)], "account_id string, logins_28d int")
-    expected = spark.createDataFrame([("a", 0.5, 0.25), ("b", 0.25, None), ("c", 0.1, None)],
+    features = spark.createDataFrame([("a", 2), ("b", 0)], "account_id string, logins_28d int")
+    expected = spark.createDataFrame([("a", 0.5, 0.4), ("b", 0.25, 0.0), ("c", 0.1, None)],
                                      "account_id string, churn_probability double, uplift double")
-    got = with_predicted_uplift(scored, predicted_uplift(features, model))
-    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
-    _fake_learners(monkeypatch, loaded, with_loader=False)
+    got = with_predicted_uplift(scored, predicted_uplift(features, model)).orderBy("account_id")
+    assert_approx_df_equality(got, expected, 1e-9, ignore_nullable=True)
+    monkeypatch.delattr(L, "load_uplift_model")  # an installation without it
     with pytest.raises(NotAvailableError, match=r"^scoring.targeting.mode is uplift but this installation has no "
                                                 r"churn_spark.uplift.learners.load_uplift_model$"):
         registered_uplift_model(spark, settings)
@@ -266,14 +273,19 @@ def test_uplift_mode_without_a_registered_uplift_model_fails_in_one_line_before_
 
 
 E2E_MRR = {"a1": 100, "a2": 200, "a3": 50, "a4": 300, "a5": 80, "a6": 120, "a7": 10}
-E2E_UPLIFT = {"a1": -0.5, "a2": 0.25, "a4": 0.25}  # the others 0.0625
+
+
+def _e2e_uplift(mrr: float) -> float:
+    """The registered model's uplift at an MRR: least squares through (log1p 10, 0) and (log1p 300, .5) (the
+    pipeline regresses on standardised signed log1p values; an affine rescaling changes no fitted value)."""
+    return 0.5 * (math.log1p(mrr) - math.log1p(10)) / (math.log1p(300) - math.log1p(10))
 
 
 @pytest.mark.slow  # a tiny lakehouse, one trained LR model, one scoring run
-def test_score_in_uplift_mode_targets_by_the_registered_models_uplift(spark: SparkSession, settings: Settings,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_score end to end with a stand-in uplift package: the uplift is predicted on the features of D and
-    joined to the written scores; uplift EV = uplift x MRR x 12 - 10, worked out by hand below."""
+def test_score_in_uplift_mode_targets_by_the_registered_models_uplift(spark: SparkSession, settings: Settings) -> None:
+    """run_score end to end with a real registered uplift model (a transformed-outcome learner on `mrr`): the
+    uplift is predicted on the features of D and joined to the written scores; uplift EV = uplift x MRR x 12 - 10,
+    worked out by hand below."""
     s = with_overrides(settings, {
         "churn.lookback_months": 2, "churn.data_end": "2023-08-01", "features.windows_days": [7, 28],
         "features.trend_windows_days": [7], "features.per_seat_windows_days": [7], "features.change_windows_days": [28],
@@ -291,33 +303,32 @@ def test_score_in_uplift_mode_targets_by_the_registered_models_uplift(spark: Spa
     io.write_slice(train_features, lake.churn_features, io.slice_predicate(equals={"as_of_date": d0}), ["as_of_date"])
     model, meta = train_on_stored(spark, s, {"a1": 0, "a2": 0, "a3": 0, "a4": 0, "a5": 1, "a6": 1, "a7": 1}, [d0])
     register(spark, s, "v-lr", model, meta, current=True)
-    R.write_bytes(spark, uplift_pointer_path(s), json.dumps({"version": "up-1"}).encode())
-    loaded: list[str] = []
-    _fake_learners(monkeypatch, loaded)
-    learners = sys.modules["churn_spark.uplift.learners"]
     # An uplift model reading a feature D does not have fails the run before the scores are written.
-    monkeypatch.setattr(learners, "predict_uplift", lambda m, features: features.withColumn("uplift", F.col("nope")))
+    _register_uplift(spark, s, "up-0", "nope", _cells(10.0, 1, 4) + _cells(300.0, 3, 2))
     with pytest.raises(AnalysisException, match="nope"):
         run_score(spark, s, d1, allow_stale_feed=True)  # events stop in early June
     assert not io.table_exists(spark, lake.churn_scores) and not io.table_exists(spark, lake.churn_targets)
-    by_account = F.create_map(*[x for a, u in E2E_UPLIFT.items() for x in (F.lit(a), F.lit(u))])
-    monkeypatch.setattr(learners, "predict_uplift", lambda m, features: (
-        features.withColumn("uplift", F.coalesce(by_account[F.col("account_id")], F.lit(0.0625)))))
+    # mrr 10: (1 * 5 - 4 * 1.25) / 25 = 0; mrr 300: (3 * 5 - 2 * 1.25) / 25 = .5
+    _register_uplift(spark, s, "up-1", "mrr", _cells(10.0, 1, 4) + _cells(300.0, 3, 2))
 
     result = run_score(spark, s, d1, allow_stale_feed=True)
 
-    # a1's uplift is negative: never; a4 0.25*300*12-10 = 890, a2 590, a6 0.0625*120*12-10 = 80, a5 50, a3 27.5
+    # uplift x MRR x 12 - 10: a4 (300) .5 * 3600 - 10 = 1790, a2 (200) ~.439 -> ~1044, a6 (120) ~.362 -> ~512,
+    # a1 (100) ~392, a5 ~289, a3 ~129, a7 (10) 0 -> -10: the top three by the limit
     probability = {r["account_id"]: r["churn_probability"] for r in spark.read.format("delta").load(
         lake.churn_scores).where(F.col("as_of_date") == d1).collect()}  # 7 rows
+    top = ("a4", "a2", "a6")
     expected = spark.createDataFrame(
-        [(a, "uplift", u, probability[a], ev, rank) for a, u, ev, rank in
-         (("a4", 0.25, 890.0, 1), ("a2", 0.25, 590.0, 2), ("a6", 0.0625, 80.0, 3))],
+        [(a, "uplift", _e2e_uplift(E2E_MRR[a]), probability[a], _e2e_uplift(E2E_MRR[a]) * E2E_MRR[a] * 12 - 10, rank)
+         for rank, a in enumerate(top, 1)],
         "account_id string, targeting_mode string, uplift double, churn_probability double, expected_value double, "
         "target_rank long")
     got = spark.read.format("delta").load(lake.churn_targets).where(F.col("as_of_date") == d1)
-    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
-    assert loaded == [f"{lake.models}/uplift/up-1"] * 2
-    assert {k: result["targets"][k] for k in ("mode", "count", "total_expected_value", "expected_saved_churners",
-                                              "uplift_model_version")} == {
-        "mode": "uplift", "count": 3, "total_expected_value": 1560.0, "expected_saved_churners": 0.5625,
-        "uplift_model_version": "up-1"}
+    assert_approx_df_equality(got.select(*expected.columns).orderBy("target_rank"), expected, 1e-6,
+                              ignore_nullable=True)
+    assert {k: result["targets"][k] for k in ("mode", "count", "uplift_model_version", "accounts_with_uplift",
+                                              "accounts_without_uplift")} == {
+        "mode": "uplift", "count": 3, "uplift_model_version": "up-1", "accounts_with_uplift": 7,
+        "accounts_without_uplift": 0}
+    assert result["targets"]["expected_saved_churners"] == pytest.approx(
+        sum(_e2e_uplift(E2E_MRR[a]) for a in top), abs=1e-4)

@@ -1,4 +1,5 @@
-"""The pure pieces of `uplift train` (uplift/job.py): the split by campaign date and the assignment rows."""
+"""The pure pieces of `uplift train` (uplift/job.py): the split by campaign date, the assignment rows, the feature
+list, the per-arm minimum, and the `uplift:` settings the CLI flags and jobs/uplift_train.py override."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from churn_spark.errors import ConfigError
+from churn_spark.cli import entrypoint_argv
+from churn_spark.config import Settings, with_overrides
+from churn_spark.errors import ConfigError, ContractError
 from churn_spark.train import pipeline as P
 from churn_spark.uplift import job as J
 
@@ -56,3 +60,66 @@ def test_arm_columns_drop_a_column_empty_in_one_arm_and_flag_gaps_in_either(spar
     ], "treated int, rare double, gappy double, plan string")
     cols = J.arm_columns(rows, P.FeatureColumns(["rare", "gappy"], ["plan"]), indicators=True, cycles={"rare": 7})
     assert cols == P.FeatureColumns(["gappy"], ["plan"], ["gappy"], {})
+
+
+def test_restricted_columns_keep_the_listed_features_in_order() -> None:
+    cols = P.FeatureColumns(["tenure_days", "logins", "seats"], ["plan", "country"], ["logins", "seats"],
+                            {"tenure_days": 365})
+    assert J.restricted_columns(cols, ["seats", "plan", "tenure_days"]) == P.FeatureColumns(
+        ["tenure_days", "seats"], ["plan"], ["seats"], {"tenure_days": 365})
+    assert J.restricted_columns(cols, None) == cols
+
+
+def test_too_few_assignments_in_an_arm_is_one_clear_error(spark: SparkSession) -> None:
+    rows = spark.createDataFrame([(1,), (1,), (1,), (0,), (0,)], "treated int")
+    J.check_arm_rows(rows, 2)
+    with pytest.raises(ContractError, match=r"at least 3 assignments per arm \(uplift.min_rows_per_arm\): 3 "
+                                            r"treated and 2 control"):
+        J.check_arm_rows(rows, 3)
+
+
+def test_uplift_settings_defaults_overrides_and_one_line_errors() -> None:
+    u = Settings().uplift
+    assert (u.learner, u.compare, u.family, u.test_dates, u.max_features, u.folds) == (
+        "x_learner", ["t_learner", "transformed_outcome"], "lr", 1, 20, 3)
+    s = with_overrides(Settings(), {"uplift.learner": "t_learner", "uplift.test_dates": 2, "uplift.family": None})
+    assert (s.uplift.learner, s.uplift.test_dates, s.uplift.family) == ("t_learner", 2, "lr")
+    with pytest.raises(ConfigError, match=r"^invalid config: uplift.learner: Input should be 't_learner', "):
+        with_overrides(Settings(), {"uplift.learner": "s_learner"})
+    with pytest.raises(ConfigError, match=r"^invalid config: uplift.folds: Input should be greater than or equal"):
+        with_overrides(Settings(), {"uplift.folds": 1})
+
+
+def test_the_job_entrypoint_is_the_cli_subcommand() -> None:
+    # jobs/uplift_train.py passes ["train", *argv] as the `uplift` command's arguments; global flags move first
+    assert entrypoint_argv("uplift", ["train", "--learner", "t_learner", "--config", "c.yaml"]) == [
+        "--config", "c.yaml", "uplift", "train", "--learner", "t_learner"]
+
+
+def test_a_bad_learner_flag_fails_before_any_spark_work(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("uplift_train_job", Path(__file__).parents[1] / "jobs" /
+                                                  "uplift_train.py")
+    assert spec is not None and spec.loader is not None
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(["--learner", "s_learner"]) != 0
+    assert "uplift.learner: Input should be" in capsys.readouterr().err
+
+
+def test_both_target_lists_are_valued_by_the_uplift_model(spark: SparkSession) -> None:
+    from churn_spark.config import TargetingSettings
+
+    scored = spark.createDataFrame([
+        ("u1", 0.75, 100.0, 0.25), ("u2", 0.875, 100.0, -0.125), ("u3", 0.125, 40.0, 0.5), ("u4", 0.5, 20.0, 0.0),
+    ], "account_id string, churn_probability double, mrr double, predicted_uplift double").withColumn(
+        "uplift", F.col("predicted_uplift"))
+    t = TargetingSettings(cost_per_contact=10.0, success_rate=0.5, value_months=10.0, max_contacts=2)
+    # risk EV = p * .5 * mrr * 10 - 10: u2 427.5, u1 365, u4 40, u3 15 -> u2 + u1; their uplift -.125 + .25
+    assert J.targeting_totals(scored, t.model_copy(update={"mode": "risk"})) == {
+        "mode": "risk", "contacts": 2, "cost": 20.0, "expected_value": 792.5, "expected_saved_churners": 0.125}
+    # uplift EV = uplift * mrr * 10 - 10: u1 240, u3 190 (u2 and u4 never: uplift <= 0) -> .25 + .5
+    assert J.targeting_totals(scored, t.model_copy(update={"mode": "uplift"})) == {
+        "mode": "uplift", "contacts": 2, "cost": 20.0, "expected_value": 430.0, "expected_saved_churners": 0.75}

@@ -7,7 +7,8 @@
 - `admission_errors`: what the operator's admission webhook rejects (DNS-1035 names, denied sparkConf
   keys, namespace conf) plus the length budget of the names the operator derives.
 - `security_errors`: non-root, no privilege escalation, capabilities dropped, seccomp, requests and
-  limits, pinned image tags, no plaintext secrets.
+  limits, pinned image tags, no plaintext secrets; for a Deployment's containers (the service) also a
+  read-only root filesystem and readiness/liveness probes (`workload_security_errors`).
 - `radanalytics_errors`: the radanalytics operator's JSON schemas, read the relaxed way they are meant.
 """
 
@@ -45,7 +46,11 @@ SECRET_WORDS = re.compile(r"(secret|password|passwd|token|credential|access[._-]
                           re.IGNORECASE)
 CRD_DIR = Path("k8s", "crds")
 CORE_KINDS = {("v1", "ServiceAccount"), ("v1", "ConfigMap"), ("rbac.authorization.k8s.io/v1", "Role"),
-              ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"), ("v1", "Namespace")}
+              ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"), ("v1", "Namespace"),
+              # the REST service (k8s/service)
+              ("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+              ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy")}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 
 def crd_folder() -> Path:
@@ -194,9 +199,49 @@ def _pod_security(pod: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+def _container_security(container: dict[str, Any], pod_sc: dict[str, Any], where: str) -> list[str]:
+    """A plain pod's container (the service): the Spark checks' rules, plus a read-only root filesystem,
+    requests and limits in `resources`, and readiness and liveness probes."""
+    sc, problems = container.get("securityContext") or {}, _image_problems(container.get("image"), where)
+    if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+        problems.append(f"{where}: runAsNonRoot not set")
+    if any(c.get("runAsUser") == 0 for c in (sc, pod_sc)):
+        problems.append(f"{where}: runs as uid 0")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation must be false")
+    if sc.get("privileged"):
+        problems.append(f"{where}: privileged")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        problems.append(f"{where}: readOnlyRootFilesystem must be true")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+        problems.append(f"{where}: capabilities not dropped (drop: [ALL])")
+    if (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault",
+                                                                                            "Localhost"):
+        problems.append(f"{where}: seccompProfile must be RuntimeDefault")
+    resources = container.get("resources") or {}
+    problems += [f"{where}: resources.{kind}.{r} not set (requests and limits)" for kind in ("requests", "limits")
+                 for r in ("cpu", "memory") if not (resources.get(kind) or {}).get(r)]
+    problems += [f"{where}: no {probe}" for probe in ("readinessProbe", "livenessProbe") if not container.get(probe)]
+    problems += [f"{where}: env {var['name']} has a literal value; use valueFrom.secretKeyRef"
+                 for var in container.get("env") or [] if SECRET_WORDS.search(var.get("name", "")) and "value" in var]
+    return problems
+
+
+def workload_security_errors(doc: dict[str, Any]) -> list[str]:
+    """Every container of a Deployment-like object's pod template (none for other kinds)."""
+    if doc.get("kind") not in WORKLOAD_KINDS:
+        return []
+    pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    problems = [] if containers else [f"{_label(doc)}: no containers"]
+    for c in containers:
+        problems += _container_security(c, pod.get("securityContext") or {}, f"{_label(doc)} {c.get('name')}")
+    return problems
+
+
 def security_errors(doc: dict[str, Any]) -> list[str]:
     label = _label(doc)
-    problems = []
+    problems = workload_security_errors(doc)
     for spec in _app_specs(doc):
         problems += _image_problems(spec.get("image"), label)
         for role in ("driver", "executor"):
@@ -215,7 +260,8 @@ def security_errors(doc: dict[str, Any]) -> list[str]:
         for key, value in (doc.get("data") or {}).items():
             for line in str(value).splitlines():
                 k, sep, v = line.partition(":")
-                if sep and SECRET_WORDS.search(k) and v.strip() not in ("", "null", "~"):
+                named_env = k.strip().endswith("_env")  # names a variable (serve.auth_token_env), holds no secret
+                if sep and SECRET_WORDS.search(k) and not named_env and v.strip() not in ("", "null", "~"):
                     problems.append(f"{label}: {key} line {k.strip()!r} looks like a plaintext secret")
     return problems
 

@@ -45,7 +45,7 @@ from churn_spark.schemas import KEYS
 from churn_spark.score.drift import excluded_features, stability_against
 from churn_spark.score.ranking import with_global_rank
 from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
-from churn_spark.score.targeting import UPLIFT, churn_targets, contact_limit
+from churn_spark.score.targeting import UPLIFT, churn_targets, contact_limit, uplift_coverage
 from churn_spark.silver.job import read_silver
 from churn_spark.train import registry as R
 from churn_spark.train.pipeline import predict
@@ -307,7 +307,7 @@ def write_targets(scores: DataFrame, settings: Settings, as_of: dt.date, path: s
         "value_months": targeting.value_months}
     if targeting.mode == UPLIFT:  # churners the contacts are expected to keep: the sum of their uplifts
         summary |= {"expected_saved_churners": round(float(totals["saved"] or 0.0), 4),
-                    "uplift_model_version": uplift_version}
+                    "uplift_model_version": uplift_version, **uplift_coverage(scores)}
     return {"targets": summary, "top_targets": _top_targets(written)}
 
 
@@ -473,7 +473,8 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
                 with_mrr = with_predicted_uplift(with_mrr, uplift[1])
             targets = write_targets(with_mrr, settings, as_of, lake.churn_targets, uplift[0] if uplift else None)
             t = targets["targets"]
-            saved = f", expected saved churners {t['expected_saved_churners']:.2f}" if uplift else ""
+            saved = (f", expected saved churners {t['expected_saved_churners']:.2f}, "
+                     f"{t['accounts_without_uplift']} account(s) without a predicted uplift" if uplift else "")
             step.done(f"{t['count']} accounts targeted by {t['mode']}, expected value "
                       f"{t['total_expected_value']:.2f}{saved}")
         with progress.stage("score", "drift and score distribution"):

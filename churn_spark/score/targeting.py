@@ -102,6 +102,15 @@ def select_targets(valued: DataFrame, limit: int | None, mode: str = RISK) -> Da
     return ranked if limit is None else ranked.where(F.col("target_rank") <= limit)
 
 
+def uplift_coverage(scored: DataFrame) -> dict[str, int]:
+    """{`accounts_with_uplift`, `accounts_without_uplift`} of scored rows with an `uplift` column: an account the
+    uplift model gives no prediction is never contacted in uplift mode, so the summary counts it instead of
+    skipping it silently. One small aggregate."""
+    row = scored.agg(F.count("uplift").alias("with"), F.count_if(F.col("uplift").isNull()).alias("without")).first()
+    assert row is not None
+    return {"accounts_with_uplift": int(row["with"]), "accounts_without_uplift": int(row["without"] or 0)}
+
+
 def churn_targets(scored: DataFrame, targeting: TargetingSettings) -> DataFrame:
     """The target list from scores with `mrr` (and `uplift` in uplift mode): expected values, then the exact
     budgeted selection."""

@@ -1,8 +1,9 @@
-"""`churn-spark uplift train` as a library function (the CLI, jobs/ and config wiring are not here yet):
-campaign outcomes + point-in-time features at `assigned_at` -> split by campaign date -> fit the learner ->
-evaluate on the later campaigns (Qini, AUUC, uplift@k with intervals; oracle and true saved churners on generated
-data; targeting by churn risk beside it when a churn model is registered) -> register under
-`<lakehouse>/models/uplift/<version>` and move `models/uplift/current` when the Qini is not worse.
+"""`churn-spark uplift train` as a library function (settings: `uplift:` in config.py): campaign outcomes +
+point-in-time features at `assigned_at` -> split by campaign date -> a short feature list and the
+regularisation chosen on the training campaigns -> fit the learner -> evaluate on the later campaigns (Qini, AUUC,
+uplift@k with intervals; oracle and true saved churners on generated data; targeting by churn risk beside it
+when a churn model is registered) -> register under `<lakehouse>/models/uplift/<version>` and move
+`models/uplift/current` when the Qini is not worse.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from pyspark import StorageLevel
@@ -18,37 +19,24 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from churn_spark import io, progress
-from churn_spark.config import Settings
+from churn_spark.config import Settings, TargetingSettings
 from churn_spark.errors import ConfigError, ContractError, NotAvailableError
 from churn_spark.features import job as features_job
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.score.reasons import source_importances, top_sources
+from churn_spark.score.targeting import RISK, UPLIFT, churn_targets
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
 from churn_spark.train.job import profile_columns
 from churn_spark.train.split import label_window_end
 from churn_spark.uplift import learners as L
 from churn_spark.uplift import metrics as M
-from churn_spark.uplift.campaigns import campaign_outcomes
+from churn_spark.uplift.campaigns import CampaignOutcomes, campaign_outcomes
 
 UPLIFT_DIR = "uplift"
 POINTER = "current"  # <models>/uplift/current, the file score/job.py reads (UPLIFT_POINTER)
+PREDICTED = "predicted_uplift"  # the uplift model's prediction, kept beside targeting's own `uplift` column
 OUTCOME_COLUMNS = ("campaign_id", "account_id", "as_of_date", "arm", "propensity", "label")
-
-
-@dataclass(frozen=True)
-class UpliftTrainOptions:
-    """What `config.py` does not hold yet: the learner registered, the one compared beside it (evaluated on the
-    same test rows, never used to choose: the test campaigns stay honest), the family and its params, the number
-    of latest assignment dates held out for the test, bootstrap replicates and the promotion tolerance on the
-    Qini coefficient."""
-
-    kind: str = L.T_LEARNER
-    compare: tuple[str, ...] = (L.TRANSFORMED_OUTCOME,)
-    model_type: str = "lr"
-    params: dict[str, Any] = field(default_factory=dict)
-    test_dates: int = 1
-    replicates: int = 200
-    promote_tolerance: float = 0.0
 
 
 def uplift_root(settings: Settings) -> str:
@@ -103,31 +91,77 @@ def read_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
     return io.read_version(spark, path, v) if (v := io.table_version(spark, path)) is not None else None
 
 
-def features_at(spark: SparkSession, settings: Settings, dates: Sequence[dt.date]) -> tuple[DataFrame, DataFrame]:
-    """(campaign outcomes, features at the assignment dates) from one read of the inputs, with the features
-    job's own code (point in time at each `assigned_at`)."""
-    inputs = features_job.load_inputs(spark, settings)
-    outcomes = campaign_outcomes(spark, settings, inputs)
+def outcome_dates(outcomes: DataFrame) -> list[dt.date]:
+    """The distinct `as_of_date` (= `assigned_at`) of the labelled assignments (a tiny aggregate): a date whose
+    assignments are all censored or ineligible is no campaign to train or test on."""
+    return sorted(r["as_of_date"] for r in outcomes.select("as_of_date").distinct().collect())
+
+
+def features_at(settings: Settings, inputs: features_job.FeatureInputs, data_end: dt.date,
+                dates: Sequence[dt.date]) -> DataFrame:
+    """The features at the assignment dates with the features job's own code (point in time at each
+    `assigned_at`), from the inputs already read for the outcomes."""
     event_types = features_job.resolve_event_types(settings, inputs.events, list(dates))
     inputs = replace(inputs, events=features_job.without_new_event_types(inputs.events, event_types))
-    _, features = features_job.labels_and_features(inputs, settings, list(dates), outcomes.data_end,
-                                                   event_types.members)
-    return outcomes.outcomes, features
+    _, features = features_job.labels_and_features(inputs, settings, list(dates), data_end, event_types.members)
+    return features
 
 
-def assignment_dates(spark: SparkSession, settings: Settings) -> list[dt.date]:
-    """The distinct `assigned_at` of the conformed campaign log (a tiny aggregate)."""
-    conformed = io.read_input(spark, settings, "interventions")
-    if conformed is None:
-        raise ContractError("no campaign log: set inputs.interventions (docs/contract.md, interventions)")
-    return sorted(r["assigned_at"] for r in conformed.good.select("assigned_at").distinct().collect())
+def read_campaigns(spark: SparkSession, settings: Settings) -> tuple[CampaignOutcomes, DataFrame, list[dt.date]]:
+    """(campaign outcomes, features at their dates, the dates) from one read of the inputs and one read of the
+    campaign log."""
+    inputs = features_job.load_inputs(spark, settings)
+    campaigns = campaign_outcomes(spark, settings, inputs)
+    dates = outcome_dates(campaigns.outcomes)
+    if not dates:
+        raise ContractError(f"no labelled campaign assignment: {campaigns.counts}")
+    return campaigns, features_at(settings, inputs, campaigns.data_end, dates), dates
 
 
-def evaluate(model: L.UpliftModel, test: DataFrame, options: UpliftTrainOptions, seed: int) -> dict[str, Any]:
+def restricted_columns(columns: P.FeatureColumns, keep: Sequence[str] | None) -> P.FeatureColumns:
+    """`columns` limited to the features in `keep` (None: all), in `columns`' order."""
+    if keep is None:
+        return columns
+    kept = set(keep)
+    return P.FeatureColumns([c for c in columns.numeric if c in kept], [c for c in columns.categorical if c in kept],
+                            [c for c in columns.missing_indicators if c in kept],
+                            {c: p for c, p in columns.cyclic.items() if c in kept})
+
+
+def chosen_features(spark: SparkSession, settings: Settings, features: DataFrame) -> tuple[list[str] | None, str]:
+    """(the features the learners read, None for all; where the list comes from): `uplift.features`, else the
+    registered churn model's `uplift.max_features` most important ones that the rows have. The churn model may
+    have seen later snapshots than the test campaigns: it only picks columns, and the report says so."""
+    u = settings.uplift
+    if u.features:
+        if missing := sorted(set(u.features) - set(features.columns)):
+            raise ConfigError(f"uplift.features: not feature columns: {', '.join(missing)}")
+        return list(u.features), "uplift.features"
+    if u.max_features is None:
+        return None, "all features (uplift.max_features: null)"
+    try:
+        churn = R.load_model(spark, settings)
+    except NotAvailableError:
+        return None, "all features: no churn model registered to rank them"
+    if R.incompatibilities(churn.metadata, settings.features.feature_set_version, features.schema):
+        return None, f"all features: churn model {churn.version} cannot read these features"
+    ranked = top_sources(source_importances(churn.model, features.limit(0)), u.max_features)
+    return ranked, f"top {u.max_features} features of churn model {churn.version}"
+
+
+def check_arm_rows(train: DataFrame, minimum: int) -> None:
+    """A one-line error when either arm of the training assignments has fewer than `minimum` rows."""
+    treated, control = L.arm_counts(train)
+    if min(treated, control) < minimum:
+        raise ContractError(f"uplift training needs at least {minimum} assignments per arm (uplift.min_rows_per_arm)"
+                            f": {treated} treated and {control} control on the training campaigns")
+
+
+def evaluate(model: L.UpliftModel, test: DataFrame, replicates: int, seed: int) -> dict[str, Any]:
     """`metrics.evaluate_uplift` of the model's predictions on the test rows (oracle ones with `true_uplift`)."""
     scored = L.predict_uplift(model, test)
     truth = M.TRUE_UPLIFT if M.TRUE_UPLIFT in test.columns else None
-    return M.evaluate_uplift(scored, truth_col=truth, replicates=options.replicates, seed=seed)
+    return M.evaluate_uplift(scored, truth_col=truth, replicates=replicates, seed=seed)
 
 
 def risk_targeting(spark: SparkSession, settings: Settings, test: DataFrame) -> dict[str, Any] | None:
@@ -166,8 +200,20 @@ def load_registered(spark: SparkSession, settings: Settings, version: str | None
     return L.load_uplift_model(spark, f"{uplift_root(settings)}/{version}")
 
 
-def promotion(spark: SparkSession, settings: Settings, new_qini: float, test: DataFrame,
-              options: UpliftTrainOptions) -> dict[str, Any]:
+def registered_metadata(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """The metadata (metrics, candidates, risk comparison, split) of the current uplift model: for the
+    notebook and reports; NotAvailableError when none is registered."""
+    text = R.read_text(spark, f"{uplift_root(settings)}/{POINTER}")
+    if not text:
+        raise NotAvailableError("no uplift model registered: run churn-spark uplift train")
+    version = str(json.loads(text)["version"])
+    meta = R.read_text(spark, f"{uplift_root(settings)}/{version}/{R.METADATA}")
+    if meta is None:
+        raise NotAvailableError(f"uplift model {version} has no {R.METADATA}")
+    return dict(json.loads(meta))
+
+
+def promotion(spark: SparkSession, settings: Settings, new_qini: float, test: DataFrame) -> dict[str, Any]:
     """Promote unless the current model's Qini coefficient on the same test rows beats the new one by more than
     the tolerance. The first model is always promoted; a current model whose features the test rows lack is
     replaced (the reason says so). Any other failure propagates: the new version stays registered, unpromoted."""
@@ -179,45 +225,97 @@ def promotion(spark: SparkSession, settings: Settings, new_qini: float, test: Da
     if missing := sorted(needed - set(test.columns)):
         return {"promoted": True, "reason": f"current model reads features the new rows lack: {missing}"}
     current_qini = M.uplift_metrics(L.predict_uplift(current, test), fractions=())["qini_coefficient"]
-    promoted = new_qini >= current_qini - options.promote_tolerance
+    promoted = new_qini >= current_qini - settings.uplift.promote_tolerance
     return {"promoted": promoted, "current_qini_coefficient": current_qini,
             "reason": f"qini_coefficient {new_qini:.4f} {'>=' if promoted else '<'} current {current_qini:.4f}"
-                      f" - {options.promote_tolerance}"}
+                      f" - {settings.uplift.promote_tolerance}"}
 
 
-def run_uplift_train(spark: SparkSession, settings: Settings, options: UpliftTrainOptions | None = None
-                     ) -> dict[str, Any]:
+def fit_learners(train: DataFrame, cols: P.FeatureColumns, settings: Settings
+                 ) -> tuple[dict[str, L.UpliftModel], dict[str, Any]]:
+    """The configured learner and the compared ones, each with its regularisation searched on `train`; returns
+    the fitted models and, per learner, the chosen params and the grid's out-of-fold Qini."""
+    u, seed = settings.uplift, settings.model.seed
+    grid = u.param_grid or L.DEFAULT_GRIDS[u.family]
+    kinds = list(dict.fromkeys((u.learner, *u.compare)))
+    chosen = L.search_params(kinds, train, cols, u.family, {**L.UPLIFT_PARAMS[u.family], **u.params}, grid, u.folds,
+                             seed)
+    models = L.fit_learners({kind: params for kind, (params, _) in chosen.items()}, train, cols, u.family, seed)
+    return models, {kind: {"params": params, "tried": tried} for kind, (params, tried) in chosen.items()}
+
+
+def targeting_totals(scored: DataFrame, targeting: TargetingSettings) -> dict[str, Any]:
+    """The target list `targeting` selects from `scored` (`churn_probability`, `mrr`, `uplift` and the model's
+    `predicted_uplift`), summed: contacts, money spent, the risk mode's own expected value, and the churners the
+    uplift model expects the contacts to save (the sum of their predicted uplift). One small aggregate."""
+    row = churn_targets(scored, targeting).agg(
+        F.count(F.lit(1)).alias("contacts"), F.sum("contact_cost").alias("cost"),
+        F.sum("expected_value").alias("expected_value"), F.sum(PREDICTED).alias("saved")).first()
+    assert row is not None
+    return {"mode": targeting.mode, "contacts": int(row["contacts"]), "cost": round(float(row["cost"] or 0.0), 2),
+            "expected_value": round(float(row["expected_value"] or 0.0), 2),
+            "expected_saved_churners": round(float(row["saved"] or 0.0), 4)}
+
+
+def run_targeting_comparison(spark: SparkSession, settings: Settings, as_of: dt.date) -> dict[str, Any]:
+    """Both target lists of `as_of` at the same limits, valued by the registered uplift model: the accounts risk
+    targeting contacts and the ones uplift targeting contacts, with the churners each list is expected to save.
+    Reads the scores and features `score` wrote for `as_of`; writes nothing."""
+    lake = Lakehouse.from_settings(settings)
+    where = io.slice_predicate(equals={"as_of_date": as_of})
+    pointer = R.read_pointer(spark, settings)
+    if pointer is None or not io.table_exists(spark, lake.churn_scores):
+        raise NotAvailableError(f"no scores of {as_of} to compare: run churn-spark score first")
+    scores = io.read_slice(spark, lake.churn_scores, where).where(F.col("model_version") == pointer["version"])
+    features = io.read_slice(spark, lake.churn_features, where).drop("config_fingerprint")
+    mrr = settings.scoring.targeting.mrr_column
+    predicted = L.predict_uplift(load_registered(spark, settings), features).select(
+        "account_id", F.col(mrr).alias("mrr"), F.col(L.UPLIFT).alias(PREDICTED))
+    scored = (scores.select("account_id", "churn_probability").join(predicted, "account_id", "left")
+              .withColumn(L.UPLIFT, F.col(PREDICTED)).persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        targeting = settings.scoring.targeting
+        lists = {mode: targeting_totals(scored, targeting.model_copy(update={"mode": mode})) for mode in (RISK, UPLIFT)}
+    finally:
+        scored.unpersist()
+    return {"as_of_date": as_of.isoformat(), "churn_model_version": pointer["version"], **lists}
+
+
+def run_uplift_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Fit, evaluate, register and maybe promote an uplift model; returns the run summary's `result`."""
-    opts = options or UpliftTrainOptions()
-    seed, churn = settings.model.seed, settings.churn
-    dates = assignment_dates(spark, settings)
-    train_dates, test_dates = plan_campaign_split(dates, churn.horizon_months, churn.grace_days, opts.test_dates)
-    outcomes, features = features_at(spark, settings, dates)
-    rows = with_true_uplift(assignment_rows(outcomes, features), read_truth(spark, settings))
+    u, seed, churn = settings.uplift, settings.model.seed, settings.churn
+    campaigns, features, dates = read_campaigns(spark, settings)
+    train_dates, test_dates = plan_campaign_split(dates, churn.horizon_months, churn.grace_days, u.test_dates)
+    rows = with_true_uplift(assignment_rows(campaigns.outcomes, features), read_truth(spark, settings))
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         train = rows.where(F.col("as_of_date").isin(train_dates))
         test = rows.where(F.col("as_of_date").isin(test_dates))
-        cols = arm_columns(train, L.uplift_feature_columns(features.schema, settings.model.exclude_features),
-                           settings.model.missing_indicators, settings.model.cyclic_features)
+        check_arm_rows(train, u.min_rows_per_arm)
+        keep, selection = chosen_features(spark, settings, features)
+        all_columns = L.uplift_feature_columns(features.schema, settings.model.exclude_features)
+        cols = arm_columns(train, restricted_columns(all_columns, keep), settings.model.missing_indicators,
+                           settings.model.cyclic_features)
         with progress.stage("uplift", "fit") as step:
-            models = {k: L.fit_uplift(k, train, cols, opts.model_type, opts.params, seed)
-                      for k in dict.fromkeys((opts.kind, *opts.compare))}
-            step.done(f"{', '.join(models)} ({opts.model_type}) fitted on {len(train_dates)} campaign date(s)")
+            models, search = fit_learners(train, cols, settings)
+            step.done(f"{', '.join(models)} ({u.family}) fitted on {len(train_dates)} campaign date(s), "
+                      f"{len(cols.numeric) + len(cols.categorical)} features")
         with progress.stage("uplift", "evaluate") as step:
-            metrics = {k: evaluate(m, test, opts, seed) for k, m in models.items()}
-            step.done(f"qini_coefficient {metrics[opts.kind]['qini_coefficient']:.4f} on {len(test_dates)} "
+            metrics = {k: evaluate(m, test, u.bootstrap_replicates, seed) for k, m in models.items()}
+            step.done(f"qini_coefficient {metrics[u.learner]['qini_coefficient']:.4f} on {len(test_dates)} "
                       f"test date(s)")
-        version = R.new_version(f"uplift-{opts.kind.replace('_', '-')}")
-        metadata = {"version": version, "kind": opts.kind, "model_type": opts.model_type, "params": opts.params,
-                    "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+        version = R.new_version(f"uplift-{u.learner.replace('_', '-')}")
+        metadata = {"version": version, "kind": u.learner, "model_type": u.family,
+                    "params": search[u.learner]["params"], "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "campaigns": campaigns.summary(),
                     "split": {"train": [d.isoformat() for d in train_dates],
                               "test": [d.isoformat() for d in test_dates]},
-                    "feature_columns": cols.as_dict(), "metrics": metrics[opts.kind],
-                    "candidates": {k: v for k, v in metrics.items() if k != opts.kind},
+                    "feature_selection": selection, "feature_columns": cols.as_dict(), "search": search,
+                    "metrics": metrics[u.learner],
+                    "candidates": {k: v for k, v in metrics.items() if k != u.learner},
                     "risk_targeting": risk_targeting(spark, settings, test)}
-        path = save_version(spark, settings, models[opts.kind], metadata)
-        decision = promotion(spark, settings, metrics[opts.kind]["qini_coefficient"], test, opts)
+        path = save_version(spark, settings, models[u.learner], metadata)
+        decision = promotion(spark, settings, metrics[u.learner]["qini_coefficient"], test)
         if decision["promoted"]:
             R.write_bytes(spark, f"{uplift_root(settings)}/{POINTER}",
                           R.to_json({"version": version, "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
