@@ -24,7 +24,7 @@ from churn_spark.session import build_spark
 # CPU than it loses in speed on test-sized jobs. Same results. The code cache must then be sized by hand.
 JIT = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
 # Test jobs, in process and the dev overlay's applications on the test cluster, also skip Spark's code
-# generation: Janino compiles more than tiny plans save (the cluster module: 682 -> 569 CPU-s). The cluster's
+# generation: Janino compiles more than tiny plans save (docs/development.md has the measurements). The cluster's
 # fault tests (tests/test_cluster.py `_submit`) keep it, so the generated-code path still runs in the suite.
 NO_CODEGEN = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
