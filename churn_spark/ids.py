@@ -4,7 +4,8 @@ Exports name the same account `123` in one table, `123.0` (a double or decimal c
 ` 123 ` in a third; as plain strings they never join, and the account silently gets no activity.
 `normalized_id` gives them one text; `account_references` measures what still does not join, so a
 mismatch fails the run with one line (`check_account_references`) instead of producing zeros.
-Low level: imports only pyspark, the config and the errors (io, the jobs and the check build on it).
+Low level: imports only pyspark, the config, the errors and the text rules (`idtext.py`); io, the jobs
+and the check build on it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from pyspark.sql.types import DecimalType
 
 from churn_spark.config import IdCase, InputsSettings
 from churn_spark.errors import InputCheckError
-
-INTEGRAL_DECIMAL = r"^(-?\d+)\.0+$"
-"""An integral number written with a zero fraction (`123.0`, `-7.00`): the integer part is the id."""
-DOUBLE_EXPONENT = r"^-?\d\.\d+E\d+$"
-"""How Spark (Java) renders a double of 10^7 or more as text (`1.2345678901E10`): read as a decimal."""
+from churn_spark.idtext import DOUBLE_EXPONENT, INTEGRAL_DECIMAL
 
 
 def normalized_id(c: Column, case: IdCase = "preserve") -> Column:

@@ -1,7 +1,7 @@
 """Account ids in request paths: the pipeline's normalisation (`churn_spark/ids.py`), on one Python string.
 
-`churn_spark/ids.py` works on Spark Columns and imports pyspark, which the service must not load; this
-module repeats only its text rules (same regexes) so `/v1/accounts/123.0` finds the account stored as `123`.
+`churn_spark/ids.py` works on Spark Columns and imports pyspark, which the service must not load; both
+apply the same text rules (`churn_spark/idtext.py`), so `/v1/accounts/123.0` finds the account stored as `123`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from churn_spark import idtext
 from churn_spark.config import IdCase
 
-INTEGRAL_DECIMAL = re.compile(r"^(-?\d+)\.0+$")  # as churn_spark.ids.INTEGRAL_DECIMAL
-DOUBLE_EXPONENT = re.compile(r"^-?\d\.\d+E\d+$")  # as churn_spark.ids.DOUBLE_EXPONENT
+INTEGRAL_DECIMAL = re.compile(idtext.INTEGRAL_DECIMAL)
+DOUBLE_EXPONENT = re.compile(idtext.DOUBLE_EXPONENT)
 WELL_FORMED = re.compile(r"^[^\s\x00-\x1f\x7f/\\]{1,128}$")
 """What the service accepts as an id: 1-128 characters, no whitespace, control characters or slashes."""
 
