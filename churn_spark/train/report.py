@@ -60,19 +60,20 @@ def curves(hist: ScoreHistogram) -> dict[str, np.ndarray]:
             "population": taken / max(taken[-1], 1.0), "gains": tp / p}
 
 
-def _png(fig: Figure) -> bytes:
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (public: the uplift report draws with the same helpers)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
 
-def _figure() -> tuple[Figure, Any]:
+def figure() -> tuple[Figure, Any]:
     fig = Figure(figsize=(5.2, 4.0))
     return fig, fig.add_subplot(1, 1, 1)
 
 
 def plot_roc(c: dict[str, np.ndarray], auc: float, oracle: float | None) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.plot(c["fpr"], c["tpr"], label=f"model (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
     if oracle is not None:
@@ -82,21 +83,21 @@ def plot_roc(c: dict[str, np.ndarray], auc: float, oracle: float | None) -> byte
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(loc="lower right")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_pr(c: dict[str, np.ndarray], pr_auc: float, base_rate: float) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     ok = ~np.isnan(c["precision"])
     ax.plot(c["recall"][ok], c["precision"][ok], label=f"model (AUC {pr_auc:.3f})")
     ax.axhline(base_rate, linestyle="--", color="grey", label=f"label rate {base_rate:.3f}")
     ax.set(title="Precision-recall", xlabel="recall", ylabel="precision", ylim=(0, 1.02))
     ax.legend(loc="upper right")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_gains(c: dict[str, np.ndarray]) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.plot(c["population"], c["gains"], label="cumulative gains")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
     ax.set(title="Cumulative gains and lift", xlabel="fraction of accounts contacted (highest scores first)",
@@ -107,13 +108,13 @@ def plot_gains(c: dict[str, np.ndarray]) -> bytes:
     ax2.set_ylabel("lift")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(lines, [str(h.get_label()) for h in lines], loc="center right")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_calibration(deciles: list[dict[str, Any]], ece: float | None = None,
                      in_the_large: float | None = None) -> bytes:
     """Reliability plot: observed churn rate against mean predicted probability per score decile."""
-    fig, ax = _figure()
+    fig, ax = figure()
     pred = [d["mean_predicted"] for d in deciles]
     obs = [d["observed_rate"] for d in deciles]
     top = max([*pred, *obs, 0.01]) * 1.05
@@ -124,7 +125,7 @@ def plot_calibration(deciles: list[dict[str, Any]], ece: float | None = None,
         title += f"\nECE {ece:.4f}, calibration-in-the-large {in_the_large:+.4f}"
     ax.set(title=title, xlabel="mean predicted probability", ylabel="observed churn rate")
     ax.legend(loc="upper left")
-    return _png(fig)
+    return png(fig)
 
 
 def plot_explanation(expl: dict[str, Any], top: int = 20) -> bytes:
@@ -136,11 +137,11 @@ def plot_explanation(expl: dict[str, Any], top: int = 20) -> bytes:
     what = "coefficients (standardised features)" if expl["kind"] == "coefficients" else "feature importances"
     ax.set_title(f"Top {len(items)} {what}")
     ax.tick_params(axis="y", labelsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def plot_score_distribution(hist: ScoreHistogram, bins: int = 50) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     step = len(hist.positives) // bins
     pos = hist.positives.reshape(bins, step).sum(axis=1)
     neg = hist.negatives.reshape(bins, step).sum(axis=1)
@@ -152,10 +153,10 @@ def plot_score_distribution(hist: ScoreHistogram, bins: int = 50) -> bytes:
         ax.set_xlim(0, min(1.0, (used.max() + 2) / bins))
     ax.set(title="Score distribution by label", xlabel="churn probability", ylabel="share of rows")
     ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def html_table(rows: list[list[Any]], header: list[str]) -> str:
     def cell(v: Any) -> str:
         return html.escape(f"{v:.4f}" if isinstance(v, float) else str(v))
 
@@ -178,7 +179,7 @@ def selection_html(table: list[dict[str, Any]], selection: dict[str, Any]) -> st
              ", ".join(f"{v:.4f}" for v in t[f"fold_{metric}"]), t[f"mean_{metric}"]] for t in table]
     chosen = html.escape(str(selection.get("chosen", "")))
     return (f"<h2>Model selection ({html.escape(str(selection.get('configured', '')))}: {chosen} kept)</h2>"
-            + _table(rows, ["family", "parameters", f"{metric} per fold", "mean"]))
+            + html_table(rows, ["family", "parameters", f"{metric} per fold", "mean"]))
 
 
 def paired_text(paired: dict[str, Any] | None, metric: str) -> str:
@@ -190,6 +191,21 @@ def paired_text(paired: dict[str, Any] | None, metric: str) -> str:
             f'better): new minus current {paired["difference"]:+.4f}, 95 % interval {paired["low"]:+.4f} .. '
             f'{paired["high"]:+.4f}; the new model is not worse in {paired["p_new_not_worse"]:.0%} of '
             f'{paired["replicates"]} account resamples.</p>')
+
+
+PAGE_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}
+img{max-width:520px}.note{color:#555}"""
+"""The CSS of a report page (this one and uplift/report.py's)."""
+
+
+def figures_html(images: dict[str, bytes], plots: list[tuple[str, str]]) -> str:
+    """The `(file name, title)` plots present in `images`, inlined as base64 PNGs with their captions."""
+    return "".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(images[name]).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>'
+        for name, title in plots if name in images)
 
 
 def render_html(ctx: dict[str, Any], images: dict[str, bytes]) -> str:
@@ -208,17 +224,11 @@ def render_html(ctx: dict[str, Any], images: dict[str, bytes]) -> str:
               for name, s in ctx["splits"].items()]
     deciles = [[d["decile"], d["rows"], d["positives"], d["mean_predicted"], d["observed_rate"]]
                for d in ctx["deciles"]]
-    figs = "".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(images[name]).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>'
-        for name, title in PLOTS if name in images)
+    figs = figures_html(images, PLOTS)
     promo = ctx.get("promotion", {})
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Churn model {html.escape(ctx['version'])}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}}
-table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}
-th{{background:#f3f3f3}}td:first-child{{text-align:left}}figure{{display:inline-block;margin:0.5em}}
-img{{max-width:520px}}.note{{color:#555}}</style></head><body>
+<style>{PAGE_STYLE}</style></head><body>
 <h1>Churn model {html.escape(ctx['version'])}</h1>
 <p class="note">{html.escape(ctx['model_type'].upper())} trained {html.escape(ctx['trained_at'])};
 feature set {html.escape(str(ctx['feature_set_version']))}; {ctx['n_features']} model inputs;
@@ -226,12 +236,12 @@ probabilities {html.escape(ctx['calibration'])}. Metrics are on the test snapsho
 training or validation label window overlaps (gap {html.escape(ctx['gap'])}).
 Promotion: {html.escape(str(promo.get('promoted')))} &mdash; {html.escape(str(promo.get('reason', '')))}</p>
 {paired_text(promo.get('paired_bootstrap'), promo.get('metric', ''))}
-<h2>Test metrics</h2>{_table(headline, ['metric', 'value', '95 % interval (bootstrap over accounts)'])}
+<h2>Test metrics</h2>{html_table(headline, ['metric', 'value', '95 % interval (bootstrap over accounts)'])}
 {selection_html(ctx.get('search') or [], ctx.get('selection') or {})}
 <h2>Data period, rows and label rate</h2>
-{_table(splits, ['split', 'first snapshot', 'last snapshot', 'snapshots', 'rows', 'label rate'])}
+{html_table(splits, ['split', 'first snapshot', 'last snapshot', 'snapshots', 'rows', 'label rate'])}
 <h2>Calibration by decile (1 = highest scores)</h2>
-{_table(deciles, ['decile', 'rows', 'churners', 'mean predicted', 'observed rate'])}
+{html_table(deciles, ['decile', 'rows', 'churners', 'mean predicted', 'observed rate'])}
 <h2>Plots</h2>{figs}
 </body></html>
 """

@@ -31,6 +31,7 @@ from churn_spark.train.job import profile_columns
 from churn_spark.train.split import label_window_end
 from churn_spark.uplift import learners as L
 from churn_spark.uplift import metrics as M
+from churn_spark.uplift import report as UR
 from churn_spark.uplift.campaigns import CampaignOutcomes, campaign_outcomes
 
 UPLIFT_DIR = "uplift"
@@ -281,6 +282,37 @@ def run_targeting_comparison(spark: SparkSession, settings: Settings, as_of: dt.
     return {"as_of_date": as_of.isoformat(), "churn_model_version": pointer["version"], **lists}
 
 
+def with_churn_risk(spark: SparkSession, settings: Settings, scored: DataFrame) -> tuple[DataFrame, str | None]:
+    """(`scored` plus the registered churn model's `churn_probability`, its version) for the report's risk
+    targeting; (`scored`, None) when no churn model is registered or it cannot read these features."""
+    try:
+        churn = R.load_model(spark, settings)
+    except NotAvailableError:
+        return scored, None
+    if R.incompatibilities(churn.metadata, settings.features.feature_set_version, scored.schema):
+        return scored, None
+    return P.predict(churn.model, scored).drop(P.FEATURES_COL, P.RAW_OUTPUT_COL), churn.version
+
+
+def write_report(spark: SparkSession, settings: Settings, model: L.UpliftModel, test: DataFrame,
+                 metadata: dict[str, Any]) -> str:
+    """`<models>/uplift/<version>/report/` (uplift/report.py) from the test assignments; returns the page's path.
+    Written before the version's metadata.json, which marks the version complete."""
+    scored, churn_version = with_churn_risk(spark, settings, L.predict_uplift(model, test))
+    keep = [c for c in (*OUTCOME_COLUMNS, L.TREATED, L.UPLIFT, M.TRUE_UPLIFT, UR.RISK) if c in scored.columns]
+    scored = scored.select(*keep).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        files = UR.build_report({**metadata, "churn_model_version": churn_version}, scored,
+                                settings.scoring.targeting.cost_per_contact,
+                                M.TRUE_UPLIFT if M.TRUE_UPLIFT in scored.columns else None)
+    finally:
+        scored.unpersist()
+    root = f"{uplift_root(settings)}/{metadata['version']}/report"
+    for name, data in files.items():
+        R.write_bytes(spark, f"{root}/{name}", data)
+    return f"{root}/report.html"
+
+
 def run_uplift_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Fit, evaluate, register and maybe promote an uplift model; returns the run summary's `result`."""
     u, seed, churn = settings.uplift, settings.model.seed, settings.churn
@@ -314,12 +346,15 @@ def run_uplift_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
                     "metrics": metrics[u.learner],
                     "candidates": {k: v for k, v in metrics.items() if k != u.learner},
                     "risk_targeting": risk_targeting(spark, settings, test)}
+        with progress.stage("uplift", "report") as step:
+            report = write_report(spark, settings, models[u.learner], test, metadata)
+            step.done(f"report {report}")
         path = save_version(spark, settings, models[u.learner], metadata)
         decision = promotion(spark, settings, metrics[u.learner]["qini_coefficient"], test)
         if decision["promoted"]:
             R.write_bytes(spark, f"{uplift_root(settings)}/{POINTER}",
                           R.to_json({"version": version, "promoted_at": dt.datetime.now(dt.UTC).isoformat(),
                                      "reason": decision["reason"]}))
-        return {**metadata, "path": path, "promotion": decision}
+        return {**metadata, "path": path, "report": report, "promotion": decision}
     finally:
         rows.unpersist()
