@@ -158,29 +158,37 @@ def check_arm_rows(train: DataFrame, minimum: int) -> None:
                             f": {treated} treated and {control} control on the training campaigns")
 
 
-def evaluate(model: L.UpliftModel, test: DataFrame, replicates: int, seed: int) -> dict[str, Any]:
-    """`metrics.evaluate_uplift` of the model's predictions on the test rows (oracle ones with `true_uplift`)."""
-    scored = L.predict_uplift(model, test)
-    truth = M.TRUE_UPLIFT if M.TRUE_UPLIFT in test.columns else None
+def evaluate(scored: DataFrame, replicates: int, seed: int) -> dict[str, Any]:
+    """`metrics.evaluate_uplift` of predicted test rows (`uplift`; oracle metrics when they carry `true_uplift`)."""
+    truth = M.TRUE_UPLIFT if M.TRUE_UPLIFT in scored.columns else None
     return M.evaluate_uplift(scored, truth_col=truth, replicates=replicates, seed=seed)
 
 
-def risk_targeting(spark: SparkSession, settings: Settings, test: DataFrame) -> dict[str, Any] | None:
-    """On generated data, with a registered churn model: the true churners saved by contacting the top k % by
-    churn risk (the `current` churn model's probability at `assigned_at`), to set beside the uplift's. That model
-    may have been trained on snapshots after the test campaigns: a comparison, not an honest risk metric."""
-    if M.TRUE_UPLIFT not in test.columns:
-        return None
+def with_churn_risk(spark: SparkSession, settings: Settings, rows: DataFrame
+                    ) -> tuple[DataFrame, dict[str, Any] | None]:
+    """(`rows` plus the registered churn model's `churn_probability`, {churn_model_version[, unavailable]}) for
+    the risk side of the comparison; (`rows`, None) when no churn model is registered. The model is loaded and
+    applied once, for both the run summary's `risk_targeting` and the report. That model may have been trained
+    on snapshots after the test campaigns: a comparison, not an honest risk metric."""
     try:
         churn = R.load_model(spark, settings)
     except NotAvailableError:
-        return None
-    problems = R.incompatibilities(churn.metadata, settings.features.feature_set_version, test.schema)
+        return rows, None
+    problems = R.incompatibilities(churn.metadata, settings.features.feature_set_version, rows.schema)
     if problems:
-        return {"churn_model_version": churn.version, "unavailable": "; ".join(problems)}
-    scored = P.predict(churn.model, test).drop(P.FEATURES_COL)
-    return {"churn_model_version": churn.version,
-            **M.true_saved_at(scored, M.TRUE_UPLIFT, score_col="churn_probability")}
+        return rows, {"churn_model_version": churn.version, "unavailable": "; ".join(problems)}
+    return (P.predict(churn.model, rows).drop(P.FEATURES_COL, P.RAW_OUTPUT_COL),
+            {"churn_model_version": churn.version})
+
+
+def risk_targeting(scored: DataFrame, churn: dict[str, Any] | None) -> dict[str, Any] | None:
+    """On generated data, with a usable churn model: the true churners saved by contacting the top k % by churn
+    risk (`churn_probability` at `assigned_at`), to set beside the uplift's."""
+    if M.TRUE_UPLIFT not in scored.columns or churn is None:
+        return None
+    if UR.RISK not in scored.columns:
+        return churn
+    return {**churn, **M.true_saved_at(scored, M.TRUE_UPLIFT, score_col=UR.RISK)}
 
 
 def save_version(spark: SparkSession, settings: Settings, model: L.UpliftModel, metadata: dict[str, Any]) -> str:
@@ -282,31 +290,15 @@ def run_targeting_comparison(spark: SparkSession, settings: Settings, as_of: dt.
     return {"as_of_date": as_of.isoformat(), "churn_model_version": pointer["version"], **lists}
 
 
-def with_churn_risk(spark: SparkSession, settings: Settings, scored: DataFrame) -> tuple[DataFrame, str | None]:
-    """(`scored` plus the registered churn model's `churn_probability`, its version) for the report's risk
-    targeting; (`scored`, None) when no churn model is registered or it cannot read these features."""
-    try:
-        churn = R.load_model(spark, settings)
-    except NotAvailableError:
-        return scored, None
-    if R.incompatibilities(churn.metadata, settings.features.feature_set_version, scored.schema):
-        return scored, None
-    return P.predict(churn.model, scored).drop(P.FEATURES_COL, P.RAW_OUTPUT_COL), churn.version
-
-
-def write_report(spark: SparkSession, settings: Settings, model: L.UpliftModel, test: DataFrame,
+def write_report(spark: SparkSession, settings: Settings, scored: DataFrame, churn_version: str | None,
                  metadata: dict[str, Any]) -> str:
-    """`<models>/uplift/<version>/report/` (uplift/report.py) from the test assignments; returns the page's path.
-    Written before the version's metadata.json, which marks the version complete."""
-    scored, churn_version = with_churn_risk(spark, settings, L.predict_uplift(model, test))
+    """`<models>/uplift/<version>/report/` (uplift/report.py) from the predicted test assignments (with the churn
+    risk of model `churn_version` when one could score them); returns the page's path. Written before the version's
+    metadata.json, which marks the version complete."""
     keep = [c for c in (*OUTCOME_COLUMNS, L.TREATED, L.UPLIFT, M.TRUE_UPLIFT, UR.RISK) if c in scored.columns]
-    scored = scored.select(*keep).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        files = UR.build_report({**metadata, "churn_model_version": churn_version}, scored,
-                                settings.scoring.targeting.cost_per_contact,
-                                M.TRUE_UPLIFT if M.TRUE_UPLIFT in scored.columns else None)
-    finally:
-        scored.unpersist()
+    files = UR.build_report({**metadata, "churn_model_version": churn_version}, scored.select(*keep),
+                            settings.scoring.targeting.cost_per_contact,
+                            M.TRUE_UPLIFT if M.TRUE_UPLIFT in scored.columns else None)
     root = f"{uplift_root(settings)}/{metadata['version']}/report"
     for name, data in files.items():
         R.write_bytes(spark, f"{root}/{name}", data)
@@ -332,23 +324,32 @@ def run_uplift_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
             models, search = fit_learners(train, cols, settings)
             step.done(f"{', '.join(models)} ({u.family}) fitted on {len(train_dates)} campaign date(s), "
                       f"{len(cols.numeric) + len(cols.categorical)} features")
-        with progress.stage("uplift", "evaluate") as step:
-            metrics = {k: evaluate(m, test, u.bootstrap_replicates, seed) for k, m in models.items()}
-            step.done(f"qini_coefficient {metrics[u.learner]['qini_coefficient']:.4f} on {len(test_dates)} "
-                      f"test date(s)")
-        version = R.new_version(f"uplift-{u.learner.replace('_', '-')}")
-        metadata = {"version": version, "kind": u.learner, "model_type": u.family,
-                    "params": search[u.learner]["params"], "trained_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "campaigns": campaigns.summary(),
-                    "split": {"train": [d.isoformat() for d in train_dates],
-                              "test": [d.isoformat() for d in test_dates]},
-                    "feature_selection": selection, "feature_columns": cols.as_dict(), "search": search,
-                    "metrics": metrics[u.learner],
-                    "candidates": {k: v for k, v in metrics.items() if k != u.learner},
-                    "risk_targeting": risk_targeting(spark, settings, test)}
-        with progress.stage("uplift", "report") as step:
-            report = write_report(spark, settings, models[u.learner], test, metadata)
-            step.done(f"report {report}")
+        # the test rows are predicted once by the registered learner and once by the churn model: the metrics,
+        # the risk comparison and the report all read that one persisted frame
+        test_risk, risk_model = with_churn_risk(spark, settings, test)
+        scored = L.predict_uplift(models[u.learner], test_risk).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            with progress.stage("uplift", "evaluate") as step:
+                metrics = {k: evaluate(scored if k == u.learner else L.predict_uplift(m, test),
+                                       u.bootstrap_replicates, seed) for k, m in models.items()}
+                step.done(f"qini_coefficient {metrics[u.learner]['qini_coefficient']:.4f} on {len(test_dates)} "
+                          f"test date(s)")
+            version = R.new_version(f"uplift-{u.learner.replace('_', '-')}")
+            metadata = {"version": version, "kind": u.learner, "model_type": u.family,
+                        "params": search[u.learner]["params"], "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "campaigns": campaigns.summary(),
+                        "split": {"train": [d.isoformat() for d in train_dates],
+                                  "test": [d.isoformat() for d in test_dates]},
+                        "feature_selection": selection, "feature_columns": cols.as_dict(), "search": search,
+                        "metrics": metrics[u.learner],
+                        "candidates": {k: v for k, v in metrics.items() if k != u.learner},
+                        "risk_targeting": risk_targeting(scored, risk_model)}
+            with progress.stage("uplift", "report") as step:
+                risk_version = risk_model["churn_model_version"] if risk_model and UR.RISK in scored.columns else None
+                report = write_report(spark, settings, scored, risk_version, metadata)
+                step.done(f"report {report}")
+        finally:
+            scored.unpersist()
         path = save_version(spark, settings, models[u.learner], metadata)
         decision = promotion(spark, settings, metrics[u.learner]["qini_coefficient"], test)
         if decision["promoted"]:
