@@ -7,7 +7,7 @@ PYTEST_ARGS ?= --durations=25
 # The full suite runs on two pytest workers, a test file per worker at a time (module fixtures stay whole),
 # in the groups and order tests/conftest.py gives (xdist would otherwise start with the files of most tests).
 FULL_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
-FAST_MARKERS ?= not slow and not cluster and not kafka
+FAST_MARKERS ?= not slow and not cluster and not kafka and not k8s_server
 
 .PHONY: setup demo test test-fast prefetch lint clean
 

@@ -1,10 +1,11 @@
 """Fetch and build, once, everything the commands and tests download on first use.
 
 `make test` runs this before pytest so the suite's time is the tests' own: the Delta and Kafka
-connector jars (Spark's Ivy, recorded by `jarcache`), the Kafka broker's jars (Maven) and the pinned
-kustomize (`go install`) all land under `~/.cache/churn-spark/` and are reused by every later run.
+connector jars (Spark's Ivy, recorded by `jarcache`), the Kafka broker's jars (Maven), the pinned
+kustomize (`go install`) and the k8s_server tests' etcd, kube-apiserver and kubectl (built from the Go module
+proxy, minutes the first time) all land under `~/.cache/churn-spark/` and are reused by every later run.
 
-    python -m churn_spark.prefetch            # all three
+    python -m churn_spark.prefetch            # all four
     python -m churn_spark.prefetch jars       # only the Spark connector jars
 """
 
@@ -42,7 +43,18 @@ def kustomize() -> str:
     return f"kustomize: {' '.join(kustomize_command())}"
 
 
-STEPS: dict[str, Callable[[], str]] = {"jars": spark_jars, "kafka": kafka_broker, "kustomize": kustomize}
+def k8s_testenv() -> str:
+    import shutil
+
+    from churn_spark.k8s.testenv import binaries_ready, ensure_binaries
+
+    if shutil.which("go") is None and not binaries_ready():
+        return "etcd, kube-apiserver, kubectl: not built (Go is not installed; the k8s_server tests skip)"
+    return f"etcd, kube-apiserver, kubectl in {ensure_binaries()}"
+
+
+STEPS: dict[str, Callable[[], str]] = {"jars": spark_jars, "kafka": kafka_broker, "kustomize": kustomize,
+                                       "k8s": k8s_testenv}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,7 @@ LONGEST_FIRST = ("test_cluster.py", "test_notebook.py", "test_second_shape.py", 
                  "test_onnx_export.py", "test_ingest_kafka.py",
                  "test_ingest.py", "test_score_job.py", "test_train_job.py", "test_features_job.py",
                  "test_train_xgboost.py", "test_new_event_types.py", "test_event_vocabulary.py",
-                 "test_train_calibration.py")
+                 "test_train_calibration.py", "test_k8s_server.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

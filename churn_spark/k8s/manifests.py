@@ -30,7 +30,7 @@ class ManifestError(ChurnSparkError):
     """A manifest that cannot be loaded, rendered or found."""
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     return Path(os.environ.get("CHURN_SPARK_CACHE", "~/.cache/churn-spark")).expanduser()
 
 
@@ -53,7 +53,7 @@ def kustomize_command() -> list[str]:
     """The kustomize to render overlays with: $CHURN_KUSTOMIZE, the pinned cached build, or PATH's."""
     if os.environ.get("CHURN_KUSTOMIZE"):
         return [os.environ["CHURN_KUSTOMIZE"]]
-    cached = _cache_dir() / "bin" / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
+    cached = cache_dir() / "bin" / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
     if not cached.exists() and shutil.which("go"):
         _go_install_kustomize(cached)
     if cached.exists():
