@@ -451,16 +451,19 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
                   f"{registered.version}, reasons by "
                   + ("LR contributions" if is_linear(model) else f"occlusion of the top {candidates}"))
     with progress.stage("score", "scores written") as step:
-        with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
-        scores = churn_scores(with_reasons, registered.version, scored_at).persist(StorageLevel.MEMORY_AND_DISK)
+        # the model runs once: the ranking reads its input three times (quantile edges, bucket sizes, rows),
+        # and without this cache each read would re-run the encoding, the K+1 predictions and the fold
+        with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS
+                                           ).persist(StorageLevel.MEMORY_AND_DISK)
         where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
         try:
-            scored = scores.count()
+            scored = with_reasons.count()
             if scored != counts["eligible"]:
                 raise ContractError(f"scored {scored} rows for {counts['eligible']} eligible accounts at {as_of}")
-            io.write_slice(scores, lake.churn_scores, where, ["as_of_date"], schema=schemas.CHURN_SCORES)
+            io.write_slice(churn_scores(with_reasons, registered.version, scored_at), lake.churn_scores, where,
+                           ["as_of_date"], schema=schemas.CHURN_SCORES)
         finally:
-            scores.unpersist()
+            with_reasons.unpersist()
         step.done(f"{progress.rows(scored)} scores written to {lake.churn_scores}")
     # Everything after the write reads the slice back: targets, drift and the distribution are
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
