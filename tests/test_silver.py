@@ -21,7 +21,7 @@ from churn_spark.cli import main
 from churn_spark.config import Settings, with_overrides
 from churn_spark.features.job import bronze_daily_activity, labels_and_features, load_inputs
 from churn_spark.lakehouse import Lakehouse
-from churn_spark.silver import daily_activity, read_silver, sync_silver
+from churn_spark.silver import daily_activity, read_silver, silver_event_types, sync_silver
 from churn_spark.silver.job import BRONZE_VERSION
 
 SILVER = "account_id string, event_date date, event_type string, events long, value_units long"
@@ -113,6 +113,30 @@ def test_sync_rewrites_only_the_days_bronze_commits_changed_and_equals_a_rebuild
     assert_df_equality(rebuilt, spark.createDataFrame(incremental, rebuilt.schema), ignore_row_order=True)
     latest = io.commit_history(spark, lake.silver_account_daily_activity)[0]
     assert json.loads(latest["userMetadata"])[BRONZE_VERSION] == 4
+
+
+@pytest.mark.slow
+def test_each_sync_records_the_raw_event_types_silver_holds_in_its_commit(spark, settings):
+    """The features and score jobs read the activity's vocabulary from silver's log instead of scanning it."""
+    lake = Lakehouse.from_settings(settings)
+    assert silver_event_types(spark, settings) is None  # no silver yet
+    append_bronze(settings, events(spark, [("b1", "a", "login", T(2024, 1, 1, 8)),
+                                           ("b2", "b", "export", T(2024, 1, 2, 8))]))
+    sync_silver(spark, settings)  # a build from all of bronze
+    assert silver_event_types(spark, settings) == ["export", "login"]
+
+    append_bronze(settings, events(spark, [("b3", "a", "webinar", T(2024, 1, 3, 8))]))  # a type never seen, new day
+    assert sync_silver(spark, settings)["mode"] == "incremental"
+    assert silver_event_types(spark, settings) == ["export", "login", "webinar"]
+
+    append_bronze(settings, events(spark, [("b4", "b", "login", T(2024, 1, 2, 9))]))  # an old day again
+    assert sync_silver(spark, settings)["days"] == ["2024-01-02"]
+    assert silver_event_types(spark, settings) == ["export", "login", "webinar"]  # the other days' types kept
+
+    spark.sql(f"DELETE FROM delta.`{lake.silver_account_daily_activity}` WHERE event_type = 'webinar'")
+    assert silver_event_types(spark, settings) is None  # changed outside a sync: the record is void
+    assert sync_silver(spark, settings)["mode"] == "rebuild"
+    assert silver_event_types(spark, settings) == ["export", "login", "webinar"]
 
 
 @pytest.mark.slow

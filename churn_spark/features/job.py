@@ -32,7 +32,7 @@ from churn_spark.fingerprint import fingerprint
 from churn_spark.labels import churn_labels, label_definition, snapshot_dates, with_definition
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
-from churn_spark.silver import daily_activity, read_silver, sync_silver
+from churn_spark.silver import daily_activity, read_silver, silver_event_types, sync_silver
 
 log = logging.getLogger("churn_spark")
 
@@ -61,6 +61,7 @@ class FeatureInputs:
     silver: dict[str, Any] | None = None
     attribute_history: DataFrame | None = None
     account_references: dict[str, Any] | None = None  # ids.account_references, checked by load_inputs
+    raw_event_types: list[str] | None = None  # the activity's raw types as silver's sync recorded them (None: unknown)
 
 
 def read_bronze_events(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -98,7 +99,8 @@ def load_inputs(spark: SparkSession, settings: Settings) -> FeatureInputs:
     rejected = [c.rejected for c in (accounts, subscriptions, tickets, history) if c is not None]
     return FeatureInputs(accounts.good, subscriptions.good, tickets.good if tickets else None,
                          activity, reduce(DataFrame.unionByName, rejected), synced,
-                         history.good if history is not None else None, references)
+                         history.good if history is not None else None, references,
+                         silver_event_types(spark, settings))
 
 
 def attribute_history_configured(settings: Settings) -> bool:
@@ -195,18 +197,24 @@ def ranking_days(settings: Settings, snapshots: Sequence[dt.date] | None) -> tup
 
 
 def resolve_event_types(settings: Settings, events: DataFrame,
-                        snapshots: Sequence[dt.date] | None = None) -> EventTypes:
+                        snapshots: Sequence[dt.date] | None = None,
+                        raw_types: Sequence[str] | None = None) -> EventTypes:
     """The feature set's event families: configured, frozen at its first build, or discovered now.
 
     One aggregation of the activity input by raw type (one row per type: the vocabulary, not the data)
     gives every raw type (so every range gets the same columns) and, for a first build, its events in
     the ranking range of `snapshots` (the run's; default the configured schedule). With a frozen
-    vocabulary the same scan names the types that arrived later (reported, not featurised).
+    vocabulary the same scan names the types that arrived later (reported, not featurised). `raw_types`:
+    the input's raw types when already known (silver's sync records them): a configured or frozen
+    vocabulary then needs no scan; only a first build, which ranks the types by volume, reads the data.
     """
     f = settings.features
     frozen = recorded_vocabulary(events.sparkSession, settings) if f.event_types is None else None
     days = ranking_days(settings, snapshots) if f.event_types is None and frozen is None else None
-    volumes = {r["event_type"]: int(r["volume"]) for r in vocab.event_type_volumes(events, days).collect()}
+    if raw_types is not None and (f.event_types is not None or frozen is not None):
+        volumes = dict.fromkeys(raw_types, 0)  # only the names are used below
+    else:
+        volumes = {r["event_type"]: int(r["volume"]) for r in vocab.event_type_volumes(events, days).collect()}
     if f.event_types is not None:
         members = vocab.pinned_families(f.event_types, list(volumes), f.event_type_map)
         return EventTypes(cat.family_order(members.values()), "config", [], members)
@@ -323,7 +331,7 @@ def build_labels_and_features(spark: SparkSession, settings: Settings,
     """
     inputs = load_inputs(spark, settings)
     data_end = resolve_data_end(settings, inputs.events)
-    event_types = resolve_event_types(settings, inputs.events, snapshots)
+    event_types = resolve_event_types(settings, inputs.events, snapshots, inputs.raw_event_types)
     inputs = replace(inputs, events=without_new_event_types(inputs.events, event_types))
     return labels_and_features(inputs, settings, snapshots, data_end, event_types.members)
 
@@ -393,7 +401,7 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
     with progress.stage("features", "inputs read") as step:
         loaded = load_inputs(spark, settings)
         data_end = resolve_data_end(settings, loaded.events)
-        resolved = resolve_event_types(settings, loaded.events, snapshots)
+        resolved = resolve_event_types(settings, loaded.events, snapshots, loaded.raw_event_types)
         event_types = resolved.types
         loaded = replace(loaded, events=without_new_event_types(loaded.events, resolved))
         step.done(f"inputs read: {len(snapshots)} snapshots {snapshots[0]}..{snapshots[-1]}, data_end {data_end}, "

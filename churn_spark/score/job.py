@@ -46,7 +46,7 @@ from churn_spark.score.drift import excluded_features, stability_against
 from churn_spark.score.ranking import with_global_rank
 from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
 from churn_spark.score.targeting import UPLIFT, churn_targets, contact_limit, uplift_coverage
-from churn_spark.silver.job import read_silver
+from churn_spark.silver.job import read_silver, silver_event_types
 from churn_spark.train import registry as R
 from churn_spark.train.pipeline import predict
 from churn_spark.train.registry import RegisteredModel, load_model
@@ -404,8 +404,11 @@ def features_of(spark: SparkSession, settings: Settings, as_of: dt.date) -> tupl
 def new_event_types(spark: SparkSession, settings: Settings) -> list[str]:
     """Event types in the activity input that the model's frozen feature set ignores (reported, not scored).
 
-    Read from silver (small) when it exists, else from bronze: a report, so it never needs a sync.
+    From the raw types silver's latest sync recorded (the log, no data read); else from one scan of silver,
+    or of bronze when there is no silver: a report, so it never needs a sync.
     """
+    if (recorded := silver_event_types(spark, settings)) is not None:
+        return resolve_event_types(settings, read_silver(spark, settings), raw_types=recorded).new
     silver = io.table_exists(spark, Lakehouse.from_settings(settings).silver_account_daily_activity)
     events = read_silver(spark, settings) if silver else read_bronze_events(spark, settings)
     return resolve_event_types(settings, events).new

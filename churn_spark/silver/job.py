@@ -3,7 +3,9 @@
 State: each sync's write commit records the bronze version it read, and bronze's table id, in its
 commit metadata (`userMetadata` = `{"churn.silver.bronze_version": N, "bronze_table_id": ..., ...}`),
 in the same commit as the data, so the recorded version and the rows can never disagree (a failed
-write changes neither).
+write changes neither). The same metadata lists the raw event types silver holds (`event_types`): the
+previous sync's list plus the types of the recomputed days, so the features and score jobs learn the
+activity's vocabulary from the log instead of scanning every day of silver.
 
 A sync reads bronze's commits N+1..V (V: bronze's version now) from bronze's `_delta_log` JSON:
 the `event_date` partition values of the files they added or removed with `dataChange` are the
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from churn_spark import io, progress, schemas
 from churn_spark.config import Settings
@@ -37,6 +40,7 @@ log = logging.getLogger("churn_spark")
 
 BRONZE_VERSION = "churn.silver.bronze_version"
 BRONZE_TABLE_ID = "bronze_table_id"
+EVENT_TYPES = "event_types"
 # Operations that rewrite or describe files without changing silver's rows: a sync's record stays valid.
 KEEPS_ROWS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES"})
 
@@ -49,6 +53,7 @@ class SyncPlan:
     bronze: int
     days: list[dt.date] | None
     reason: str
+    recorded_types: list[str] | None = None  # the raw event types the synced version holds, as its sync recorded
 
     @property
     def mode(self) -> str:
@@ -94,13 +99,30 @@ def plan_sync(spark: SparkSession, lake: Lakehouse, rebuild: bool = False) -> Sy
                                               "(log cleanup) or names no day")
     days = [dt.date.fromisoformat(v) for v in values]
     reason = f"{len(days)} days changed in bronze versions {synced + 1}..{bronze}" if days else "no new events"
-    return SyncPlan(synced, bronze, days, reason)
+    recorded = state.get(EVENT_TYPES)
+    return SyncPlan(synced, bronze, days, reason, list(recorded) if isinstance(recorded, list) else None)
 
 
 def silver_rows(bronze: DataFrame, days: Sequence[dt.date] | None) -> DataFrame:
     """Silver's rows of `days` (all days when None) from bronze, in the table's column order."""
     scope = bronze if days is None else on_days(bronze, days)
     return scope.transform(daily_activity).select(*schemas.SILVER_ACCOUNT_DAILY_ACTIVITY.fieldNames())
+
+
+def raw_event_types(activity: DataFrame) -> set[str]:
+    """The distinct raw `event_type`s of bronze or silver rows (one column, a handful of values reach the driver)."""
+    return {r["event_type"] for r in activity.select("event_type").distinct().collect()}
+
+
+def event_types_after(spark: SparkSession, lake: Lakehouse, plan: SyncPlan, bronze: DataFrame,
+                      recorded: Sequence[str] | None) -> list[str]:
+    """The raw event types silver holds once `plan` is written: the days it recomputes (from bronze) plus, on an
+    incremental sync, the other days' types (the previous sync's record, else one scan of silver's other days)."""
+    if plan.days is None:
+        return sorted(raw_event_types(bronze))
+    kept = set(recorded) if recorded is not None else raw_event_types(
+        read_silver_table(spark, lake).where(~F.col(DAY).isin(list(plan.days))))
+    return sorted(kept | raw_event_types(on_days(bronze, plan.days)))
 
 
 def _days_text(days: Sequence[str]) -> str | list[str]:
@@ -126,8 +148,9 @@ def sync_silver(spark: SparkSession, settings: Settings, rebuild: bool = False) 
     bronze = io.read_version(spark, lake.bronze_events, plan.bronze)
     rows = silver_rows(bronze, plan.days)
     where = "true" if plan.days is None else io.slice_predicate(within={DAY: plan.days})
+    types = event_types_after(spark, lake, plan, bronze, plan.recorded_types)
     metadata = json.dumps({BRONZE_VERSION: plan.bronze, BRONZE_TABLE_ID: io.table_id(spark, lake.bronze_events),
-                           "synced_from": plan.synced, "mode": plan.mode})
+                           "synced_from": plan.synced, "mode": plan.mode, EVENT_TYPES: types})
     version = io.write_slice(rows, lake.silver_account_daily_activity, where, [DAY],
                              schema=schemas.SILVER_ACCOUNT_DAILY_ACTIVITY, commit_metadata=metadata)
     written = io.written_counts(spark, lake.silver_account_daily_activity, version, [DAY])
@@ -139,13 +162,28 @@ def sync_silver(spark: SparkSession, settings: Settings, rebuild: bool = False) 
     return summary
 
 
-def read_silver(spark: SparkSession, settings: Settings) -> DataFrame:
-    """`silver.account_daily_activity` as a lazy DataFrame (call `sync_silver` first for a current one)."""
-    path = Lakehouse.from_settings(settings).silver_account_daily_activity
+def read_silver_table(spark: SparkSession, lake: Lakehouse) -> DataFrame:
+    path = lake.silver_account_daily_activity
     if not io.table_exists(spark, path):
         raise ContractError(f"silver.account_daily_activity not found at {path}: run `churn-spark silver`")
     daily = spark.read.format("delta").load(path)
     return io.assert_schema(daily, schemas.SILVER_ACCOUNT_DAILY_ACTIVITY, "silver.account_daily_activity")
+
+
+def read_silver(spark: SparkSession, settings: Settings) -> DataFrame:
+    """`silver.account_daily_activity` as a lazy DataFrame (call `sync_silver` first for a current one)."""
+    return read_silver_table(spark, Lakehouse.from_settings(settings))
+
+
+def silver_event_types(spark: SparkSession, settings: Settings) -> list[str] | None:
+    """The raw event types silver holds, from its latest sync's commit (the log, no data read); None when silver
+    is absent, was changed outside a sync, or its sync predates the record."""
+    path = Lakehouse.from_settings(settings).silver_account_daily_activity
+    if not io.table_exists(spark, path):
+        return None
+    state = synced_state(io.commit_history(spark, path))
+    types = state.get(EVENT_TYPES) if state is not None else None
+    return [str(t) for t in types] if isinstance(types, list) else None
 
 
 def run_silver(spark: SparkSession, settings: Settings, rebuild: bool = False) -> dict[str, Any]:

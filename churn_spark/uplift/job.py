@@ -102,7 +102,7 @@ def features_at(settings: Settings, inputs: features_job.FeatureInputs, data_end
                 dates: Sequence[dt.date]) -> DataFrame:
     """The features at the assignment dates with the features job's own code (point in time at each
     `assigned_at`), from the inputs already read for the outcomes."""
-    event_types = features_job.resolve_event_types(settings, inputs.events, list(dates))
+    event_types = features_job.resolve_event_types(settings, inputs.events, list(dates), inputs.raw_event_types)
     inputs = replace(inputs, events=features_job.without_new_event_types(inputs.events, event_types))
     _, features = features_job.labels_and_features(inputs, settings, list(dates), data_end, event_types.members)
     return features
