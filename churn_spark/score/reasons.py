@@ -100,13 +100,15 @@ def _source_of(slot: str, categorical: Sequence[str], columns: Sequence[str]) ->
     return slot
 
 
-def source_importances(model: PipelineModel, sample: DataFrame) -> dict[str, float]:
-    """{source: importance}: tree importances, or |coefficient| for LR (inputs standardised), summed per source."""
+def source_importances(model: PipelineModel, sample: DataFrame,
+                       sources: Sequence[str] | None = None) -> dict[str, float]:
+    """{source: importance}: tree importances, or |coefficient| for LR (inputs standardised), summed per source.
+    `sources`: `slot_sources(model, sample)` when the caller has it already (analysing the model's plan is not free)."""
     clf = classifier_stage(model)
     values = (clf.featureImportances.toArray() if hasattr(clf, "featureImportances")
               else abs(clf.coefficients.toArray()))
     out: dict[str, float] = {}
-    for source, v in zip(slot_sources(model, sample), values, strict=True):
+    for source, v in zip(slot_sources(model, sample) if sources is None else sources, values, strict=True):
         out[source] = out.get(source, 0.0) + float(v)
     return out
 
@@ -190,7 +192,7 @@ def occluded_vector(slots: dict[int, float]) -> Column:
 
 
 def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequence[str],
-                      keys: Sequence[str]) -> DataFrame:
+                      keys: Sequence[str], slot_source: Sequence[str] | None = None) -> DataFrame:
     """Grain `keys`: `churn_probability` and reason_1..3, by occlusion of `sources`.
 
     effect(feature) = p(account) - p(account with that feature at its training baseline). The
@@ -200,7 +202,8 @@ def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequen
     """
     encode, classify = split_at_classifier(model)
     baselines: dict[str, Any] = {**numeric_baselines(model), **categorical_baselines(model)}
-    slot_values = occluded_slot_values(encode, features, baselines, sources, slot_sources(model, features.limit(0)))
+    slots = slot_sources(model, features.limit(0)) if slot_source is None else slot_source
+    slot_values = occluded_slot_values(encode, features, baselines, sources, slots)
     variants = F.array(
         F.struct(F.lit(None).cast("string").alias(_OCCLUDED), F.col(VECTOR).alias(VECTOR)),
         *[F.struct(F.lit(s).alias(_OCCLUDED), occluded_vector(slots).alias(VECTOR))
@@ -229,5 +232,6 @@ def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Pred
     if is_linear(model):
         predicted = predict(features)
         return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *REASONS)
-    sources = top_sources(source_importances(model, sample), candidates)
-    return occlusion_reasons(features, model, sources, keys)
+    slots = slot_sources(model, sample)  # once: both the importances and the occlusion need it
+    sources = top_sources(source_importances(model, sample, slots), candidates)
+    return occlusion_reasons(features, model, sources, keys, slots)
