@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churn_spark.errors import EnvironmentProblem
+from churn_spark.processes import run_until_interrupted
 
 log = logging.getLogger("churn_spark")
 
@@ -214,13 +215,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[churn-spark %(asctime)s] %(message)s")
     broker = start_broker()
     print(broker.bootstrap_servers, flush=True)
-    try:
-        broker.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
-    return 0
+    return run_until_interrupted(broker.process, broker.stop)
 
 
 if __name__ == "__main__":

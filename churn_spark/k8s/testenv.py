@@ -41,6 +41,7 @@ from pathlib import Path
 
 from churn_spark.errors import EnvironmentProblem
 from churn_spark.k8s.manifests import cache_dir
+from churn_spark.processes import run_until_interrupted
 
 log = logging.getLogger("churn_spark")
 
@@ -339,16 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
-    # Ctrl-C, or a SIGTERM/SIGINT even where the shell started this in the background (SIGINT ignored there)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
-    try:
-        cp.processes[-1].wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        cp.stop()
-    return 0
+    return run_until_interrupted(cp.processes[-1], cp.stop)
 
 
 if __name__ == "__main__":
