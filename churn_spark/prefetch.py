@@ -2,10 +2,11 @@
 
 `make test` runs this before pytest so the suite's time is the tests' own: the Delta and Kafka
 connector jars (Spark's Ivy, recorded by `jarcache`), the Kafka broker's jars (Maven), the pinned
-kustomize (`go install`) and the k8s_server tests' etcd, kube-apiserver and kubectl (built from the Go module
-proxy, minutes the first time) all land under `~/.cache/churn-spark/` and are reused by every later run.
+kustomize (`go install`), the k8s_server tests' etcd, kube-apiserver and kubectl (built from the Go module
+proxy, minutes the first time) and the JVM class-data-sharing archive the test JVMs start from
+(`classcache`) all land under `~/.cache/churn-spark/` and are reused by every later run.
 
-    python -m churn_spark.prefetch            # all four
+    python -m churn_spark.prefetch            # all five
     python -m churn_spark.prefetch jars       # only the Spark connector jars
 """
 
@@ -53,8 +54,14 @@ def k8s_testenv() -> str:
     return f"etcd, kube-apiserver, kubectl in {ensure_binaries()}"
 
 
+def class_archive() -> str:
+    from churn_spark.classcache import ensure_archive
+
+    return f"class-data-sharing archive {ensure_archive()}"
+
+
 STEPS: dict[str, Callable[[], str]] = {"jars": spark_jars, "kafka": kafka_broker, "kustomize": kustomize,
-                                       "k8s": k8s_testenv}
+                                       "k8s": k8s_testenv, "cds": class_archive}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,15 +18,23 @@ from cpuclock import (  # noqa: F401
 )
 from pyspark.sql import SparkSession
 
+from churn_spark.classcache import sharing_options
 from churn_spark.config import Settings, SparkSettings
 from churn_spark.session import build_spark
 
 # Test data is tiny and the suite is CPU-bound on 2 cores: the client compiler alone (no C2) costs less
 # CPU than it loses in speed on test-sized jobs. Same results. The code cache must then be sized by hand.
-JIT = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m"
+# Every test JVM (the session, spark-submit drivers, the cluster's executors) also maps the classes Spark,
+# Delta and MLlib load from the class-data-sharing archive `make prefetch` builds (churn_spark/classcache.py).
+JIT = " ".join(filter(None, ["-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m", sharing_options()]))
+# The session's JVM: under `make test` two pytest workers keep both cores busy and the client compiler alone
+# is cheaper; one process (`make test-fast`) leaves a core to spare, where C2 compiles in the background and
+# the run is shorter (docs/development.md, "Why the test JVMs are tuned").
+SESSION_JAVA_OPTIONS = JIT if os.environ.get("PYTEST_XDIST_WORKER") else sharing_options()
 # Test jobs, in process and the dev overlay's applications on the test cluster, also skip Spark's code
-# generation: Janino compiles more than tiny plans save (docs/development.md has the measurements). The cluster's
-# fault tests (tests/test_cluster.py `_submit`) keep it, so the generated-code path still runs in the suite.
+# generation: Janino compiles more than tiny plans save (docs/development.md has the measurements). On the test
+# cluster the features application (the one that loses a worker) and the ingest rerun keep it, so the
+# generated-code path still runs in the suite and is compared with interpreted runs.
 NO_CODEGEN = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 TEST_SPARK = SparkSettings(
@@ -35,7 +44,7 @@ TEST_SPARK = SparkSettings(
     ui_enabled=False,
     show_progress=False,
     log_level="ERROR",
-    java_options=JIT,
+    java_options=SESSION_JAVA_OPTIONS,
     conf=NO_CODEGEN,
 )
 

@@ -22,6 +22,8 @@ from churn_spark.errors import InputCheckError
 from churn_spark.features.job import load_inputs
 from churn_spark.lakehouse import Lakehouse
 
+pytestmark = pytest.mark.slow  # the check command over written lakehouses: not in make test-fast
+
 UNKNOWN_LINE = ("ids do not join: rows whose account_id is not in accounts: subscriptions 33.33% (1 of 3), "
                 "events 25.00% (1 of 4) (inputs.max_unknown_account_share 0.01) -- compare the ids across inputs "
                 "(`churn-spark check`), set inputs.id_case, or raise the threshold")

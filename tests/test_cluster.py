@@ -7,8 +7,11 @@ cluster, in the order the operator would run them, with the test's config in pla
 and test-sized values for the arguments that set the data's size (TEST_ARGS); a manifest whose
 arguments or confs do not fit the code fails here. Local mode hides what breaks in other JVMs and
 Python workers, so the tables are compared with the same stages run in local mode.
-Faults: a worker (and its executor) killed during the features job, and the driver killed while
-it writes scores.
+Faults happen inside that one run, as they would under the operator: a worker (and its executor) is
+killed while the features application runs (that application keeps Spark's code generation, so a
+generated-code run is compared with the interpreted ones), and the nightly's driver is killed while
+it writes scores, then the nightly is submitted again as the operator's retry would. The tables are
+then compared with a local run that had no faults.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,7 @@ from churn_spark.devcluster import (
     submit_argv,
 )
 from churn_spark.k8s.manifests import App, load_documents, select_app
-from churn_spark.k8s.runner import local_plan, resolve_config_maps, run_plan
+from churn_spark.k8s.runner import LocalPlan, local_plan, resolve_config_maps, spark_submit_executable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -139,20 +143,49 @@ def _app(docs: list[dict[str, Any]], name: str) -> App:
     return App(app.kind, app.name, app.namespace, app.labels, {**app.spec, "arguments": args})
 
 
-def _submit_app(cluster: StandaloneCluster, docs: list[dict[str, Any]], app: App, lakehouse: Path,
-                config: Path) -> None:
+def _plan(cluster: StandaloneCluster, docs: list[dict[str, Any]], app: App, lakehouse: Path, config: Path,
+          faulted: bool = False) -> LocalPlan:
     """One application through the runner's spark-submit translation against the cluster, with the test's
     config in place of the ConfigMap's: the manifest's own confs (driver and executor options, event log,
-    jars) must work where executors are separate JVMs."""
+    jars) must work where executors are separate JVMs. One executor per application (each executor JVM
+    costs ~8 CPU-s of start-up here), except for the `faulted` one, which gets one on each worker (a
+    shuffle between executor JVMs, and an executor to lose) and keeps Spark's code generation."""
     maps = {m: {f: config.read_text() for f in files} for m, files in resolve_config_maps(docs).items()}
-    work = lakehouse.parent / "work"
-    plan = local_plan(app, workdir=work, lakehouse=lakehouse, master=cluster.master_url, config_maps=maps,
-                      driver_memory="1g", extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
-                                                      "spark.executor.cores": "1", **with_jit(app), **NO_CODEGEN})
+    sizing = {} if faulted else {"spark.cores.max": "1", **NO_CODEGEN}
+    plan = local_plan(app, workdir=lakehouse.parent / "work", lakehouse=lakehouse, master=cluster.master_url,
+                      config_maps=maps, driver_memory="1g",
+                      extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g",
+                                  "spark.executor.cores": "1", **with_jit(app), **sizing})
     plan.env["CHURN_RUN_DATE"] = RUN_DATE
-    log = work / f"{app.name}.log"
-    code = run_plan(plan, cwd=work, timeout=900, log_file=log)
-    assert code == 0, f"{app.name} exited {code}:\n" + "\n".join(log.read_text().splitlines()[-40:])
+    return plan
+
+
+def _start(plan: LocalPlan, lakehouse: Path, name: str) -> subprocess.Popen[bytes]:
+    """spark-submit of the plan in its own process group (a kill takes the driver JVM and its Python)."""
+    work = lakehouse.parent / "work"
+    with open(work / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([spark_submit_executable(), *plan.argv], env=plan.env, cwd=work, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen[bytes], lakehouse: Path, name: str, expect_success: bool = True) -> int:
+    code = proc.wait(timeout=900)
+    if expect_success:
+        log = lakehouse.parent / "work" / f"{name}.log"
+        assert code == 0, f"{name} exited {code}:\n" + "\n".join(log.read_text().splitlines()[-40:])
+    return code
+
+
+@dataclass
+class Faults:
+    """What the faults injected into the cluster run did, for the tests that assert on them."""
+
+    worker_killed_while_features_ran: bool
+    features_exit: int
+    nightly_killed_while_running: bool
+    nightly_killed_exit: int
+    scores_version_before_nightly: int
+    scores_version_after_kill: int
 
 
 def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
@@ -202,21 +235,68 @@ def overlay() -> list[dict[str, Any]]:
     return load_documents(OVERLAY)
 
 
+def _scores_version(spark: SparkSession, lakehouse: Path) -> int:
+    table = lakehouse / "gold" / "churn_scores"
+    return int(spark.sql(f"DESCRIBE HISTORY delta.`{table}`").agg({"version": "max"}).first()[0])
+
+
+def _lose_a_worker_during(cluster: StandaloneCluster, proc: subprocess.Popen[bytes]) -> bool:
+    """Kill the last worker (and its executor) once it runs tasks of `proc`'s job; start a replacement.
+    True when the job was still running at the kill."""
+    victim = len(cluster.worker_pids) - 1
+    _wait_for(lambda: _executor_running(cluster, victim) or proc.poll() is not None, 300,
+              "an executor on the victim worker")
+    time.sleep(8)  # let it take tasks of the job
+    running = proc.poll() is None
+    kill_process_group(cluster.worker_pids[victim])
+    start_worker(cluster, cores=1, memory="1536m")
+    return running
+
+
 @pytest.fixture(scope="module")
 def runs(spark: SparkSession, cluster: StandaloneCluster, config_file: Path, overlay: list[dict[str, Any]],
-         tmp_path_factory) -> tuple[Path, Path]:
-    """The same pipeline twice: every application of the overlay on the cluster, and in local mode."""
+         tmp_path_factory) -> tuple[Path, Path, Faults]:
+    """The same pipeline twice: every application of the overlay on the cluster, with the two faults, and
+    in local mode without faults."""
     root = tmp_path_factory.mktemp("runs")
     on_cluster, local = root / "cluster", root / "local"
+    (root / "work").mkdir()
     assert _arg(select_app(overlay, "churn-score"), "--as-of") == SCORE_DATE, "the score manifest's date moved"
-    for name in APPS:
-        _submit_app(cluster, overlay, _app(overlay, name), on_cluster, config_file)
+
+    def run(name: str, faulted: bool = False, during: Callable[[subprocess.Popen[bytes]], Any] | None = None,
+            expect_success: bool = True) -> tuple[Any, int]:
+        plan = _plan(cluster, overlay, _app(overlay, name), on_cluster, config_file, faulted)
+        proc = _start(plan, on_cluster, name)
+        seen = during(proc) if during else None
+        return seen, _finish(proc, on_cluster, name, expect_success)
+
+    for name in APPS[:2]:
+        run(name)
+    worker_killed, features_exit = run("churn-features", faulted=True,
+                                       during=lambda proc: _lose_a_worker_during(cluster, proc))
+    _wait_for(lambda: cluster.alive_workers() >= 2, 120, "a replacement worker")
+    for name in ("churn-train", "churn-score"):
+        run(name)
+    scores = on_cluster / "gold" / "churn_scores"
+    version_before, files_before = _scores_version(spark, on_cluster), {str(p) for p in scores.rglob("*.parquet")}
+
+    def kill_while_writing_scores(proc: subprocess.Popen[bytes]) -> bool:
+        _wait_for(lambda: _uncommitted_files(scores, files_before) or proc.poll() is not None, 600,
+                  "the nightly to start writing scores")
+        running = proc.poll() is None
+        kill_process_group(proc.pid, signal.SIGKILL)
+        return running
+
+    nightly_killed, killed_exit = run("churn-nightly", during=kill_while_writing_scores, expect_success=False)
+    version_after_kill = _scores_version(spark, on_cluster)
+    run("churn-nightly")  # the operator's retry
     _run_local(spark, config_file, local)
-    return on_cluster, local
+    return on_cluster, local, Faults(worker_killed, features_exit, nightly_killed, killed_exit, version_before,
+                                     version_after_kill)
 
 
-def test_pipeline_on_cluster_equals_local_mode(spark: SparkSession, runs: tuple[Path, Path]) -> None:
-    on_cluster, local = runs
+def test_pipeline_on_cluster_equals_local_mode(spark: SparkSession, runs: tuple[Path, Path, Faults]) -> None:
+    on_cluster, local, _ = runs
     _assert_same_tables(spark, on_cluster, local, TABLES)
     cluster_metrics, local_metrics = _metrics(on_cluster), _metrics(local)
     assert cluster_metrics.keys() == local_metrics.keys() and "roc_auc" in cluster_metrics
@@ -234,27 +314,29 @@ def _summaries(lakehouse: Path, job: str) -> list[dict[str, Any]]:
 
 
 def test_every_application_ran_with_its_manifest_arguments(overlay: list[dict[str, Any]],
-                                                           runs: tuple[Path, Path]) -> None:
+                                                           runs: tuple[Path, Path, Faults]) -> None:
     """What each application's run summary says it was asked to do, against its manifest (with TEST_ARGS);
-    the nightly ran ingest, features and score for `month-start` of RUN_DATE, after the backfill."""
-    on_cluster, _ = runs
+    the nightly ran ingest, features and score for `month-start` of RUN_DATE, after the backfill, twice:
+    the run whose driver was killed in its score step (which left no score summary) and the retry."""
+    on_cluster, _, _ = runs
     generate = _app(overlay, "churn-generate")
     (gen,) = _summaries(on_cluster, "generate")
     assert (gen["status"], gen["args"]["generate.start"]) == ("succeeded", _arg(generate, "--start"))
     ingests, features, scores = (_summaries(on_cluster, j) for j in ("ingest", "features", "score"))
     assert [(r["status"], r["args"]["source"], r["args"]["once"]) for r in ingests] == [
-        ("succeeded", "landing", True)] * 2
+        ("succeeded", "landing", True)] * 3
     feats = _app(overlay, "churn-features")
+    nightly = {"from": MONTH_START, "to": MONTH_START}
     assert [r["args"] for r in features] == [{"from": _arg(feats, "--from"), "to": _arg(feats, "--to")},
-                                             {"from": MONTH_START, "to": MONTH_START}]
+                                             nightly, nightly]
     assert [r["args"]["as_of"] for r in scores] == [SCORE_DATE, MONTH_START]
     assert all(r["status"] == "succeeded" for r in [*features, *scores, *_summaries(on_cluster, "train")])
     assert os.listdir(on_cluster.parent / "work" / "spark-events")  # event logs for the history server
 
 
 def test_ingest_on_the_cluster_took_every_landing_event_exactly_once(spark: SparkSession,
-                                                                    runs: tuple[Path, Path]) -> None:
-    on_cluster, _ = runs
+                                                                    runs: tuple[Path, Path, Faults]) -> None:
+    on_cluster, _, _ = runs
     landing = (spark.read.text(str(on_cluster / "landing" / "events"))
                .select(F.get_json_object("value", "$.event_id").alias("event_id")).where("event_id is not null"))
     bronze = spark.read.format("delta").load(str(on_cluster / "bronze" / "events")).select("event_id")
@@ -280,58 +362,43 @@ def _executor_running(cluster: StandaloneCluster, worker: int) -> bool:
     return bool(out.stdout.strip())
 
 
-def test_features_job_survives_losing_a_worker(spark: SparkSession, cluster: StandaloneCluster,
-                                               config_file: Path, runs: tuple[Path, Path], tmp_path) -> None:
-    on_cluster, _ = runs
-    lake = tmp_path / "lake"
-    subprocess.run(["cp", "-r", str(on_cluster), str(lake)], check=True)
-    for table in ("gold/churn_labels", "gold/churn_features"):
-        subprocess.run(["rm", "-rf", str(lake / table)], check=True)
-    proc = _submit(cluster, "build_features", [], lake, config_file, background=True)
-    victim = len(cluster.worker_pids) - 1
-    _wait_for(lambda: _executor_running(cluster, victim), 300, "an executor on the victim worker")
-    time.sleep(8)  # let it take tasks of the features job
-    kill_process_group(cluster.worker_pids[victim])
-    survived = proc.wait(timeout=900) == 0
-    start_worker(cluster, cores=1, memory="1536m")  # back to two workers for the next test
-    _wait_for(lambda: cluster.alive_workers() >= 2, 120, "a replacement worker")
-    assert survived, "features job did not survive the loss of a worker"
-    # The configured snapshots; the score job added the slice of its own date to both tables since.
+def test_features_application_survives_losing_a_worker(spark: SparkSession,
+                                                       runs: tuple[Path, Path, Faults]) -> None:
+    """The worker killed while the features application ran (its executor with it): the application
+    finished and wrote the same labels and features as the local run."""
+    on_cluster, local, faults = runs
+    assert faults.worker_killed_while_features_ran, "the features application ended before the worker was killed"
+    assert faults.features_exit == 0, "features application did not survive the loss of a worker"
     configured = f"as_of_date <= '{LAST_SNAPSHOT}'"
-    assert _table(spark, lake, "gold/churn_features").where(f"not ({configured})").count() == 0
-    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_labels", "gold/churn_features"], configured)
+    _assert_same_tables(spark, on_cluster, local, ["gold/churn_labels", "gold/churn_features"], configured)
 
 
 def _uncommitted_files(table: Path, before: set[str]) -> bool:
     return any(p.suffix == ".parquet" and str(p) not in before for p in table.rglob("*.parquet"))
 
 
-def test_driver_killed_while_writing_scores_leaves_table_intact(spark: SparkSession, cluster: StandaloneCluster,
-                                                                 config_file: Path, runs: tuple[Path, Path],
-                                                                 tmp_path) -> None:
-    on_cluster, _ = runs
-    lake = tmp_path / "lake"
-    subprocess.run(["cp", "-r", str(on_cluster), str(lake)], check=True)
-    scores = lake / "gold" / "churn_scores"
-    before_version = spark.sql(f"DESCRIBE HISTORY delta.`{scores}`").agg({"version": "max"}).first()[0]
-    before_rows = _table(spark, lake, "gold/churn_scores")
-    files_before = {str(p) for p in scores.rglob("*.parquet")}
-    proc = _submit(cluster, "score", ["--as-of", SCORE_DATE], lake, config_file, background=True)
-    _wait_for(lambda: _uncommitted_files(scores, files_before) or proc.poll() is not None, 600,
-              "the score job to start writing")
-    kill_process_group(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    after_version = spark.sql(f"DESCRIBE HISTORY delta.`{scores}`").agg({"version": "max"}).first()[0]
-    after_rows = _table(spark, lake, "gold/churn_scores")
-    # Readers see either the previous version or a complete new one, never a partial write.
-    assert after_version in (before_version, before_version + 1)
-    assert_approx_df_equality(after_rows, before_rows, 1e-12, ignore_row_order=True, ignore_nullable=True)
-    # A rerun completes and gives the same slice as the undisturbed run (here in the test's own driver:
-    # the first test already shows that a cluster run and a local run write the same tables).
-    from churn_spark.score.job import run_score
+def _scores_at(spark: SparkSession, lakehouse: Path, version: int) -> DataFrame:
+    df = spark.read.format("delta").option("versionAsOf", version).load(str(lakehouse / "gold" / "churn_scores"))
+    types = {f.name: f.dataType for f in df.schema.fields}
+    return df.select(*[F.array_sort(F.map_entries(c)).alias(c) if isinstance(types[c], MapType) else F.col(c)
+                       for c in sorted(c for c in df.columns if c not in VOLATILE)])
 
-    run_score(spark, load_settings(config_file, {"lakehouse": str(lake)}), dt.date.fromisoformat(SCORE_DATE))
-    _assert_same_tables(spark, lake, on_cluster, ["gold/churn_scores", "gold/churn_targets"])
+
+def test_driver_killed_while_writing_scores_leaves_table_intact(spark: SparkSession,
+                                                                 runs: tuple[Path, Path, Faults]) -> None:
+    """The nightly's driver SIGKILLed once its score step had written files: readers saw the previous
+    version or a complete new one, never a partial write; the retry then completed the same tables as
+    the undisturbed local run (the first test)."""
+    on_cluster, local, faults = runs
+    assert faults.nightly_killed_while_running and faults.nightly_killed_exit != 0
+    before, after_kill = faults.scores_version_before_nightly, faults.scores_version_after_kill
+    assert after_kill in (before, before + 1)
+    seen = _scores_at(spark, on_cluster, after_kill)
+    # the previous version unchanged, or the complete table the undisturbed run wrote
+    expected = _scores_at(spark, on_cluster, before) if after_kill == before else _table(spark, local,
+                                                                                         "gold/churn_scores")
+    assert_approx_df_equality(seen, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    assert _scores_version(spark, on_cluster) > after_kill  # the retry committed
 
 
 def _forget_last_ingest_commit(lakehouse: Path) -> None:
@@ -343,11 +410,12 @@ def _forget_last_ingest_commit(lakehouse: Path) -> None:
 
 
 def test_rerunning_jobs_on_the_cluster_is_idempotent(spark: SparkSession, cluster: StandaloneCluster,
-                                                      config_file: Path, runs: tuple[Path, Path], tmp_path) -> None:
+                                                      config_file: Path, runs: tuple[Path, Path, Faults],
+                                                      tmp_path) -> None:
     """Reruns happen in place: the landing checkpoint records absolute file paths (Spark's file source),
     so a lakehouse copied elsewhere is a new source, not a rerun (docs/operations.md, runbook). The
-    features job's rerun on the cluster is shown by the lost-worker test (same tables again)."""
-    on_cluster, _ = runs
+    nightly's retry after its driver was killed reruns ingest, features and score (the driver-kill test)."""
+    on_cluster, _, _ = runs
     before = tmp_path / "before"
     subprocess.run(["cp", "-r", str(on_cluster), str(before)], check=True)
     _forget_last_ingest_commit(on_cluster)  # so the ingest rerun replays its last micro-batch

@@ -143,6 +143,7 @@ def test_ties_break_by_name_and_no_cap_keeps_every_family():
     assert vocab.capped_families(families, volumes, 0) == {r: "other" for r in families}
 
 
+@pytest.mark.slow  # features runs on a written lakehouse
 def test_frozen_vocabulary_keeps_its_columns_when_another_type_becomes_frequent(spark: SparkSession, tmp_path):
     s = settings_for(tmp_path)
     path = Lakehouse.from_settings(s).churn_features

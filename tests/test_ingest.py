@@ -44,6 +44,8 @@ from churn_spark.ingest import (
 from churn_spark.io import table_version
 from churn_spark.lakehouse import Lakehouse
 
+pytestmark = pytest.mark.slow  # streams over landing folders, query kills and a driver SIGKILL: not in make test-fast
+
 
 def landing_settings(settings: Settings, **extra: object) -> Settings:
     return with_overrides(settings, {
@@ -116,7 +118,6 @@ def test_a_replayed_micro_batch_writes_nothing_twice(spark: SparkSession, settin
 # --- streaming from the landing folder --------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_landing_once_ingests_everything_once_and_a_rerun_changes_nothing(spark: SparkSession,
                                                                           settings: Settings) -> None:
     s = landing_settings(settings)
@@ -133,7 +134,6 @@ def test_landing_once_ingests_everything_once_and_a_rerun_changes_nothing(spark:
     assert_ingested(spark, lake, produced)
 
 
-@pytest.mark.slow
 def test_landing_stream_survives_query_kills_with_files_added_while_running(spark: SparkSession,
                                                                            settings: Settings) -> None:
     s = landing_settings(settings, **{"ingest.max_files_per_trigger": 1})
@@ -157,7 +157,6 @@ def test_landing_stream_survives_query_kills_with_files_added_while_running(spar
     assert no_duplicate_ids(spark, lake).isEmpty()
 
 
-@pytest.mark.slow
 def test_landing_exactly_once_when_the_driver_process_is_killed(spark: SparkSession, settings: Settings,
                                                                 tmp_path: Path) -> None:
     s = landing_settings(settings, **{"ingest.max_files_per_trigger": 1})

@@ -24,6 +24,8 @@ from churn_spark.errors import ConfigError, ContractError
 from churn_spark.ingest import bronze_rows, checkpoint_path, run_ingest, validated_events
 from churn_spark.lakehouse import Lakehouse
 
+pytestmark = pytest.mark.slow  # backfills ingested into Delta tables: not in make test-fast
+
 T = dt.datetime
 D = dt.date
 INGESTED_AT = T(2026, 1, 1)

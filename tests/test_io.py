@@ -13,6 +13,8 @@ from churn_spark import io, schemas
 from churn_spark.config import Settings, TableSource
 from churn_spark.errors import ContractError
 
+pytestmark = pytest.mark.slow  # every test writes and reads Delta tables: not in make test-fast
+
 D = dt.date
 
 

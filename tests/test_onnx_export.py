@@ -43,6 +43,8 @@ from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
 from churn_spark.train.job import run_train
 
+pytestmark = pytest.mark.slow  # trains models and exports them: not in make test-fast
+
 SNAPSHOTS = [add_months(dt.date(2023, 1, 1), i) for i in range(7)]
 FEATURES_DDL = "usage double, spend double, tickets int, tenure_days int, plan string, seats int"
 OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 1,
@@ -117,7 +119,6 @@ def _dicts(df: DataFrame) -> list[dict[str, Any]]:
     return [r.asDict() for r in df.orderBy("account_id").collect()]  # a test sample: 86 rows
 
 
-@pytest.mark.slow
 def test_onnxruntime_probabilities_equal_sparks(spark: SparkSession, exported: dict[str, Any],
                                                 record_property: Any) -> None:
     s, result = exported["settings"], exported["result"]
@@ -151,7 +152,6 @@ def test_onnxruntime_probabilities_equal_sparks(spark: SparkSession, exported: d
         assert modes == {b"LEAF", b"BRANCH_LEQ", b"BRANCH_GT"}
 
 
-@pytest.mark.slow
 def test_onnx_reasons_equal_the_batch_reasons(spark: SparkSession, exported: dict[str, Any]) -> None:
     """LR: reason_1..3 from the graph's `features_scaled` and the schema's slots and coefficients are the score
     pipeline's (score/reasons.py) for every sample row, nulls and unseen categories included; GBT: none."""
@@ -177,7 +177,6 @@ def test_onnx_reasons_equal_the_batch_reasons(spark: SparkSession, exported: dic
     assert len(reasons.coefficients) == len(reasons.slot_sources)
 
 
-@pytest.mark.slow
 def test_cli_exports_a_named_version(spark: SparkSession, exported: dict[str, Any]) -> None:
     from churn_spark.cli import main
 
@@ -190,7 +189,6 @@ def test_cli_exports_a_named_version(spark: SparkSession, exported: dict[str, An
     assert result["path"] == f"{R.version_path(exported['settings'], result['model_version'])}/model.onnx"
 
 
-@pytest.mark.slow
 def test_schema_file_holds_inputs_vocabulary_version_and_calibration(spark: SparkSession,
                                                                      exported: dict[str, Any]) -> None:
     result = exported["result"]

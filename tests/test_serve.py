@@ -46,6 +46,8 @@ from churn_spark.onnx.schema import Feature, FeatureSchema
 from churn_spark.score.job import run_score
 from churn_spark.serve.ids import normalized_account_id
 
+pytestmark = pytest.mark.slow  # a real HTTP service in a subprocess: not in make test-fast
+
 D0, D1, D2, LATER = case.D0, case.D1, dt.date(2023, 8, 1), dt.date(2023, 9, 1)
 AT = dt.datetime(2023, 8, 2, 3, 0)
 CLI = str(Path(sys.executable).parent / "churn-spark")
@@ -226,7 +228,6 @@ def test_the_service_process_loads_no_spark() -> None:
     assert out.strip() == "[]"
 
 
-@pytest.mark.slow
 def test_every_account_answers_its_stored_row(lake: dict[str, Any], service: Service) -> None:
     assert sorted(lake["scores"]) == ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
     assert len(lake["targets"]) == 3  # scoring.targeting.max_contacts
@@ -243,7 +244,6 @@ def test_every_account_answers_its_stored_row(lake: dict[str, Any], service: Ser
     assert service.get("/v1/accounts/%20a3%20").json()["account_id"] == "a3"  # trimmed like every input id
 
 
-@pytest.mark.slow
 def test_target_list_is_paged_in_rank_order(lake: dict[str, Any], service: Service) -> None:
     want = [{"account_id": t["account_id"], "target_rank": t["target_rank"],
              "churn_probability": t["churn_probability"], "expected_value": t["expected_value"],
@@ -258,7 +258,6 @@ def test_target_list_is_paged_in_rank_order(lake: dict[str, Any], service: Servi
     assert service.get("/v1/targets", offset=3).json()["targets"] == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("params", "field"), [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"),
                                                ({"limit": "ten"}, "limit"), ({"offset": -1}, "offset")])
 def test_bad_paging_is_a_400_naming_the_parameter(service: Service, params: dict[str, Any], field: str) -> None:
@@ -267,7 +266,6 @@ def test_bad_paging_is_a_400_naming_the_parameter(service: Service, params: dict
     assert got.json()["detail"].startswith(f"{field}: ") and "\n" not in got.json()["detail"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("account", "status"), [("a8", 404), ("nobody", 404), ("a%20b", 400), ("%07", 400),
                                                  ("x" * 129, 400), ("%20%20", 400)])
 def test_unknown_and_malformed_ids(service: Service, account: str, status: int) -> None:
@@ -278,7 +276,6 @@ def test_unknown_and_malformed_ids(service: Service, account: str, status: int) 
         assert got.json()["detail"] == f"account {account} is not scored at 2023-07-01 by model v-lr"
 
 
-@pytest.mark.slow
 def test_metrics_count_requests_and_name_the_loaded_slice(service: Service) -> None:
     route = 'churn_serve_requests_total{method="GET",route="/v1/accounts/{account_id}",status="404"}'
     before = service.metric(route)
@@ -292,13 +289,11 @@ def test_metrics_count_requests_and_name_the_loaded_slice(service: Service) -> N
     assert service.metric('churn_serve_request_duration_seconds_count{route="/v1/accounts/{account_id}"}') >= 3
 
 
-@pytest.mark.slow
 def test_score_without_an_onnx_model_is_503(service: Service) -> None:
     got = service.post("/v1/score", {"features": {"mrr": 1.0}})
     assert (got.status_code, got.json()) == (503, {"detail": "model not exported to ONNX"})
 
 
-@pytest.mark.slow
 def test_bearer_token_guards_everything_but_the_probes(lake: dict[str, Any], tmp_path: Path) -> None:
     with serving(lake["lake"].root, tmp_path, token="s3cret") as svc:
         assert svc.get("/v1/accounts/a1").status_code == 200
@@ -353,7 +348,6 @@ class _Hammer:
         self.thread.join(30)
 
 
-@pytest.mark.slow
 def test_reload_during_requests_swaps_without_a_failed_request(spark: SparkSession, lake: dict[str, Any],
                                                                tmp_path: Path) -> None:
     lh = _copy(lake, tmp_path)
@@ -388,7 +382,6 @@ def test_reload_during_requests_swaps_without_a_failed_request(spark: SparkSessi
     assert len(hammer.seen) > 20
 
 
-@pytest.mark.slow
 def test_a_failed_reload_keeps_the_previous_data(lake: dict[str, Any], tmp_path: Path) -> None:
     lh = _copy(lake, tmp_path)
     before = _account_json(lake["scores"]["a1"], lake["targets"])
@@ -429,7 +422,6 @@ def _export_by_hand(folder: Path) -> None:
     (folder / "model.onnx").write_bytes(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString())
 
 
-@pytest.mark.slow
 def test_score_uses_an_onnx_export_that_appears_after_start(lake: dict[str, Any], tmp_path: Path) -> None:
     lh = _copy(lake, tmp_path)
     with serving(lh.root, tmp_path) as svc:
@@ -449,7 +441,6 @@ def test_score_uses_an_onnx_export_that_appears_after_start(lake: dict[str, Any]
         assert svc.get("/v1/accounts/a1").json()["as_of_date"] == "2023-07-01"  # the stored scores unchanged
 
 
-@pytest.mark.slow
 def test_score_of_the_exported_model_matches_the_score_job(spark: SparkSession, lake: dict[str, Any],
                                                            tmp_path: Path) -> None:
     """The real export (churn_spark/onnx) of v-lr, fed an account's stored feature row through the service,

@@ -186,6 +186,7 @@ def _seed_old_table(spark: SparkSession, path: str) -> None:
     io.write_slice(old, path, "as_of_date = '2023-12-01'", ["as_of_date"], schema=OLD_TARGETS)
 
 
+@pytest.mark.slow  # writes the targets table twice
 def test_targets_are_written_over_a_table_created_before_the_new_columns(spark: SparkSession,
                                                                           settings: Settings) -> None:
     path = Lakehouse.from_settings(settings).churn_targets
@@ -237,6 +238,7 @@ def _register_uplift(spark: SparkSession, settings: Settings, version: str, feat
     return model
 
 
+@pytest.mark.slow  # fits, registers and loads an uplift model
 def test_a_registered_uplift_model_is_loaded_and_predicts_per_account(spark: SparkSession, settings: Settings,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     models = Lakehouse.from_settings(settings).models

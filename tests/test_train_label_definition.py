@@ -29,6 +29,8 @@ from churn_spark.lakehouse import Lakehouse
 from churn_spark.train import job
 from churn_spark.train.split import plan_time_split
 
+pytestmark = pytest.mark.slow  # training plans over written label tables: not in make test-fast
+
 JAN, FEB, MAR, APR, MAY, JUN = SNAPSHOTS = [add_months(dt.date(2023, 1, 1), i) for i in range(6)]
 RULE = "null when as_of_date + horizon_months + grace_days is after data_end"
 ONE_MONTH = ('{"censoring": "' + RULE + '", "grace_days": 0, "horizon_months": 1, "min_tenure_days": 0}')

@@ -12,6 +12,8 @@ from pyspark.sql import functions as F
 
 from churn_spark.train import pipeline as P
 
+pytestmark = pytest.mark.slow  # fits, saves and loads models: not in make test-fast
+
 D = dt.date(2023, 1, 1)
 SCHEMA = ("account_id string, as_of_date date, feature_set_version string, usage double, seats int, "
           "mrr decimal(18,2), trial boolean, plan string, first_seen date, label int")

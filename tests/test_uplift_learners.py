@@ -14,6 +14,8 @@ from pyspark.sql.types import StringType, StructField, StructType
 from churn_spark.errors import ContractError
 from churn_spark.uplift import learners as L
 
+pytestmark = pytest.mark.slow  # fits, saves and loads uplift models: not in make test-fast
+
 D = dt.date(2024, 3, 1)
 SCHEMA = "account_id string, as_of_date date, x double, treated int, propensity double, label int"
 

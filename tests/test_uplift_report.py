@@ -92,6 +92,7 @@ def _images(page: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
 
 
+@pytest.mark.slow  # renders and writes the report page with its figures
 def test_the_page_has_the_three_sections_and_the_side_by_side(spark: SparkSession) -> None:
     outcomes = spark.createDataFrame([("u1", 1, 0), ("u2", 0, 1), ("u3", 1, 1), ("u4", 0, 0)],
                                      "account_id string, treated int, label int")
