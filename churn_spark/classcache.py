@@ -8,7 +8,7 @@ dozens of driver and executor JVMs, so it uses the archive when `make prefetch` 
 archive belongs to one JVM build and one Spark classpath: its name carries both, and a JVM that
 finds it does not match prints a warning and starts without it (never fails).
 
-    python -m churn_spark.prefetch cds      # build it (about a minute; once per JVM and Spark version)
+    python -m churn_spark.prefetch cds      # build it (about two minutes; once per JVM, Spark and venv)
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def sharing_options() -> str:
     return f"-XX:SharedArchiveFile={path}" if path is not None and path.exists() else ""
 
 
-def ensure_archive(java_options: str = "") -> Path:
+def ensure_archive() -> Path:
     """Build the archive once (a small pipeline in one JVM that dumps its classes at exit)."""
     path = archive_path()
     if path is None:
@@ -94,8 +94,7 @@ def ensure_archive(java_options: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="churn-cds-") as tmp:
         partial = Path(tmp) / "classes.jsa"
-        options = f"{java_options} -XX:ArchiveClassesAtExit={partial}".strip()
-        code = _WORKLOAD % {"lakehouse": Path(tmp) / "lakehouse", "options": options}
+        code = _WORKLOAD % {"lakehouse": Path(tmp) / "lakehouse", "options": f"-XX:ArchiveClassesAtExit={partial}"}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
         if done.returncode != 0 or not partial.exists():
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])

@@ -26,11 +26,12 @@ from churn_spark.session import build_spark
 # CPU than it loses in speed on test-sized jobs. Same results. The code cache must then be sized by hand.
 # Every test JVM (the session, spark-submit drivers, the cluster's executors) also maps the classes Spark,
 # Delta and MLlib load from the class-data-sharing archive `make prefetch` builds (churn_spark/classcache.py).
-JIT = " ".join(filter(None, ["-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m", sharing_options()]))
+SHARING = sharing_options()
+JIT = " ".join(filter(None, ["-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m", SHARING]))
 # The session's JVM: under `make test` two pytest workers keep both cores busy and the client compiler alone
 # is cheaper; one process (`make test-fast`) leaves a core to spare, where C2 compiles in the background and
 # the run is shorter (docs/development.md, "Why the test JVMs are tuned").
-SESSION_JAVA_OPTIONS = JIT if os.environ.get("PYTEST_XDIST_WORKER") else sharing_options()
+SESSION_JAVA_OPTIONS = JIT if os.environ.get("PYTEST_XDIST_WORKER") else SHARING
 # Test jobs, in process and the dev overlay's applications on the test cluster, also skip Spark's code
 # generation: Janino compiles more than tiny plans save (docs/development.md has the measurements). On the test
 # cluster the features application (the one that loses a worker) and the ingest rerun keep it, so the

@@ -205,9 +205,11 @@ def _run_local(spark: SparkSession, config: Path, lakehouse: Path) -> Settings:
     return settings
 
 
-def _table(spark: SparkSession, lakehouse: Path, name: str) -> DataFrame:
-    """The table's stable columns; maps as sorted entry arrays (Spark cannot sort or compare maps)."""
-    df = spark.read.format("delta").load(str(lakehouse / name))
+def _table(spark: SparkSession, lakehouse: Path, name: str, version: int | None = None) -> DataFrame:
+    """The table's stable columns (at `version`, else the latest); maps as sorted entry arrays (Spark cannot
+    sort or compare maps)."""
+    reader = spark.read.format("delta")
+    df = (reader if version is None else reader.option("versionAsOf", version)).load(str(lakehouse / name))
     types = {f.name: f.dataType for f in df.schema.fields}
     return df.select(*[F.array_sort(F.map_entries(c)).alias(c) if isinstance(types[c], MapType) else F.col(c)
                        for c in sorted(c for c in df.columns if c not in VOLATILE)])
@@ -377,13 +379,6 @@ def _uncommitted_files(table: Path, before: set[str]) -> bool:
     return any(p.suffix == ".parquet" and str(p) not in before for p in table.rglob("*.parquet"))
 
 
-def _scores_at(spark: SparkSession, lakehouse: Path, version: int) -> DataFrame:
-    df = spark.read.format("delta").option("versionAsOf", version).load(str(lakehouse / "gold" / "churn_scores"))
-    types = {f.name: f.dataType for f in df.schema.fields}
-    return df.select(*[F.array_sort(F.map_entries(c)).alias(c) if isinstance(types[c], MapType) else F.col(c)
-                       for c in sorted(c for c in df.columns if c not in VOLATILE)])
-
-
 def test_driver_killed_while_writing_scores_leaves_table_intact(spark: SparkSession,
                                                                  runs: tuple[Path, Path, Faults]) -> None:
     """The nightly's driver SIGKILLed once its score step had written files: readers saw the previous
@@ -393,10 +388,10 @@ def test_driver_killed_while_writing_scores_leaves_table_intact(spark: SparkSess
     assert faults.nightly_killed_while_running and faults.nightly_killed_exit != 0
     before, after_kill = faults.scores_version_before_nightly, faults.scores_version_after_kill
     assert after_kill in (before, before + 1)
-    seen = _scores_at(spark, on_cluster, after_kill)
+    seen = _table(spark, on_cluster, "gold/churn_scores", after_kill)
     # the previous version unchanged, or the complete table the undisturbed run wrote
-    expected = _scores_at(spark, on_cluster, before) if after_kill == before else _table(spark, local,
-                                                                                         "gold/churn_scores")
+    expected = (_table(spark, on_cluster, "gold/churn_scores", before) if after_kill == before
+                else _table(spark, local, "gold/churn_scores"))
     assert_approx_df_equality(seen, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
     assert _scores_version(spark, on_cluster) > after_kill  # the retry committed
 
