@@ -45,6 +45,7 @@ from churn_spark.devcluster import (
     stop_cluster,
     submit_argv,
 )
+from churn_spark.io import table_version
 from churn_spark.k8s.manifests import App, load_documents, select_app
 from churn_spark.k8s.runner import LocalPlan, local_plan, resolve_config_maps, spark_submit_executable
 
@@ -238,8 +239,9 @@ def overlay() -> list[dict[str, Any]]:
 
 
 def _scores_version(spark: SparkSession, lakehouse: Path) -> int:
-    table = lakehouse / "gold" / "churn_scores"
-    return int(spark.sql(f"DESCRIBE HISTORY delta.`{table}`").agg({"version": "max"}).first()[0])
+    version = table_version(spark, str(lakehouse / "gold" / "churn_scores"))
+    assert version is not None, "no scores table"
+    return version
 
 
 def _lose_a_worker_during(cluster: StandaloneCluster, proc: subprocess.Popen[bytes]) -> bool:
