@@ -103,6 +103,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "nightly_seconds": _get(results, "nightly", "nightly_seconds"),
         "nightly_vs_rebuild_ratio": _get(results, "nightly", "nightly_vs_rebuild_ratio"),
         "nightly_event_volume_ratio": _get(results, "nightly", "nightly_event_volume_ratio"),
+        "uplift_qini_vs_oracle": _get(results, "uplift", "uplift_qini_vs_oracle"),
+        "uplift_qini_vs_sklearn": _get(results, "uplift", "sklearn", "uplift_qini_vs_sklearn"),
     }
 
 
@@ -175,6 +177,7 @@ def table(results: dict[str, Any]) -> str:
     elif "error" in ing:
         rows.append(("ingest", "failed", ing["error"]))
     rows += nightly_rows(results.get("nightly", {}))
+    rows += uplift_rows(results.get("uplift", {}))
     head = (f"churn-spark bench ({results.get('mode')}) {results.get('date')} on {m.get('cores')} cores, "
             f"{m.get('memory_gib')} GiB, load avg (1/5/15 min) at start {m.get('load_avg_at_start')}, "
             f"at end {m.get('load_avg_at_end')}; "
@@ -214,6 +217,26 @@ def nightly_rows(ni: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{vol['accounts']:,} accounts: {x10['seconds']:.1f}s on {x10['bronze_events']:,} events vs "
          f"{x1['seconds']:.1f}s on {x1['bronze_events']:,}"),
     ]
+
+
+def uplift_rows(up: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The uplift stage's figures (issue 23)."""
+    if "error" in up:
+        return [("uplift", "failed", up["error"])]
+    if "uplift_qini" not in up:
+        return []
+    interval = up.get("uplift_qini_interval") or {}
+    sk = up.get("sklearn", {})
+    rows = [("uplift: Qini / oracle's Qini", _fmt(up["uplift_qini_vs_oracle"], ".3f"),
+             f"{up['learner']} {up['uplift_qini']:.2f} (95 % {_fmt(interval.get('low'), '.2f')} .. "
+             f"{_fmt(interval.get('high'), '.2f')}) vs {up['oracle_qini']:.2f}, {up['test_rows']:,} test assignments "
+             f"({', '.join(up['test_dates'])})"),
+            ("uplift: Qini MLlib / scikit-learn T-learner", _fmt(sk.get("uplift_qini_vs_sklearn"), ".3f"),
+             f"{_fmt(sk.get('mllib_t_learner_qini'), '.2f')} vs {_fmt(sk.get('sklearn_t_learner_qini'), '.2f')}")]
+    for tag, s in up["true_saved_per_1000_contacts"].items():
+        rows.append((f"uplift: true churners saved per 1,000 contacts, top {tag}", _fmt(s["uplift"]),
+                     f"{s['contacts']:,} contacts; by churn risk {_fmt(s['risk'])}, oracle {_fmt(s['oracle'])}"))
+    return rows
 
 
 def results_name(results: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ Stages (each recorded, a failing stage does not stop the others):
              installed) on the same training set: time, test AUC
 6. score     train job, then scoring throughput (accounts/s)
 7. ingest    streaming ingest (exactly-once MERGE) throughput on synthetic lines (bench/ingest_throughput.py)
+8. nightly   the nightly's cost: scoring alone, the nightly vs from scratch, 10x events (bench/nightly.py)
+9. uplift    a dataset with retention campaigns: uplift train's Qini against the oracle's, true churners saved
+             per 1,000 contacts by uplift vs churn-risk targeting, MLlib vs scikit-learn T-learner (bench/uplift.py)
 
 Writes bench/results/latest.json (and results/<mode>-<timestamp>.json); a full run also rewrites
 the table in bench/README.md.
@@ -64,6 +67,8 @@ class Mode:
     shuffle_partitions: int  # tiny data: each extra task is pure scheduling overhead
     local1_racer: bool = True  # the race's "ours" again at local[1] (one more JVM): the cores speed-up
     train_refit: bool = True  # the score stage's train job refits on train + validation (a second fit)
+    uplift_accounts: int = 8000  # the uplift stage's own dataset (with campaigns): a test campaign of ~2,000 rows
+    uplift_search: bool = True  # uplift train's regularisation search and compared learners (minutes at any size)
 
 
 MODES = {
@@ -71,7 +76,7 @@ MODES = {
     # measured 2026-11-29: 4 min 13 s of wall time with the data generated (--fresh)
     "quick": Mode("quick", accounts=60, growth_fractions=(0.5,), ingest_events=10_000, gbt_iter=10,
                   race_timeout_s=300, driver_memory="1536m", shuffle_partitions=2, local1_racer=False,
-                  train_refit=False),
+                  train_refit=False, uplift_accounts=500, uplift_search=False),
     # "full": ~190k events; measured 2026-11-29 on a quiet machine: 407 s with data generated. Pass
     # --accounts for more (the floor and growth at 10^6-10^7+ events: bench/features_vs_scan.py).
     "full": Mode("full", accounts=300, growth_fractions=(0.25, 0.5), ingest_events=100_000, gbt_iter=60,
@@ -458,6 +463,19 @@ def stage_ingest(spark: Any, settings: Any, mode: Mode, work: Path) -> dict[str,
             "seconds": round(seconds, 1), "events_per_s": round(summary["records_in"] / seconds, 1)}
 
 
+# --- 9. uplift ----------------------------------------------------------------------------------
+
+
+def stage_uplift(spark: Any, settings: Any, mode: Mode, work: Path, fresh: bool) -> dict[str, Any]:
+    """Its own generated and ingested dataset with campaigns (reused like the bench data), then
+    bench/uplift.py's figures."""
+    from bench.uplift import CHURN_SNAPSHOTS, campaign_settings, stage_campaigns
+
+    campaigns = campaign_settings(with_snapshots(settings, CHURN_SNAPSHOTS), work / "uplift_lake",
+                                  mode.uplift_accounts, mode.uplift_search)
+    return {"data": stage_data(spark, campaigns, work, fresh), **stage_campaigns(spark, campaigns)}
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -479,7 +497,7 @@ def run_stage(results: dict[str, Any], name: str, fn: Callable[[], dict[str, Any
     results.setdefault("stage_seconds", {})[name] = round(time.perf_counter() - start, 1)
 
 
-STAGES = ("data", "floor", "growth", "peers", "training", "score", "ingest", "nightly")
+STAGES = ("data", "floor", "growth", "peers", "training", "score", "ingest", "nightly", "uplift")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md (full runs)")
     parser.add_argument("--driver-memory", help="override the mode's driver memory (e.g. 8g at 100,000 accounts)")
     parser.add_argument("--shuffle-partitions", type=int, help="override the mode's spark.sql.shuffle.partitions")
+    parser.add_argument("--uplift-accounts", type=int, help="override the uplift stage's account count")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     mode = MODES["quick" if args.quick else "full"]
@@ -506,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = Mode(**{**asdict(mode), "driver_memory": args.driver_memory})
     if args.shuffle_partitions:
         mode = Mode(**{**asdict(mode), "shuffle_partitions": args.shuffle_partitions})
+    if args.uplift_accounts:
+        mode = Mode(**{**asdict(mode), "uplift_accounts": args.uplift_accounts})
     stages = [s for s in args.stages.split(",") if s]
     work = Path(args.workdir) / mode.name
     work.mkdir(parents=True, exist_ok=True)
@@ -534,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         "score": lambda: stage_score(spark, with_snapshots(settings, 24)),
         "nightly": lambda: stage_nightly(spark, with_snapshots(settings, 24), work, SCORE_DATE,
                                          args.volume_accounts),
+        "uplift": lambda: stage_uplift(spark, settings, mode, work, args.fresh),
     }
     try:
         run_stage(results, "data", lambda: stage_data(spark, settings, work, args.fresh))

@@ -1,15 +1,21 @@
-"""`python -m bench.uplift --config FILE`: our MLlib T-learner vs an independent scikit-learn T-learner on the
-same campaign rows (`uplift_qini_vs_sklearn`).
+"""Uplift figures (issue 23): the `uplift` stage of `python -m bench`, and `python -m bench.uplift --config FILE`
+for a lakehouse that already has campaigns and a registered uplift model.
 
-Needs a lakehouse with campaigns (`generate.campaigns`, `inputs.interventions`) and a registered uplift model
-(`churn-spark uplift train`): its feature columns and chosen params are reused, so both T-learners read the same
-rows, the same features and the same L2 strength. Both are scored by the same metric code
-(`uplift/metrics.py`) on the same test campaigns: the figure compares the learners, not two Qini formulas.
+The stage generates its own dataset with retention campaigns (CAMPAIGNS: the demo's quarterly campaigns), trains
+the churn model (it ranks the features the uplift learners read and is the risk side of the comparison), runs
+`uplift train` with the product's defaults and reports, on the test campaign: the registered learner's Qini
+against the oracle's (`uplift_qini_vs_oracle`, ranked by the generator's true uplift on the same rows), the true
+churners saved per 1,000 contacts by uplift and by churn-risk targeting, and `uplift_qini_vs_sklearn`.
+
+`uplift_qini_vs_sklearn`: our MLlib T-learner vs an independent scikit-learn T-learner on the same campaign rows.
+The registered model's feature columns and chosen params are reused, so both T-learners read the same rows, the
+same features and the same L2 strength. Both are scored by the same metric code (`uplift/metrics.py`) on the same
+test campaigns: the figure compares the learners, not two Qini formulas.
 
 scikit-learn's `LogisticRegression(C)` minimises C * sum(loss) + ||w||^2 / 2 and MLlib's
 mean(loss) + regParam * ||w||^2 / 2, so C = 1 / (regParam * n) for an arm of n rows. The encoding mirrors
 `train/pipeline.py` for lr: median imputation, signed log1p, standardisation, one-hot categoricals.
-Writes bench/results/uplift-<timestamp>.json.
+`python -m bench.uplift` writes bench/results/uplift-<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.measure import timed
+
 HERE = Path(__file__).resolve().parent
+# The demo's campaigns (churn_spark/demo.py): each quarter half of the eligible accounts, 30 % of them held out.
+CAMPAIGNS: dict[str, Any] = {"dates": ["2022-10-01", "2023-01-01", "2023-04-01", "2023-07-01", "2023-10-01",
+                                       "2024-01-01"], "share": 0.5, "propensity": 0.7}
+CHURN_SNAPSHOTS = 24  # the bench's snapshots (2022-07 .. 2024-06): the churn model ranks features, gives the risk side
 
 
 def sklearn_t_learner(train: Any, test: Any, numeric: list[str], categorical: list[str], reg_param: float) -> Any:
@@ -61,7 +73,66 @@ def sklearn_t_learner(train: Any, test: Any, numeric: list[str], categorical: li
     return control.predict_proba(x)[:, 1] - treated.predict_proba(x)[:, 1]
 
 
-def stage_uplift(spark: Any, settings: Any) -> dict[str, Any]:
+def campaign_settings(settings: Any, lake: Path, accounts: int, search: bool = True) -> Any:
+    """The bench's settings for a lakehouse `lake` of `accounts` generated accounts with CAMPAIGNS; without
+    `search`, `uplift train` fits the registered learner once at the demo's regularisation (quick mode)."""
+    from churn_spark.config import with_overrides
+
+    fixed = {} if search else {"uplift.compare": [], "uplift.param_grid": {"regParam": [1.0]},
+                               "uplift.bootstrap_replicates": 50}
+    return with_overrides(settings, {
+        "lakehouse": str(lake), "generate.accounts": accounts,
+        "generate.campaigns.dates": CAMPAIGNS["dates"], "generate.campaigns.share": CAMPAIGNS["share"],
+        "generate.campaigns.propensity": CAMPAIGNS["propensity"],
+        "inputs.interventions": {"format": "delta", "path": "raw/interventions"}, **fixed})
+
+
+def per_thousand(saved: float | None, contacts: int) -> float | None:
+    """True churners saved per 1,000 contacts."""
+    return None if saved is None or not contacts else round(1000.0 * saved / contacts, 1)
+
+
+def uplift_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an `uplift train` result on generated data: Qini against the oracle's (with the
+    model's bootstrap interval), the compared learners' ratios, and the true churners saved per 1,000 contacts
+    by uplift, by churn risk and by the oracle when the top 10/20/30 % of the test assignments are contacted."""
+    from churn_spark.train.metrics import top_count
+    from churn_spark.uplift.metrics import FRACTIONS, fraction_tag
+
+    m, risk = result["metrics"], result.get("risk_targeting") or {}
+    rows = int(m["rows"])
+    saved = {}
+    for f in FRACTIONS:
+        key, contacts = f"true_saved_at_{fraction_tag(f)}", top_count(f, rows)
+        saved[fraction_tag(f)] = {"contacts": contacts, "uplift": per_thousand(m.get(key), contacts),
+                                  "risk": per_thousand(risk.get(key), contacts),
+                                  "oracle": per_thousand(m.get(f"oracle_{key}"), contacts)}
+    return {"learner": result["kind"], "params": result["params"], "test_rows": rows,
+            "test_dates": result["split"]["test"], "train_dates": result["split"]["train"],
+            "uplift_qini": m["qini_coefficient"],
+            "uplift_qini_interval": (m.get("intervals") or {}).get("qini_coefficient"),
+            "oracle_qini": m.get("oracle_qini_coefficient"), "uplift_qini_vs_oracle": m.get("qini_vs_oracle"),
+            "candidates_qini_vs_oracle": {k: v.get("qini_vs_oracle") for k, v in result["candidates"].items()},
+            "true_saved_per_1000_contacts": saved, "feature_selection": result["feature_selection"]}
+
+
+def stage_campaigns(spark: Any, settings: Any) -> dict[str, Any]:
+    """On a generated lakehouse with campaigns (generated and ingested): churn features and model over the last
+    CHURN_SNAPSHOTS snapshots, `uplift train` with the product's defaults, then the scikit-learn comparison."""
+    from churn_spark.features.job import run_features
+    from churn_spark.train.job import run_train
+    from churn_spark.uplift.job import run_uplift_train
+
+    features_s, _ = timed(lambda: run_features(spark, settings))
+    train_s, trained = timed(lambda: run_train(spark, settings))
+    uplift_s, result = timed(lambda: run_uplift_train(spark, settings))
+    return {**uplift_figures(result), "churn_model_version": trained["model_version"],
+            "seconds": {"features": round(features_s, 1), "churn_train": round(train_s, 1),
+                        "uplift_train": round(uplift_s, 1)},
+            "sklearn": sklearn_comparison(spark, settings)}
+
+
+def sklearn_comparison(spark: Any, settings: Any) -> dict[str, Any]:
     """Qini of our T-learner and of scikit-learn's on the test campaigns, their ratio, and the oracle's."""
     from pyspark.sql import functions as F
 
@@ -120,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_spark(settings.spark, app_name="churn-bench-uplift")
     try:
         result = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "load_avg": [round(x, 1) for x in os.getloadavg()], **stage_uplift(spark, settings)}
+                  "load_avg": [round(x, 1) for x in os.getloadavg()], **sklearn_comparison(spark, settings)}
     finally:
         spark.stop()
     out = HERE / "results" / f"uplift-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}.json"

@@ -40,6 +40,7 @@ from churn_spark.score.job import (
 from churn_spark.score.targeting import churn_targets, with_expected_value
 from churn_spark.train import registry as R
 from churn_spark.uplift import learners as L
+from churn_spark.uplift.job import run_targeting_comparison
 
 D = dt.date
 Row = tuple[str, float, Decimal | None, float | None]
@@ -334,3 +335,19 @@ def test_score_in_uplift_mode_targets_by_the_registered_models_uplift(spark: Spa
         "accounts_without_uplift": 0}
     assert result["targets"]["expected_saved_churners"] == pytest.approx(
         sum(_e2e_uplift(E2E_MRR[a]) for a in top), abs=1e-4)
+
+    # Both target lists of D at the same limits, valued by the uplift model (what the demo prints). Risk EV =
+    # p x .2 (the default success rate) x MRR x 12 - 10: its top three by the limit, worked out from the written
+    # probabilities; each list's expected saved churners are the predicted uplift of the accounts it contacts.
+    risk_ev = {a: probability[a] * 0.2 * m * 12 - 10 for a, m in E2E_MRR.items()}
+    risk_top = sorted((a for a in risk_ev if risk_ev[a] > 0), key=lambda a: -risk_ev[a])[:3]
+    compared = run_targeting_comparison(spark, s, d1)
+    assert (compared["as_of_date"], compared["churn_model_version"]) == ("2023-07-01", "v-lr")
+    assert compared["uplift"] == pytest.approx({
+        "mode": "uplift", "contacts": 3, "cost": 30.0,
+        "expected_value": sum(_e2e_uplift(E2E_MRR[a]) * E2E_MRR[a] * 12 - 10 for a in top),
+        "expected_saved_churners": sum(_e2e_uplift(E2E_MRR[a]) for a in top)}, abs=1e-2)
+    assert compared["risk"] == pytest.approx({
+        "mode": "risk", "contacts": len(risk_top), "cost": 10.0 * len(risk_top),
+        "expected_value": sum(risk_ev[a] for a in risk_top),
+        "expected_saved_churners": sum(_e2e_uplift(E2E_MRR[a]) for a in risk_top)}, abs=1e-2)
