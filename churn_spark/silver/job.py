@@ -114,12 +114,12 @@ def raw_event_types(activity: DataFrame) -> set[str]:
     return {r["event_type"] for r in activity.select("event_type").distinct().collect()}
 
 
-def event_types_after(spark: SparkSession, lake: Lakehouse, plan: SyncPlan, bronze: DataFrame,
-                      recorded: Sequence[str] | None) -> list[str]:
+def event_types_after(spark: SparkSession, lake: Lakehouse, plan: SyncPlan, bronze: DataFrame) -> list[str]:
     """The raw event types silver holds once `plan` is written: the days it recomputes (from bronze) plus, on an
     incremental sync, the other days' types (the previous sync's record, else one scan of silver's other days)."""
     if plan.days is None:
         return sorted(raw_event_types(bronze))
+    recorded = plan.recorded_types
     kept = set(recorded) if recorded is not None else raw_event_types(
         read_silver_table(spark, lake).where(~F.col(DAY).isin(list(plan.days))))
     return sorted(kept | raw_event_types(on_days(bronze, plan.days)))
@@ -148,7 +148,7 @@ def sync_silver(spark: SparkSession, settings: Settings, rebuild: bool = False) 
     bronze = io.read_version(spark, lake.bronze_events, plan.bronze)
     rows = silver_rows(bronze, plan.days)
     where = "true" if plan.days is None else io.slice_predicate(within={DAY: plan.days})
-    types = event_types_after(spark, lake, plan, bronze, plan.recorded_types)
+    types = event_types_after(spark, lake, plan, bronze)
     metadata = json.dumps({BRONZE_VERSION: plan.bronze, BRONZE_TABLE_ID: io.table_id(spark, lake.bronze_events),
                            "synced_from": plan.synced, "mode": plan.mode, EVENT_TYPES: types})
     version = io.write_slice(rows, lake.silver_account_daily_activity, where, [DAY],
