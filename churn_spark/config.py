@@ -305,6 +305,8 @@ class ModelSettings(_Section):
     params_by_family: dict[Family, dict[str, Any]] = Field(default_factory=dict)  # per family (any type)
     param_grid: dict[str, list[Any]] = Field(default_factory=dict)  # searched for the one family `type` names
     parallelism: int = Field(2, ge=1)
+    # the labelled dataset's layout: one partition per this many rows, at most spark.sql.shuffle.partitions
+    rows_per_partition: int = Field(20_000, ge=1)
     promote_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     promote_tolerance: float = Field(0.0, ge=0)
     # account-level bootstrap on the test snapshots: 95 % intervals of ROC AUC, PR AUC and lift at 10 %,

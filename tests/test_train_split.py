@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from churn_spark.asof import add_months
 from churn_spark.errors import ConfigError
+from churn_spark.train.job import training_partitions
 from churn_spark.train.split import filter_snapshots, label_window_end, plan_time_split
 
 D = dt.date
@@ -89,3 +90,9 @@ def test_filter_snapshots_keeps_only_those_dates(spark: SparkSession) -> None:
                                "account_id string, as_of_date date")
     expected = spark.createDataFrame([("a", D(2023, 1, 1)), ("b", D(2023, 3, 1))], "account_id string, as_of_date date")
     assert_df_equality(filter_snapshots(df, [D(2023, 1, 1), D(2023, 3, 1)]), expected, ignore_row_order=True)
+
+
+@pytest.mark.parametrize(("rows", "expected"), [(1, 1), (20_000, 1), (20_001, 2), (28_200, 2), (2_400_000, 8)])
+def test_training_partitions_follow_the_rows_up_to_the_shuffle_partitions(rows: int, expected: int) -> None:
+    # one partition per 20,000 rows, rounded up; never more than the 8 shuffle partitions
+    assert training_partitions(rows, 20_000, 8) == expected
