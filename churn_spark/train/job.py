@@ -65,17 +65,20 @@ def read_truth(spark: SparkSession, settings: Settings) -> DataFrame | None:
 # --- transform -----------------------------------------------------------------------------------
 
 
-def labelled_dataset(labels: DataFrame, features: DataFrame, feature_set_version: str,
-                     partitions: int | None = None) -> DataFrame:
-    """Grain (account_id, as_of_date): features of `feature_set_version` joined to non-null labels, in the
-    stable layout (`partitions` of them; None: spark.sql.shuffle.partitions).
+def labelled_rows(labels: DataFrame, features: DataFrame, feature_set_version: str) -> DataFrame:
+    """Grain (account_id, as_of_date): features of `feature_set_version` joined to non-null labels.
 
     Censored snapshots (label null) can be scored, never trained or evaluated on.
     """
     return (features.where(F.col("feature_set_version") == feature_set_version)
             .join(labels.where(F.col("label").isNotNull()).select(*KEYS, F.col("label").cast("int").alias("label")),
-                  list(KEYS))
-            .transform(lambda df: in_stable_layout(df, partitions)))
+                  list(KEYS)))
+
+
+def labelled_dataset(labels: DataFrame, features: DataFrame, feature_set_version: str,
+                     partitions: int | None = None) -> DataFrame:
+    """`labelled_rows` in the stable layout (`partitions` of them; None: spark.sql.shuffle.partitions)."""
+    return labelled_rows(labels, features, feature_set_version).transform(lambda df: in_stable_layout(df, partitions))
 
 
 def in_stable_layout(df: DataFrame, partitions: int | None = None) -> DataFrame:
@@ -377,7 +380,7 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         labels, labels_v = read_delta_at(spark, lake.churn_labels, "gold.churn_labels")
         features, features_v = read_delta_at(spark, lake.churn_features, "gold.churn_features")
         fsv = settings.features.feature_set_version
-        stats = snapshot_stats(labelled_dataset(labels, features, fsv))
+        stats = snapshot_stats(labelled_rows(labels, features, fsv))  # counts need no layout
         if not stats:
             raise NotAvailableError(f"no labelled rows with feature_set_version {fsv!r} "
                                     f"(labels {lake.churn_labels}, features {lake.churn_features})")
