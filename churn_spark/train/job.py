@@ -96,7 +96,7 @@ def in_stable_layout(df: DataFrame, partitions: int | None = None) -> DataFrame:
 def training_partitions(rows: int, rows_per_partition: int, most: int) -> int:
     """Partitions of the labelled dataset: one per `rows_per_partition` rows, at most `most` (the shuffle
     partitions). MLlib's iterative fits pay every partition's task in each of their hundreds of jobs: the demo's
-    28k rows trained in 300 s on 8 partitions on 2 cores, in 235 s on 2 (docs/model.md)."""
+    28k rows trained in 300 s on 8 partitions on 2 cores, in 257 s on 2 (docs/model.md)."""
     return max(1, min(most, -(-rows // rows_per_partition)))
 
 
