@@ -113,6 +113,28 @@ def test_save_load_gives_identical_predictions(spark: SparkSession, train_df: Da
     assert before.where(F.col("churn_probability").isNull()).count() == 0
 
 
+@pytest.mark.parametrize("model_type,params", [("lr", {}), ("gbt", {"maxIter": 3, "maxDepth": 2,
+                                                                    "minInstancesPerNode": 1})])
+def test_fit_pipeline_fits_the_model_pipeline_fit_does_and_frees_its_checkpoint(
+        spark: SparkSession, train_df: DataFrame, model_type: str, params: dict) -> None:
+    cols = P.FeatureColumns(["usage", "seats"], ["plan"], ["usage"])
+    pipe, _ = P.build_pipeline(cols, model_type, params, seed=3)
+    held = spark.sparkContext._jsc.getPersistentRDDs().size()
+    lean, plain = P.fit_pipeline(pipe, train_df), pipe.fit(train_df)
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == held  # the local checkpoint's blocks are gone
+    assert [type(s).__name__ for s in lean.stages] == [type(s).__name__ for s in plain.stages]
+    if model_type == "lr":
+        assert lean.stages[-1].coefficients.toArray().tolist() == plain.stages[-1].coefficients.toArray().tolist()
+        assert lean.stages[-1].intercept == plain.stages[-1].intercept
+    else:
+        assert lean.stages[-1].toDebugString == plain.stages[-1].toDebugString  # the same trees, split for split
+    # the learner saw the weights: doubling a1's weight moves the fit
+    heavier = train_df.withColumn(P.WEIGHT_COL, F.when(F.col("account_id") == "a1", 2.0).otherwise(1.0))
+    moved = P.fit_pipeline(pipe, heavier).stages[-1]
+    assert (moved.coefficients.toArray().tolist() != plain.stages[-1].coefficients.toArray().tolist()
+            if model_type == "lr" else moved.toDebugString != plain.stages[-1].toDebugString)
+
+
 def test_lr_explanation_names_coefficients_of_standardised_features(train_df: DataFrame) -> None:
     model, cols = _fit(train_df, "lr", {})
     names = P.vector_feature_names(model, train_df, cols)

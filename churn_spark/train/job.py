@@ -400,25 +400,23 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
                       *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
     if definition.note():
         log.warning("train: %s", definition.note())
-    persisted = [d.persist(StorageLevel.MEMORY_AND_DISK) for d in (
-        filter_snapshots(dataset, split.train), filter_snapshots(dataset, split.validation),
-        filter_snapshots(dataset, split.test))]
+    # Persisted whole: every fold, the refit and the test read their snapshots from it (a few columns wide
+    # rows; recomputing the join from Delta for each fit cost the demo ~5 s a fit).
+    dataset = dataset.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result = _train(spark, settings, dataset, features, split, splits, stats, persisted,
+        result = _train(spark, settings, dataset, features, split, splits, stats,
                         {"labels": {"path": lake.churn_labels, "delta_version": labels_v,
                                     "definition": definition.as_dict()},
                          "features": {"path": lake.churn_features, "delta_version": features_v}})
         return {**result, "label_definition": definition.as_dict()}
     finally:
-        for d in persisted:
-            d.unpersist()
+        dataset.unpersist()
 
 
 def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features: DataFrame, split: TimeSplit,
-           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], persisted: list[DataFrame],
-           tables: dict[str, Any]) -> dict[str, Any]:
+           splits: dict[str, Any], stats: dict[dt.date, tuple[int, int]], tables: dict[str, Any]) -> dict[str, Any]:
     ms = settings.model
-    train, validation, test = persisted
+    train, validation, test = (filter_snapshots(dataset, days) for days in (split.train, split.validation, split.test))
     columns, empty = profile_columns(train, P.feature_columns(features.schema, ms.exclude_features),
                                      ms.missing_indicators, ms.cyclic_features)
     if not columns.numeric and not columns.categorical:
@@ -431,7 +429,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
 
     def fit(c: Candidate, days: Sequence[dt.date], rows: DataFrame | None = None) -> PipelineModel:
         pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)
-        return pipeline.fit(weighted(filter_snapshots(dataset, days) if rows is None else rows, days))
+        return P.fit_pipeline(pipeline, weighted(filter_snapshots(dataset, days) if rows is None else rows, days))
 
     described = f"{len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
     cands = candidates(ms)
@@ -453,9 +451,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if split.refit:
         assert best is not None
         calibration_rows = best.pooled()
-        train.unpersist()
-        refit = filter_snapshots(dataset, split.refit).persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(refit)
+        refit = filter_snapshots(dataset, split.refit)
         with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
                                      f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
                                      f"{described})"):

@@ -208,6 +208,38 @@ def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, A
     return Pipeline(stages=stages), clf
 
 
+def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
+    """`pipeline.fit(rows)`, with the last stage (the learner) fitted on a local checkpoint of its inputs.
+
+    Why: MLlib's learners run hundreds of small jobs (an LBFGS step, a tree level), and every task
+    deserialises its RDD's whole lineage -- here the encoding's SQL plans over hundreds of columns, ~25 ms a
+    task, as long as the work itself. Materialising only the learner's columns (features, label, weight) cuts
+    the lineage: on the demo's data one fold's LR fit went 35 -> 21 s, its GBT 42 -> 26 s, same models (the
+    checkpoint keeps the rows' partitions and order). The blocks live on the executors until the fit ends; an
+    executor lost meanwhile fails the fit (the job is rerun), the price of a lineage that short.
+    """
+    *encoding, learner = pipeline.getStages()
+    if not isinstance(learner, Estimator):
+        return pipeline.fit(rows)
+    prefix = Pipeline(stages=encoding).fit(rows)
+    inputs = [learner.getOrDefault(name) for name in ("featuresCol", "labelCol", "weightCol")
+              if learner.hasParam(name) and learner.isDefined(learner.getParam(name))]
+    prepared = prefix.transform(rows).select(*[F.col(_q(c)) for c in inputs if c]).localCheckpoint(eager=True)
+    try:
+        fitted = learner.fit(prepared)
+    finally:
+        release_checkpoint(prepared)
+    return PipelineModel(stages=[*prefix.stages, fitted])
+
+
+def release_checkpoint(df: DataFrame) -> None:
+    """Drop the blocks of `df`, a local checkpoint. `DataFrame.unpersist` does not reach them (they belong to the
+    RDD under the plan, freed otherwise only when the JVM collects it), and a train run makes many."""
+    plan = df._jdf.queryExecution().logical()
+    if plan.getClass().getSimpleName() == "LogicalRDD":
+        plan.rdd().unpersist(False)
+
+
 # --- calibration -------------------------------------------------------------------------------
 
 

@@ -135,7 +135,7 @@ def fit_t_learner(rows: DataFrame, columns: P.FeatureColumns, model_type: str = 
     parts = {}
     for name, value in (("control", 0), ("treatment", 1)):
         pipeline, _ = P.build_pipeline(columns, model_type, params or {}, seed, weighted=False)
-        parts[name] = pipeline.fit(rows.where(F.col(TREATED) == value))
+        parts[name] = P.fit_pipeline(pipeline, rows.where(F.col(TREATED) == value))
     return UpliftModel(T_LEARNER, model_type, columns, parts)
 
 
@@ -172,7 +172,8 @@ def fit_transformed_outcome(rows: DataFrame, columns: P.FeatureColumns, model_ty
     encoding, _ = P.build_pipeline(columns, model_type, {}, seed, weighted=False)
     stages = [*encoding.getStages()[:-1], reg]
     data = rows.withColumn(TARGET_COL, transformed_outcome(F.col(P.LABEL_COL), F.col(TREATED), F.col(PROPENSITY)))
-    return UpliftModel(TRANSFORMED_OUTCOME, model_type, columns, {"effect": Pipeline(stages=stages).fit(data)})
+    effect = P.fit_pipeline(Pipeline(stages=stages), data)
+    return UpliftModel(TRANSFORMED_OUTCOME, model_type, columns, {"effect": effect})
 
 
 def imputed_effect(label: Column, treated: Column, p_control: Column, p_treatment: Column) -> Column:
@@ -203,7 +204,7 @@ def fit_x_learner(rows: DataFrame, columns: P.FeatureColumns, model_type: str = 
     parts = dict(first.parts)
     for name, value in (("effect_control", 0), ("effect_treatment", 1)):
         stages = [*encoding.getStages()[:-1], regressor(model_type, params or {}, seed)]
-        parts[name] = Pipeline(stages=stages).fit(effects.where(F.col(TREATED) == value))
+        parts[name] = P.fit_pipeline(Pipeline(stages=stages), effects.where(F.col(TREATED) == value))
     return UpliftModel(X_LEARNER, model_type, columns, parts, {CONTROL_WEIGHT: weight})
 
 
