@@ -400,8 +400,8 @@ def run_train(spark: SparkSession, settings: Settings) -> dict[str, Any]:
                       *[splits[s][k] for s in ("train", "validation", "test") for k in ("from", "to")]))
     if definition.note():
         log.warning("train: %s", definition.note())
-    # Persisted whole: every fold, the refit and the test read their snapshots from it (a few columns wide
-    # rows; recomputing the join from Delta for each fit cost the demo ~5 s a fit).
+    # Persisted whole: every fold, the refit and the test read their snapshots from it (recomputing the
+    # join of the two Delta tables for each fit cost 3-5 s a fit on the demo's data).
     dataset = dataset.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         result = _train(spark, settings, dataset, features, split, splits, stats,
