@@ -361,7 +361,7 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
                                      ms.missing_indicators)
         params = {**P.DEFAULT_PARAMS["gbt"], "maxIter": mode.gbt_iter}
         pipeline, _ = P.build_pipeline(columns, "gbt", params, ms.seed, weighted=True)
-        mllib_s, model = timed(lambda: pipeline.fit(train))
+        mllib_s, model = timed(lambda: P.fit_pipeline(pipeline, train))
         mllib_auc = M.roc_auc(P.predict(model, test), P.RAW_OUTPUT_COL)
         xgb = training_xgboost(spark, columns, params, ms.seed, train, test, mllib_s, mllib_auc)
         cols = [*columns.numeric, *columns.categorical]
@@ -395,7 +395,8 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
         "time_ratio_mllib_vs_sklearn": round(mllib_s / sk_s, 1) if sk_s > 0 else None,
         "mllib_test_auc": round(mllib_auc, 4), "sklearn_test_auc": round(sk_auc, 4),
         "auc_diff_mllib_minus_sklearn": round(mllib_auc - sk_auc, 4),
-        "note": "MLlib: Pipeline fit (encoding + GBTClassifier) on a persisted DataFrame; sklearn: "
+        "note": "MLlib: the product's fit (train/pipeline.py:fit_pipeline: the encoding, then GBTClassifier on a "
+                "local checkpoint of its inputs) of a persisted DataFrame; sklearn: "
                 "HistGradientBoostingClassifier fit on the same rows in memory (toPandas not timed)",
         "xgboost": xgb,
     }
@@ -403,10 +404,11 @@ def stage_training(spark: Any, settings: Any, mode: Mode) -> dict[str, Any]:
 
 def training_xgboost(spark: Any, columns: Any, gbt: dict[str, Any], seed: int, train: Any, test: Any,
                      gbt_s: float, gbt_auc: float) -> dict[str, Any]:
-    """The project's Pipeline with xgboost.spark's classifier instead of MLlib's GBT, on the same persisted
-    rows and class weights: rounds, depth, learning rate, row subsample and bins as the GBT's, one worker per
-    core Spark has (the GBT's tasks use the same cores). Time and test ROC AUC (raw probability) against the
-    GBT's. Skipped, and said so, when xgboost is not installed (`pip install -e '.[xgboost]'`)."""
+    """The project's Pipeline with xgboost.spark's classifier instead of MLlib's GBT, fitted the same way
+    (`fit_pipeline`) on the same persisted rows and class weights: rounds, depth, learning rate, row subsample
+    and bins as the GBT's, one worker per core Spark has (the GBT's tasks use the same cores). Time and test ROC
+    AUC (raw probability) against the GBT's. Skipped, and said so, when xgboost is not installed
+    (`pip install -e '.[xgboost]'`)."""
     import importlib.util
 
     from churn_spark.train import metrics as M
@@ -418,7 +420,7 @@ def training_xgboost(spark: Any, columns: Any, gbt: dict[str, Any], seed: int, t
               "learning_rate": gbt["stepSize"], "subsample": gbt["subsamplingRate"], "max_bin": gbt["maxBins"],
               "num_workers": spark.sparkContext.defaultParallelism}
     pipeline, _ = P.build_pipeline(columns, "xgboost", params, seed, weighted=True)
-    seconds, model = timed(lambda: pipeline.fit(train))
+    seconds, model = timed(lambda: P.fit_pipeline(pipeline, train))
     auc = M.roc_auc(P.predict(model, test), P.RAW_OUTPUT_COL)
     return {"status": "ok", "params": params, "xgboost_s": round(seconds, 2), "xgboost_test_auc": round(auc, 4),
             "time_ratio_xgboost_vs_gbt": round(seconds / gbt_s, 3) if gbt_s > 0 else None,

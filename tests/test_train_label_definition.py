@@ -60,7 +60,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """What run_train passes to `_train` (the split and the lineage tables); `_train` itself is a stub."""
     got: dict[str, Any] = {}
 
-    def stub(spark, settings, dataset, features, split, splits, stats, persisted, tables):  # type: ignore[no-untyped-def]
+    def stub(spark, settings, dataset, features, split, splits, stats, tables):  # type: ignore[no-untyped-def]
         got.update(split=split, tables=tables)
         return {"model_version": "stub"}
 
