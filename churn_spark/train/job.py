@@ -427,9 +427,9 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         classes, so raw probabilities mean the same for each and one calibrator fits them all."""
         return with_class_weight(rows, label_rate(stats, days)) if ms.class_weights else rows
 
-    def fit(c: Candidate, days: Sequence[dt.date], rows: DataFrame | None = None) -> PipelineModel:
+    def fit(c: Candidate, days: Sequence[dt.date]) -> PipelineModel:
         pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)
-        return P.fit_pipeline(pipeline, weighted(filter_snapshots(dataset, days) if rows is None else rows, days))
+        return P.fit_pipeline(pipeline, weighted(filter_snapshots(dataset, days), days))
 
     described = f"{len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
     cands = candidates(ms)
@@ -451,15 +451,14 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if split.refit:
         assert best is not None
         calibration_rows = best.pooled()
-        refit = filter_snapshots(dataset, split.refit)
         with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
                                      f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
                                      f"{described})"):
-            fitted = fit(chosen, split.refit, refit)
+            fitted = fit(chosen, split.refit)
     else:
         with progress.stage("train", f"{chosen.family} fitted on {progress.rows(splits['train']['rows'])} rows "
                                      f"({described})"):
-            fitted = fit(chosen, split.train, train)
+            fitted = fit(chosen, split.train)
             calibration_rows = out_of_time_predictions([(fitted, validation)])
     try:
         with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
