@@ -215,8 +215,9 @@ def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
     deserialises its RDD's whole lineage -- here the encoding's SQL plans over hundreds of columns, ~25 ms a
     task, as long as the work itself. Materialising only the learner's columns (features, label, weight) cuts
     the lineage: on the demo's data one fold's LR fit went 35 -> 21 s, its GBT 42 -> 26 s, same models (the
-    checkpoint keeps the rows' partitions and order). The blocks live on the executors until the fit ends; an
-    executor lost meanwhile fails the fit (the job is rerun), the price of a lineage that short.
+    checkpoint keeps the rows' partitions and order; LR's sums may differ in the last bits). The blocks live on
+    the executors until the fit ends; an executor lost meanwhile fails the fit (the job is rerun), the price of
+    a lineage that short.
     """
     *encoding, learner = pipeline.getStages()
     if not isinstance(learner, Estimator):
