@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +91,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _cluster_id() -> str:
-    """A KRaft cluster id: a random UUID, URL-safe base64 without padding (what StorageTool makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id(draw: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: a random UUID, URL-safe base64 without padding, as Kafka's `Uuid.randomUuid` makes
+    it -- drawn again when it starts with "-", which StorageTool's argument parser takes for an option (one
+    id in 64; a land-ready run failed on one)."""
+    while (text := base64.urlsafe_b64encode(draw()).decode().rstrip("=")).startswith("-"):
+        pass
+    return text
 
 
 def _server_properties(data_dir: Path, port: int, controller_port: int, partitions: int) -> str:
@@ -187,7 +191,7 @@ def start_broker(workdir: str | Path | None = None, partitions: int = 2, heap: s
     java, classpath = _java(), f"{jars}/*"
     jvm = [java, f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
            f"-Dlog4j.configuration=file:{work / 'log4j.properties'}", "-cp", classpath]
-    fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+    fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(props)],
                          capture_output=True, text=True, check=False)
     if fmt.returncode != 0:
         raise EnvironmentProblem(f"Kafka storage format failed: {(fmt.stderr or fmt.stdout).strip()[:300]}")
