@@ -128,6 +128,10 @@ def test_fit_pipeline_fits_the_model_pipeline_fit_does_and_frees_its_checkpoint(
         assert lean.stages[-1].coefficients.toArray().tolist() == pytest.approx(
             plain.stages[-1].coefficients.toArray().tolist(), rel=1e-9, abs=1e-12)
         assert lean.stages[-1].intercept == pytest.approx(plain.stages[-1].intercept, rel=1e-9, abs=1e-12)
+        # the scaler, fitted on the checkpointed vectors, learnt the same means and deviations
+        for stat in ("mean", "std"):
+            assert getattr(lean.stages[-2], stat).toArray().tolist() == pytest.approx(
+                getattr(plain.stages[-2], stat).toArray().tolist(), rel=1e-9, abs=1e-12)
     else:
         assert lean.stages[-1].toDebugString == plain.stages[-1].toDebugString  # the same trees, split for split
     # the learner saw the weights: doubling a1's weight moves the fit
