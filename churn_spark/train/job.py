@@ -338,6 +338,33 @@ def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame, n
         return CurrentModel(version, error=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
 
 
+def evaluate_on_test(spark: SparkSession, settings: Settings, model: PipelineModel, test: DataFrame,
+                     rows: int) -> tuple[dict[str, Any], list[dict[str, Any]], Any, CurrentModel]:
+    """The registered model's metrics on the test snapshots (with bootstrap intervals), its calibration by
+    decile, its score histogram, and the current model on the same rows (what promotion compares)."""
+    ms = settings.model
+    with progress.stage("train", f"evaluated on {progress.rows(rows)} test rows") as step:
+        scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            metrics = M.evaluate(scored, read_truth(spark, settings))
+            raw = M.probability_errors(scored, P.RAW_OUTPUT_COL)
+            metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
+                           roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
+            deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
+            metrics.update(M.calibration_errors(deciles))
+            if ms.bootstrap_replicates:
+                metrics["intervals"] = M.bootstrap_intervals(scored, ms.bootstrap_replicates, ms.seed)
+            hist = score_histogram(scored)
+            current = evaluate_current(spark, settings, test, scored, ms.promote_metric, ms.bootstrap_replicates,
+                                       ms.seed)
+        finally:
+            scored.unpersist()
+        step.done(f"evaluated on {progress.rows(rows)} test rows: "
+                  + ", ".join(f"{k} {metrics[k]:.4f}" + interval_text(metrics, k)
+                              for k in ("roc_auc", "pr_auc", "ece") if k in metrics))
+    return metrics, deciles, hist, current
+
+
 def interval_text(metrics: dict[str, Any], key: str) -> str:
     """` [low, high]` of `key`'s bootstrap interval when there is one, else nothing."""
     interval = metrics.get("intervals", {}).get(key)
@@ -449,56 +476,63 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
             r.release()
     chosen = best.candidate if best else cands[0]
     table = selection_table(results, ms.select_metric)
-    if split.refit:
-        assert best is not None
-        calibration_rows = best.pooled()
-        with progress.stage("train", f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows "
-                                     f"of {len(split.refit)} snapshots ({split.refit[0]}..{split.refit[-1]}; "
-                                     f"{described})"):
-            fitted = fit(chosen, split.refit)
-    else:
-        with progress.stage("train", f"{chosen.family} fitted on {progress.rows(splits['train']['rows'])} rows "
-                                     f"({described})"):
-            fitted = fit(chosen, split.train)
-            calibration_rows = out_of_time_predictions([(fitted, validation)])
-    try:
-        with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
-            calibrator = P.fit_calibration(ms.calibration, calibration_rows, ms.seed)
-            calibration = {**calibrator.describe(), "configured": ms.calibration,
-                           "fitted_on": calibration_source(split), "rows": calibration_rows.count()}
-            step.done(f"{ms.calibration} calibration fitted on {progress.rows(calibration['rows'])} "
-                      f"out-of-time predictions ({calibration['fitted_on']})")
-    finally:
-        calibration_rows.unpersist()
-        if best is not None:
-            best.release()
-    model = P.with_calibration(fitted, calibrator)
 
-    with progress.stage("train", f"evaluated on {progress.rows(splits['test']['rows'])} test rows") as step:
-        scored = score_rows(model, test).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            metrics = M.evaluate(scored, read_truth(spark, settings))
-            raw = M.probability_errors(scored, P.RAW_OUTPUT_COL)
-            metrics.update(log_loss_raw=raw["log_loss"], brier_raw=raw["brier"],
-                           roc_auc_raw=M.roc_auc(scored, P.RAW_OUTPUT_COL))
-            deciles = [r.asDict() for r in M.calibration_by_decile(scored).collect()]
-            metrics.update(M.calibration_errors(deciles))
-            if ms.bootstrap_replicates:
-                metrics["intervals"] = M.bootstrap_intervals(scored, ms.bootstrap_replicates, ms.seed)
-            hist = score_histogram(scored)
-            current = evaluate_current(spark, settings, test, scored, ms.promote_metric, ms.bootstrap_replicates,
-                                       ms.seed)
-        finally:
-            scored.unpersist()
-        step.done(f"evaluated on {progress.rows(splits['test']['rows'])} test rows: "
-                  + ", ".join(f"{k} {metrics[k]:.4f}" + interval_text(metrics, k)
-                              for k in ("roc_auc", "pr_auc", "ece") if k in metrics))
-    with progress.stage("train", "drift reference") as step:
-        # from the persisted dataset, not another read of gold.churn_features: the same rows (the demo's
-        # stored reference came out identical), ~1 s less
-        reference = drift_reference(model, dataset, split.train, columns, settings)
-        step.done(f"drift reference: score and {len(reference['features'])} features on "
-                  f"{progress.rows(reference['rows'])} training rows")
+    def final_fit() -> PipelineModel:
+        if split.refit:
+            what = (f"{chosen.family} refitted on {progress.rows(splits['refit']['rows'])} rows of {len(split.refit)} "
+                    f"snapshots ({split.refit[0]}..{split.refit[-1]}; {described})")
+        else:
+            what = f"{chosen.family} fitted on {progress.rows(splits['train']['rows'])} rows ({described})"
+        with progress.stage("train", what):
+            return fit(chosen, split.final)
+
+    def calibrate(rows: DataFrame) -> tuple[P.Calibration, dict[str, Any]]:
+        with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
+            calibrator = P.fit_calibration(ms.calibration, rows, ms.seed)
+            described_calibration = {**calibrator.describe(), "configured": ms.calibration,
+                                     "fitted_on": calibration_source(split), "rows": rows.count()}
+            step.done(f"{ms.calibration} calibration fitted on {progress.rows(described_calibration['rows'])} "
+                      f"out-of-time predictions ({described_calibration['fitted_on']})")
+        return calibrator, described_calibration
+
+    # Steps that need nothing of each other run side by side (`model.parallelism`): each is a chain of small
+    # Spark jobs and driver-side planning that leaves a core idle (demo: refit and calibrator, then the test
+    # evaluation and the drift reference).
+    with ThreadPoolExecutor(max_workers=ms.parallelism) as pool:
+        if split.refit:
+            assert best is not None
+            calibration_rows = best.pooled()
+            refitted, calibrated = pool.submit(final_fit), pool.submit(calibrate, calibration_rows)
+            try:
+                fitted, (calibrator, calibration) = refitted.result(), calibrated.result()
+            finally:
+                for running in (refitted, calibrated):  # when one failed, the other may still read the predictions
+                    running.exception()  # waits; the failure itself was raised by result()
+                calibration_rows.unpersist()
+                best.release()
+        else:
+            fitted = final_fit()
+            calibration_rows = out_of_time_predictions([(fitted, validation)])
+            try:
+                calibrator, calibration = calibrate(calibration_rows)
+            finally:
+                calibration_rows.unpersist()
+                if best is not None:
+                    best.release()
+        model = P.with_calibration(fitted, calibrator)
+
+        def reference_of_training_rows() -> dict[str, Any]:
+            with progress.stage("train", "drift reference") as step:
+                # from the persisted dataset, not another read of gold.churn_features: the same rows (the
+                # demo's stored reference came out identical), ~1 s less
+                reference = drift_reference(model, dataset, split.train, columns, settings)
+                step.done(f"drift reference: score and {len(reference['features'])} features on "
+                          f"{progress.rows(reference['rows'])} training rows")
+            return reference
+
+        evaluated = pool.submit(evaluate_on_test, spark, settings, model, test, splits["test"]["rows"])
+        referenced = pool.submit(reference_of_training_rows)
+        (metrics, deciles, hist, current), reference = evaluated.result(), referenced.result()
     promote, reason = promotion_decision(current, metrics, ms.promote_metric, ms.promote_tolerance)
     if current.error is not None:
         log.warning("train: %s", reason)
