@@ -304,6 +304,7 @@ class ModelSettings(_Section):
     params: dict[str, Any] = Field(default_factory=dict)  # MLlib params of the one family `type` names
     params_by_family: dict[Family, dict[str, Any]] = Field(default_factory=dict)  # per family (any type)
     param_grid: dict[str, list[Any]] = Field(default_factory=dict)  # searched for the one family `type` names
+    # fits (and independent later steps: refit + calibrator, evaluation + drift reference) run at a time
     parallelism: int = Field(2, ge=1)
     # the labelled dataset's layout: one partition per this many rows, at most spark.sql.shuffle.partitions
     rows_per_partition: int = Field(20_000, ge=1)

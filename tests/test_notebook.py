@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from explore_lakehouse import small_lakehouse
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from pyspark.sql import functions as F
@@ -84,7 +85,11 @@ def test_notebook_executes_against_a_generated_lakehouse(explore_lake, tmp_path,
     monkeypatch.setenv("CHURN_CONFIG", str(config))
     monkeypatch.setenv("CHURN_SPARK_MASTER", "local[2]")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=1200, kernel_name=KERNEL, allow_errors=False,
+    # The kernel talks over Unix sockets in the test's folder, not TCP: the kernel manager picks free TCP ports
+    # and the kernel binds them later, and a Spark JVM or broker of the other pytest worker took one in
+    # between in a land-ready run ("Address already in use", "Kernel died before replying to kernel_info").
+    km = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(tmp_path / "kernel"))
+    client = NotebookClient(nb, km=km, timeout=1200, kernel_name=KERNEL, allow_errors=False,
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     try:
         client.execute()
