@@ -329,10 +329,16 @@ def evaluate_current(spark: SparkSession, settings: Settings, test: DataFrame, n
         problems = R.incompatibilities(metadata, settings.features.feature_set_version, test.schema)
         if problems:
             return CurrentModel(version, incompatible="; ".join(problems))
-        scored = score_rows(R.load_model(spark, settings, version).model, test)
-        paired = M.paired_bootstrap_difference(new_scored, scored, metric, replicates, seed) if replicates else None
-        return CurrentModel(version, {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored),
-                                      **M.probability_errors(scored)}, paired=paired)
+        # Persisted: the paired bootstrap and the four metrics read it; unpersisted, each re-ran the model's
+        # encoding of the test rows (the demo's comparison took 18-19 s warm that way, 9-10 s persisted)
+        scored = (score_rows(R.load_model(spark, settings, version).model, test)
+                  .select(*KEYS, "label", P.OUTPUT_COL).persist(StorageLevel.MEMORY_AND_DISK))
+        try:
+            paired = M.paired_bootstrap_difference(new_scored, scored, metric, replicates, seed) if replicates else None
+            return CurrentModel(version, {"roc_auc": M.roc_auc(scored), "pr_auc": M.pr_auc(scored),
+                                          **M.probability_errors(scored)}, paired=paired)
+        finally:
+            scored.unpersist()
     except Exception as exc:  # noqa: BLE001 - reported as the promotion's failure, one line
         text = str(exc).strip()
         return CurrentModel(version, error=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
