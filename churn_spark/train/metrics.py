@@ -144,13 +144,16 @@ def oracle_roc_auc(scored: DataFrame, truth: DataFrame, label_col: str = LABEL) 
     """AUC of the generator's true probabilities on the same (account, snapshot) rows as `scored`;
     also the model's AUC restricted to the rows that have a truth value, for a like-for-like gap."""
     joined = scored.select(*KEYS, label_col, SCORE).join(
-        truth.select(*KEYS, F.col("churn_probability").alias("true_probability")), list(KEYS))
-    rows = joined.count()
-    if rows == 0:
-        return {}
-    return {"oracle_roc_auc": roc_auc(joined, "true_probability", label_col),
-            "oracle_rows": rows,
-            "roc_auc_on_oracle_rows": roc_auc(joined, SCORE, label_col)}
+        truth.select(*KEYS, F.col("churn_probability").alias("true_probability")), list(KEYS)).persist()
+    try:  # persisted: the count and both AUCs read it (each would read the truth table and join again)
+        rows = joined.count()
+        if rows == 0:
+            return {}
+        return {"oracle_roc_auc": roc_auc(joined, "true_probability", label_col),
+                "oracle_rows": rows,
+                "roc_auc_on_oracle_rows": roc_auc(joined, SCORE, label_col)}
+    finally:
+        joined.unpersist()
 
 
 def evaluate(scored: DataFrame, truth: DataFrame | None = None) -> dict[str, Any]:
