@@ -161,8 +161,9 @@ def sklearn_comparison(spark: Any, settings: Any) -> dict[str, Any]:
 
     keep = ["account_id", "campaign_id", "label", "treated", "propensity", M.TRUE_UPLIFT, *cols.numeric,
             *cols.categorical]
-    tr = train.select(*[f"`{c}`" for c in keep]).toPandas()  # bench-sized: a few thousand assignments
-    te = test.select(*[f"`{c}`" for c in keep]).toPandas()
+    # bench-sized: a few thousand assignments (Any: pyspark types toPandas' result as a protocol without indexing)
+    tr: Any = train.select(*[f"`{c}`" for c in keep]).toPandas()
+    te: Any = test.select(*[f"`{c}`" for c in keep]).toPandas()
     started = time.perf_counter()
     te["uplift"] = sklearn_t_learner(tr, te, list(cols.numeric), list(cols.categorical), float(params["regParam"]))
     sk_s = time.perf_counter() - started
