@@ -19,7 +19,7 @@ from churn_spark.check import report_text
 from churn_spark.cli import main
 from churn_spark.config import Settings, load_settings, with_overrides
 from churn_spark.errors import InputCheckError
-from churn_spark.features.job import load_inputs
+from churn_spark.features.job import event_span, load_inputs
 from churn_spark.lakehouse import Lakehouse
 
 pytestmark = pytest.mark.slow  # the check command over written lakehouses: not in make test-fast
@@ -161,11 +161,27 @@ def test_features_fail_before_any_gold_table_when_ids_do_not_join(spark, lake, t
     # through the CLI: the one line, exit 2, and the shares in the run summary
     config = tmp_path / "f.yaml"
     config.write_text(yaml.safe_dump({"lakehouse": str(lake), "spark": TEST_SPARK.model_dump(mode="json")}))
-    assert main(["--config", str(config), "features", "--from", "2023-06-01", "--to", "2023-06-01"]) == 2
+    # August: every event (February..July) is inside the windows the features of 2023-08-01 read
+    assert main(["--config", str(config), "features", "--from", "2023-08-01", "--to", "2023-08-01"]) == 2
     (summary,) = [json.loads(p.read_text()) for p in (lake / "runs").glob("*-features-*.json")]
     assert summary["error"] == f"InputCheckError: {UNKNOWN_LINE}"
     assert summary["result"] == {"account_references": REFERENCES}
     assert not (lake / "gold").exists()
+
+
+def test_a_features_run_checks_the_ids_of_the_events_its_windows_read(spark, lake) -> None:
+    """Events of [2023-02-01, 2023-07-01): e1, e2 (a1) and e3 (a2); zz's e4 of July 1 is outside, so the events'
+    share is 0 of 3. With the default windows June 1's features read from 548 days before it (the longest window;
+    the 18-month lookback starts a day later) to May 31: e1 and e2 only."""
+    settings = _settings(lake, max_unknown_account_share=0.5)
+    loaded = load_inputs(spark, settings, (dt.date(2023, 2, 1), dt.date(2023, 7, 1)))
+    assert loaded.account_references is not None
+    assert loaded.account_references["events"] == {"rows": 3, "unknown_account": 0, "share": 0.0}
+    assert loaded.account_references["subscriptions"] == REFERENCES["subscriptions"]  # not windowed
+    first, end = event_span(settings, [dt.date(2023, 6, 1)])
+    assert (first, end) == (dt.date(2021, 11, 30), dt.date(2023, 6, 1))
+    windowed = load_inputs(spark, settings, (first, end)).account_references
+    assert windowed is not None and windowed["events"] == {"rows": 2, "unknown_account": 0, "share": 0.0}
 
 
 def test_features_count_orphan_subscriptions_and_tickets_with_their_reason(spark, lake) -> None:
