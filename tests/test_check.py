@@ -19,7 +19,7 @@ from churn_spark.check import report_text
 from churn_spark.cli import main
 from churn_spark.config import Settings, load_settings, with_overrides
 from churn_spark.errors import InputCheckError
-from churn_spark.features.job import event_span, load_inputs
+from churn_spark.features.job import load_inputs
 from churn_spark.lakehouse import Lakehouse
 
 pytestmark = pytest.mark.slow  # the check command over written lakehouses: not in make test-fast
@@ -170,18 +170,17 @@ def test_features_fail_before_any_gold_table_when_ids_do_not_join(spark, lake, t
 
 
 def test_a_features_run_checks_the_ids_of_the_events_its_windows_read(spark, lake) -> None:
-    """Events of [2023-02-01, 2023-07-01): e1, e2 (a1) and e3 (a2); zz's e4 of July 1 is outside, so the events'
-    share is 0 of 3. With the default windows June 1's features read from 548 days before it (the longest window;
-    the 18-month lookback starts a day later) to May 31: e1 and e2 only."""
+    """With the default windows the features of D read the events from 548 days before D (the longest window; the
+    18-month lookback starts a day later) to the day before D. July 1: e1, e2 (a1) and e3 (a2) of February to June 2;
+    zz's e4 of July 1 is D itself, outside: 0 unknown of 3. June 1: e1 and e2 only."""
     settings = _settings(lake, max_unknown_account_share=0.5)
-    loaded = load_inputs(spark, settings, (dt.date(2023, 2, 1), dt.date(2023, 7, 1)))
-    assert loaded.account_references is not None
-    assert loaded.account_references["events"] == {"rows": 3, "unknown_account": 0, "share": 0.0}
-    assert loaded.account_references["subscriptions"] == REFERENCES["subscriptions"]  # not windowed
-    first, end = event_span(settings, [dt.date(2023, 6, 1)])
-    assert (first, end) == (dt.date(2021, 11, 30), dt.date(2023, 6, 1))
-    windowed = load_inputs(spark, settings, (first, end)).account_references
-    assert windowed is not None and windowed["events"] == {"rows": 2, "unknown_account": 0, "share": 0.0}
+    july = load_inputs(spark, settings, [dt.date(2023, 7, 1)]).account_references
+    assert july is not None and july["events"] == {"rows": 3, "unknown_account": 0, "share": 0.0}
+    assert july["subscriptions"] == REFERENCES["subscriptions"]  # not windowed
+    june = load_inputs(spark, settings, [dt.date(2023, 6, 1)]).account_references
+    assert june is not None and june["events"] == {"rows": 2, "unknown_account": 0, "share": 0.0}
+    everything = load_inputs(spark, settings).account_references  # as `check`: every day
+    assert everything is not None and everything["events"] == REFERENCES["events"]
 
 
 def test_features_count_orphan_subscriptions_and_tickets_with_their_reason(spark, lake) -> None:

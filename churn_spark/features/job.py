@@ -26,14 +26,13 @@ from churn_spark.errors import ContractError
 from churn_spark.features import catalog as cat
 from churn_spark.features import vocabulary as vocab
 from churn_spark.features.account import account_features, attribute_dtypes, tenure_as_double
-from churn_spark.features.activity import activity_features, boundaries, with_per_seat_rates
+from churn_spark.features.activity import activity_features, activity_in_range, boundaries, with_per_seat_rates
 from churn_spark.features.support import support_features
 from churn_spark.fingerprint import fingerprint
 from churn_spark.labels import churn_labels, label_definition, snapshot_dates, with_definition
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import FEATURE_KEY_COLUMNS, KEYS
 from churn_spark.silver import daily_activity, read_silver, silver_event_types, sync_silver
-from churn_spark.silver.daily import DAY
 
 log = logging.getLogger("churn_spark")
 
@@ -79,20 +78,12 @@ def bronze_daily_activity(spark: SparkSession, settings: Settings) -> DataFrame:
     return read_bronze_events(spark, settings).transform(daily_activity)
 
 
-def event_span(settings: Settings, snapshots: Sequence[dt.date]) -> tuple[dt.date, dt.date]:
-    """[first, end) of the event days the features of `snapshots` read: from the earliest window start (the
-    longest window, trend or lookback before the first snapshot) to the last snapshot."""
-    bounds = boundaries(snapshots, settings.features, settings.churn)
-    return bounds.dates[0], bounds.dates[-1]
-
-
-def load_inputs(spark: SparkSession, settings: Settings,
-                events_within: tuple[dt.date, dt.date] | None = None) -> FeatureInputs:
+def load_inputs(spark: SparkSession, settings: Settings, snapshots: Sequence[dt.date] | None = None) -> FeatureInputs:
     """The conformed raw inputs and the daily activity of silver, synced with bronze first (never stale).
 
-    The ids' join check counts the events of the days `events_within` ([first, end), `event_span`) when given,
-    else of all days: a job reads only its snapshots' windows, and a nightly run must not scan all of history
-    to check the ids of one day's features (`check` and the exploration report count all)."""
+    The ids' join check counts the events of the days the features of `snapshots` read (`activity_in_range`: from
+    the earliest window or lookback start to the day before the last snapshot) when given, else of every day: a
+    nightly run must not scan all of history to check the ids of one day's features (`check` counts all)."""
     conformed = {t: io.read_input(spark, settings, t) for t in ("accounts", "subscriptions", "support_tickets")}
     accounts, subscriptions = conformed["accounts"], conformed["subscriptions"]
     if accounts is None or subscriptions is None:
@@ -104,8 +95,8 @@ def load_inputs(spark: SparkSession, settings: Settings,
     synced = sync_silver(spark, settings)
     activity = read_silver(spark, settings)
     # ids that do not join fail here, before any gold table; orphans are then counted, not joined away
-    referencing = activity if events_within is None else activity.where(
-        (F.col(DAY) >= events_within[0]) & (F.col(DAY) < events_within[1]))
+    referencing = activity if not snapshots else activity_in_range(
+        activity, boundaries(snapshots, settings.features, settings.churn))
     references = ids.input_account_references(accounts.good, subscriptions.good, tickets.good if tickets else None,
                                               referencing)
     ids.check_account_references(references, settings.inputs)
@@ -344,7 +335,7 @@ def build_labels_and_features(spark: SparkSession, settings: Settings,
 
     Works for dates whose labels are censored (label null); accounts without events get 0 counts.
     """
-    inputs = load_inputs(spark, settings, event_span(settings, snapshots))
+    inputs = load_inputs(spark, settings, snapshots)
     data_end = resolve_data_end(settings, inputs.events)
     event_types = resolve_event_types(settings, inputs.events, snapshots, inputs.raw_event_types)
     inputs = replace(inputs, events=without_new_event_types(inputs.events, event_types))
@@ -414,7 +405,7 @@ def write_labels_and_features(spark: SparkSession, settings: Settings, snapshots
     snapshots = sorted(set(snapshots))
     lake = Lakehouse.from_settings(settings)
     with progress.stage("features", "inputs read") as step:
-        loaded = load_inputs(spark, settings, event_span(settings, snapshots))
+        loaded = load_inputs(spark, settings, snapshots)
         data_end = resolve_data_end(settings, loaded.events)
         resolved = resolve_event_types(settings, loaded.events, snapshots, loaded.raw_event_types)
         event_types = resolved.types
