@@ -267,6 +267,9 @@ class FeatureSettings(_Section):
     per_seat_windows_days: list[int] = Field(default_factory=lambda: [28, 90])
     # windows for plan changes and MRR change ratios from subscriptions
     change_windows_days: list[int] = Field(default_factory=lambda: [90, 182, 365])
+    # season_cos / season_sin: where D falls in the calendar year, so a model can learn seasonal churn
+    # (budget reviews, year-end) instead of carrying the calibration period's base rate to every season
+    season: bool = True
 
     @field_validator("windows_days", "change_windows_days")
     @classmethod

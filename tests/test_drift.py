@@ -105,7 +105,7 @@ def test_psi_of_a_scored_population_against_a_stored_reference_by_hand(spark: Sp
     assert drift == {"status": "ok", "threshold": 0.2, "score_psi": 0.4423,
                      "feature_psi": {"usage": 1.8125, "plan": 0.0}, "above_threshold": ["churn_probability", "usage"],
                      "reference": {"model_version": "v-1", "snapshots": ["2023-01-01"], "rows": 10},
-                     "excluded_features": ["tenure_days"]}
+                     "excluded_features": ["season_cos", "season_sin", "tenure_days"]}
 
 
 def test_a_feature_that_grows_by_design_shifted_by_months_never_warns(spark: SparkSession,
@@ -120,10 +120,29 @@ def test_a_feature_that_grows_by_design_shifted_by_months_never_warns(spark: Spa
     assert stability_against({"tenure_days": stored["features"]["tenure_days"]}, later)["tenure_days"] > 5
     drift = drift_report(stored, later, later, "v-1", settings)
     assert "tenure_days" not in drift["feature_psi"] and "tenure_days" not in drift["above_threshold"]
-    assert drift["above_threshold"] == ["churn_probability", "usage"] and drift["excluded_features"] == ["tenure_days"]
+    assert drift["above_threshold"] == ["churn_probability", "usage"]
+    assert drift["excluded_features"] == ["season_cos", "season_sin", "tenure_days"]
     operator = with_overrides(settings, {"scoring.drift_exclude_features": ["usage"]})
     quiet = drift_report(stored, later, later, "v-1", operator)
-    assert quiet["above_threshold"] == ["churn_probability"] and quiet["excluded_features"] == ["tenure_days", "usage"]
+    assert quiet["above_threshold"] == ["churn_probability"]
+    assert quiet["excluded_features"] == ["season_cos", "season_sin", "tenure_days", "usage"]
+
+
+def test_the_season_of_one_night_against_a_year_of_seasons_never_warns(spark: SparkSession,
+                                                                        settings: Settings) -> None:
+    """season_cos is one value per scoring night (every account is scored on the same D) against the spread
+    of the training year: outside most reference bins by design. Flagged `calendar`, it is never checked."""
+    stored = {**STORED, "features": {
+        "season_cos": {"type": "numeric", "edges": [-0.5, 0.5], "shares": {"0": 0.3, "1": 0.4, "2": 0.3}},
+        **STORED["features"]}}
+    january = spark.createDataFrame(SCORED, SCORED_SCHEMA).withColumn("season_cos", F.lit(1.0))
+    # every row in bin "2" (>= 0.5): 1.0 against 0.3 there, 0.0001 against 0.3 and 0.4 elsewhere
+    assert stability_against({"season_cos": stored["features"]["season_cos"]}, january)["season_cos"] > 5
+    drift = drift_report(stored, january, january, "v-1", settings)
+    assert "season_cos" not in drift["feature_psi"] and "season_cos" not in drift["above_threshold"]
+    assert drift["feature_psi"] == {"usage": 1.8125, "plan": 0.0}
+    off = with_overrides(settings, {"features.season": False})
+    assert drift_report(stored, january, january, "v-1", off)["feature_psi"]["season_cos"] > 5
 
 
 def test_training_reference_leaves_out_features_that_grow_by_design(spark: SparkSession, settings: Settings) -> None:
@@ -137,7 +156,8 @@ def test_training_reference_leaves_out_features_that_grow_by_design(spark: Spark
     model = pipeline.fit(train)
     assert top_sources(source_importances(model, train.limit(0)), 1) == ["tenure_days"]
     ref = drift_reference(model, train.drop("label"), [D0], columns, settings)
-    assert list(ref["features"]) == ["usage"] and ref["excluded_features"] == ["tenure_days"]
+    assert list(ref["features"]) == ["usage"]
+    assert ref["excluded_features"] == ["season_cos", "season_sin", "tenure_days"]
     # usage is 1, 2, 0, 1, 2, 0, ...: four of each; deciles 0 (10%, 20%, 30%), 1 (40% .. 60%), 2 (70% .. 90%).
     assert ref["features"]["usage"] == {"type": "numeric", "edges": [0.0, 1.0, 2.0],
                                         "shares": {"1": 4 / 12, "2": 4 / 12, "3": 4 / 12}}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from chispa import assert_df_equality
+import math
+
+from chispa import assert_approx_df_equality, assert_df_equality
 from featuredata import D, T, accounts, subs
 
 from churn_spark import asof
 from churn_spark.config import FeatureSettings
 from churn_spark.features import catalog as cat
 from churn_spark.features.account import account_features, attribute_dtypes
+from churn_spark.features.calendar import with_season
 
 AS_OF = D(2023, 3, 1)
 FEATURES = FeatureSettings(windows_days=[7, 28], trend_windows_days=[7], per_seat_windows_days=[7],
@@ -96,3 +99,14 @@ def test_numeric_and_boolean_static_attributes_are_double_features(spark):
     assert dtypes == {"country": "categorical", "employees": "numeric", "is_partner": "numeric"}
     specs = {s.name: s.dtype for s in cat.account_specs(FEATURES, attrs, dtypes)}
     assert [specs[a] for a in attrs] == ["categorical", "numeric", "numeric"]
+
+
+def test_season_is_the_position_of_d_in_its_own_year_leap_years_included(spark):
+    """January 1 is angle 0 in every year; July 2 is day 183 of 365 in 2023 (angle 2 pi 182/365, just short
+    of pi) but day 184 of 366 in 2024 (2 pi 183/366 = pi exactly); December 31, 2024 is 2 pi 365/366."""
+    dates = [D(2023, 1, 1), D(2024, 1, 1), D(2023, 7, 2), D(2024, 7, 2), D(2024, 12, 31)]
+    angles = [0.0, 0.0, 2 * math.pi * 182 / 365, math.pi, 2 * math.pi * 365 / 366]
+    days = spark.createDataFrame([(d,) for d in dates], "as_of_date date")
+    want = spark.createDataFrame([(d, math.cos(a), math.sin(a)) for d, a in zip(dates, angles, strict=True)],
+                                 "as_of_date date, season_cos double, season_sin double")
+    assert_approx_df_equality(days.transform(with_season), want, 1e-12, ignore_row_order=True, ignore_nullable=True)

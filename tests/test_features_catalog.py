@@ -26,7 +26,7 @@ def test_catalogue_names_unique_and_windowed_names_carry_their_window():
     for s in specs:
         if s.window_days is not None:
             assert f"{s.window_days}d" in s.name, s.name
-    assert {s.family for s in specs} == {"account", "activity", "support"}
+    assert {s.family for s in specs} == {"account", "calendar", "activity", "support"}
 
 
 def test_clashing_event_types_and_attributes_are_config_errors():
@@ -36,6 +36,19 @@ def test_clashing_event_types_and_attributes_are_config_errors():
     clash = Settings.model_validate({"inputs": {"account_attributes": ["mrr"]}})
     with pytest.raises(ConfigError, match="clash"):
         cat.feature_catalog(clash, ["login"], with_support=False)
+
+
+def test_the_season_is_the_calendar_family_and_can_be_left_out():
+    """Two columns after the account family, flagged `calendar` (never drift-checked, never a reason);
+    `features.season: false` leaves them out of the catalogue, and so out of the table."""
+    specs = cat.feature_catalog(Settings(), ["login"], with_support=False)
+    names = [s.name for s in specs]
+    assert [s.name for s in specs if s.calendar] == ["season_cos", "season_sin"] == cat.calendar_features(Settings())
+    account = cat.account_specs(Settings().features, Settings().inputs.account_attributes)
+    assert names.index("season_cos") == len(account)  # right after the account family
+    off = Settings.model_validate({"features": {"season": False}})
+    assert not [s for s in cat.feature_catalog(off, ["login"], with_support=False) if s.family == "calendar"]
+    assert cat.calendar_features(off) == []
 
 
 def test_only_tenure_grows_by_design():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import TEST_SPARK
 from featuredata import D, T, accounts, events, subs, tickets, write_inputs
 from pyspark.sql import DataFrame, SparkSession
@@ -171,6 +172,20 @@ def test_accounts_without_events_get_zero_counts_and_null_recency(spark, lakes):
     ], "account_id string, login_count_28d double, events_count_per_seat_7d double, days_since_last_event double, "
        "tickets_open double, mrr double, product_id string, country string, feature_set_version string")
     assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_season_of_each_snapshot_is_the_same_for_every_account(spark, lakes):
+    """2023-01-01 is day 1 of 365 (angle 0), 2023-02-01 day 32 (angle 2 pi 31/365), 2023-03-01 day 60
+    (2 pi 59/365): cos and sin of those, on both accounts of each snapshot."""
+    features = table(spark, Lakehouse.from_settings(lakes["settings"]).churn_features)
+    got = features.select("account_id", "as_of_date", "season_cos", "season_sin")
+    angle = {D(2023, 1, 1): 0.0, D(2023, 2, 1): 2 * math.pi * 31 / 365, D(2023, 3, 1): 2 * math.pi * 59 / 365}
+    want = spark.createDataFrame(
+        [(a, d, math.cos(angle[d]), math.sin(angle[d])) for a, d in [("a1", D(2023, 1, 1)), ("a2", D(2023, 1, 1)),
+                                                                     ("a1", D(2023, 2, 1)), ("a2", D(2023, 2, 1)),
+                                                                     ("a1", D(2023, 3, 1)), ("a3", D(2023, 3, 1))]],
+        "account_id string, as_of_date date, season_cos double, season_sin double")
+    assert_approx_df_equality(got, want, 1e-12, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_rerun_is_identical_and_range_a_then_b_equals_a_union_b(spark, lakes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import statistics
 
@@ -24,6 +25,7 @@ from churn_spark.score.reasons import (
 from churn_spark.train.pipeline import FeatureColumns, build_pipeline, predict
 
 SCHEMA = "account_id string, as_of_date date, feature_set_version string, x1 double, x2 double, c string"
+D0, D1 = dt.date(2024, 1, 1), dt.date(2024, 2, 1)
 COLUMNS = FeatureColumns(numeric=["x1", "x2"], categorical=["c"])
 # c: 'a' x6, 'b' x5, 'z' x3 (distinct frequencies -> index order a, b, z); x1 raises risk, x2 lowers it.
 # One-hot slots: a, b, z and the indexer's unseen-category slot (constant 0 in training, std 0 -> scaled to 0).
@@ -164,3 +166,31 @@ def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_na
         return  # there the imputed x1 mod 4 (median of the positions) differs from the median's position
     # s4's x1 is null (imputed with the median): occluding it changes nothing, so it is never a reason.
     assert "x1" not in [got.where("account_id = 's4'").first()[r] for r in REASONS]
+
+
+# The season (a calendar feature, the same for every account at D) drives these labels more than x1 does:
+# season_cos -1 (July): no churner; +1 (January): the 4 accounts with x1 >= 6 churn. x1's median is 5.
+SEASONAL = [(1.0, -1.0, 0), (2.0, -1.0, 0), (3.0, -1.0, 0), (4.0, -1.0, 0), (7.0, -1.0, 0), (8.0, -1.0, 0),
+            (2.0, 1.0, 0), (3.0, 1.0, 0), (6.0, 1.0, 1), (7.0, 1.0, 1), (8.0, 1.0, 1), (9.0, 1.0, 1)]
+
+
+@pytest.mark.parametrize("model_type, params", [
+    ("lr", {"regParam": 0.05}),
+    ("gbt", {"maxIter": 8, "maxDepth": 2, "minInstancesPerNode": 1, "subsamplingRate": 1.0})])
+def test_the_season_is_never_a_reason(spark: SparkSession, model_type: str, params: dict[str, object]) -> None:
+    """The season raises every January account's risk, but it is no account's reason: s1 (x1 = 9, the
+    highest; at the median 5 it would not churn) has x1 as its only reason, s2 (x1 = 1, the lowest) none at
+    all -- although the model leans on the season as much as on x1."""
+    schema = "account_id string, as_of_date date, feature_set_version string, x1 double, season_cos double"
+    rows = [(f"t{i}", D0, "1", x1, s, y) for i, (x1, s, y) in enumerate(SEASONAL)]
+    train = spark.createDataFrame(rows, schema + ", label int")
+    pipeline, _ = build_pipeline(FeatureColumns(numeric=["x1", "season_cos"], categorical=[]), model_type, params,
+                                 seed=3, weighted=False)
+    model = pipeline.fit(train)
+    importances = source_importances(model, train.limit(0))
+    assert importances["season_cos"] > 0 and importances["x1"] > 0
+    january = spark.createDataFrame([("s1", D1, "1", 9.0, 1.0), ("s2", D1, "1", 1.0, 1.0)], schema)
+    got = scores_with_reasons(january, model, lambda df: predict(model, df), 10, ["account_id"])
+    want = spark.createDataFrame([("s1", "x1", None, None), ("s2", None, None, None)],
+                                 "account_id string, reason_1 string, reason_2 string, reason_3 string")
+    assert_df_equality(got.select("account_id", *REASONS), want, ignore_row_order=True, ignore_nullable=True)

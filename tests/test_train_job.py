@@ -157,7 +157,7 @@ def test_drift_reference_is_stored_with_the_model(spark: SparkSession, runs: dic
     train = [f for f in _rows()[1] if f[1] <= april]
     assert (ref["snapshots"], ref["rows"], ref["bins"]) == (
         ["2023-01-01", "2023-02-01", "2023-03-01", "2023-04-01"], 240, 10)
-    assert ref["excluded_features"] == ["tenure_days"]
+    assert ref["excluded_features"] == ["season_cos", "season_sin", "tenure_days"]  # by design, and the season
     assert set(ref["features"]) == {"usage", "tickets", "plan"}  # drift_top_features 10: all three
     assert ref["features"]["plan"] == {"type": "categorical", "shares": {"basic": 0.5, "pro": 0.5}}
     assert ref["features"]["usage"] == _hand_distribution([f[3] for f in train])

@@ -30,6 +30,9 @@ class FeatureSpec:
     # grows with calendar time for every account (tenure): its distribution shifts every night by design,
     # so drift never checks it (score/drift.py, docs/model.md#drift)
     grows_by_design: bool = False
+    # a property of the snapshot date D, the same for every account (the season): it moves with the calendar
+    # by design (never drift-checked) and says nothing about one account (never a reason code)
+    calendar: bool = False
 
 
 OTHER = "other"  # the family pooling the event types beyond features.max_event_types
@@ -200,6 +203,24 @@ def account_specs(f: FeatureSettings, attributes: Sequence[str],
     return specs
 
 
+# --- calendar ------------------------------------------------------------------------------------
+
+SEASON_COS, SEASON_SIN = "season_cos", "season_sin"
+CALENDAR_FEATURES = (SEASON_COS, SEASON_SIN)
+
+
+def calendar_specs(f: FeatureSettings) -> list[FeatureSpec]:
+    """The season of D as a point on the unit circle (both coordinates: one alone cannot tell spring from
+    autumn), empty with `features.season: false`."""
+    if not f.season:
+        return []
+    angle = "2 pi (day of year of D - 1) / days in D's year"
+    return [FeatureSpec(SEASON_COS, "calendar", None, "numeric", f"cos({angle}): 1 on January 1, -1 mid-year",
+                        calendar=True),
+            FeatureSpec(SEASON_SIN, "calendar", None, "numeric", f"sin({angle}): 1 in early April, -1 in early "
+                        "October", calendar=True)]
+
+
 # --- support -------------------------------------------------------------------------------------
 
 
@@ -246,12 +267,13 @@ def support_specs(f: FeatureSettings) -> list[FeatureSpec]:
 
 def feature_catalog(settings: Settings, event_types: Sequence[str] | Mapping[str, str], with_support: bool,
                     attribute_dtypes: Mapping[str, Dtype] | None = None) -> list[FeatureSpec]:
-    """Every feature column in table order: account, activity (any type, then per family), support.
+    """Every feature column in table order: account, calendar, activity (any type, then per family), support.
 
     `event_types`: {raw type: family} (features/vocabulary.py), or a list of types, each its own family.
     `attribute_dtypes` as in `account_specs` (the job passes the types of its attribute source)."""
     slugs = families_of(event_types)
     specs = account_specs(settings.features, settings.inputs.account_attributes, attribute_dtypes)
+    specs += calendar_specs(settings.features)
     specs += activity_specs(settings.features, settings.churn, slugs)
     if with_support:
         specs += support_specs(settings.features)
@@ -274,10 +296,16 @@ def grows_by_design(settings: Settings) -> list[str]:
     return [s.name for s in specs if s.grows_by_design]
 
 
+def calendar_features(settings: Settings) -> list[str]:
+    """Features that are a property of D alone (the season), flagged `calendar` in the catalogue."""
+    return [s.name for s in calendar_specs(settings.features) if s.calendar]
+
+
 def readme_table(settings: Settings | None = None) -> str:
     """The catalogue as a Markdown table for the default config, per-type features as `{event_type}_...`."""
     settings = settings or Settings()
     specs = account_specs(settings.features, settings.inputs.account_attributes)
+    specs += calendar_specs(settings.features)
     specs += activity_specs(settings.features, settings.churn, [TYPE_PLACEHOLDER])
     specs += support_specs(settings.features)
     lines = ["| feature | family | window (days) | type | definition |", "|---|---|---|---|---|"]

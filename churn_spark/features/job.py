@@ -27,6 +27,7 @@ from churn_spark.features import catalog as cat
 from churn_spark.features import vocabulary as vocab
 from churn_spark.features.account import account_features, attribute_dtypes, tenure_as_double
 from churn_spark.features.activity import activity_features, activity_in_range, boundaries, with_per_seat_rates
+from churn_spark.features.calendar import with_season
 from churn_spark.features.support import support_features
 from churn_spark.fingerprint import fingerprint
 from churn_spark.labels import churn_labels, label_definition, snapshot_dates, with_definition
@@ -283,6 +284,7 @@ def assemble_features(spine: DataFrame, families: Sequence[DataFrame], specs: Se
     filled = joined.fillna(0.0, subset=[s.name for s in specs if s.zero_when_absent])
     return (
         filled.transform(tenure_as_double)
+        .transform(lambda df: with_season(df) if settings.features.season else df)
         .transform(lambda df: with_per_seat_rates(df, slugs, settings.features))
         .select(*KEYS, F.lit(settings.features.feature_set_version).alias("feature_set_version"),
                 F.lit(fingerprint).alias("config_fingerprint"), *[F.col(s.name) for s in specs])

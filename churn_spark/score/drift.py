@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from churn_spark.config import Settings
-from churn_spark.features.catalog import grows_by_design
+from churn_spark.features.catalog import calendar_features, grows_by_design
 
 NULL_BIN = "null"
 DEFAULT_FLOOR = 1e-4
@@ -85,9 +85,10 @@ def bin_shares(df: DataFrame, edges: Mapping[str, Sequence[float]],
 
 def excluded_features(settings: Settings) -> list[str]:
     """Features never checked for drift: the catalogue's `grows_by_design` ones (tenure_days moves by a
-    month every month for every account, so its PSI would warn every night) and
-    `scoring.drift_exclude_features`."""
-    return sorted(set(grows_by_design(settings)) | set(settings.scoring.drift_exclude_features))
+    month every month for every account, so its PSI would warn every night), its `calendar` ones (the season
+    is one value per night against a year of them in the reference) and `scoring.drift_exclude_features`."""
+    return sorted(set(grows_by_design(settings)) | set(calendar_features(settings))
+                  | set(settings.scoring.drift_exclude_features))
 
 
 def _bin_order(b: str) -> tuple[int, int, str]:

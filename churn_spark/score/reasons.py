@@ -1,6 +1,7 @@
 """Reason codes: the three features that raise an account's churn risk the most.
 
-Both methods name *source* features (a column of `gold.churn_features`), never a vector slot: the
+Both methods name *source* features (a column of `gold.churn_features`), never a vector slot and never a
+calendar feature (the season is the same for every account at D: it explains no one account): the
 slots of the model's assembled vector are mapped back through the assembler's ML attributes
 (`num__x` and `missing__x` -> `x`, one-hot `cat__c_<value>` -> `c`) and summed per source.
 
@@ -32,6 +33,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from churn_spark.features.catalog import CALENDAR_FEATURES
 from churn_spark.train.pipeline import calibrated, cyclic_column
 
 Predict = Callable[[DataFrame], DataFrame]
@@ -134,12 +136,13 @@ def top_three_positive(effects: Column) -> list[Column]:
 
 
 def lr_contributions(model: PipelineModel, sample: DataFrame) -> dict[str, Column]:
-    """{source feature: sum over its slots of coefficient * standardised value}, on a predicted frame."""
+    """{source feature: sum over its slots of coefficient * standardised value}, on a predicted frame;
+    calendar features are left out (they are no account's reason)."""
     coefs = classifier_stage(model).coefficients.toArray()
     slots = vector_to_array(F.col(VECTOR))
     terms: dict[str, list[Column]] = {}
     for j, source in enumerate(slot_sources(model, sample)):
-        if coefs[j] != 0.0:
+        if coefs[j] != 0.0 and source not in CALENDAR_FEATURES:
             terms.setdefault(source, []).append(F.lit(float(coefs[j])) * slots.getItem(j))
     return {s: reduce(lambda a, b: a + b, t) for s, t in terms.items()}
 
@@ -233,5 +236,6 @@ def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Pred
         predicted = predict(features)
         return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *REASONS)
     slots = slot_sources(model, sample)  # once: both the importances and the occlusion need it
-    sources = top_sources(source_importances(model, sample, slots), candidates)
+    importances = {s: v for s, v in source_importances(model, sample, slots).items() if s not in CALENDAR_FEATURES}
+    sources = top_sources(importances, candidates)
     return occlusion_reasons(features, model, sources, keys, slots)
