@@ -18,6 +18,9 @@ from churn_spark.train.pipeline import PlattCalibration
     ("roc_auc", 0.80, 0.81, 0.0, False),   # worse
     ("roc_auc", 0.80, 0.81, 0.02, True),   # worse, but within the tolerance
     ("roc_auc", 0.81, 0.81, 0.0, True),    # equal is not worse
+    ("roc_auc", 0.756902866022239, 0.756902866022241, 0.0, True),  # equal but for the order of a sum
+    ("roc_auc", 0.7569, 0.7570, 0.0, False),
+    ("log_loss", 0.2135599550295291, 0.213559955029529, 0.0, True),
     ("roc_auc", 0.85, 0.81, 0.0, True),
     ("pr_auc", 0.30, 0.35, 0.01, False),
     ("log_loss", 0.30, 0.29, 0.0, False),  # lower is better

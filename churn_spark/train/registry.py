@@ -33,6 +33,9 @@ POINTER = "current"
 METADATA = "metadata.json"
 PIPELINE_DIR = "pipeline_model"
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+# Differences below this are the order of a sum, not a difference between models: the same model retrained on
+# the same rows measured 0.756902866022239 against its own 0.756902866022241 and was called worse.
+FLOAT_NOISE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def decide_promotion(new: dict[str, Any], current: dict[str, Any] | None, metric
         return True, f"current model has no {metric} on the new test snapshots"
     new_v, cur_v = float(new[metric]), float(current[metric])
     higher = HIGHER_IS_BETTER[metric]
-    ok = new_v >= cur_v - tolerance if higher else new_v <= cur_v + tolerance
+    ok = new_v >= cur_v - tolerance - FLOAT_NOISE if higher else new_v <= cur_v + tolerance + FLOAT_NOISE
     rel = ">=" if higher else "<="
     bound = cur_v - tolerance if higher else cur_v + tolerance
     verdict = "not worse" if ok else "worse"
