@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=25
 FULL_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 FAST_MARKERS ?= not slow and not cluster and not kafka and not k8s_server
 # test-fast on two workers too, each with its own shared Spark session: one session's driver-side planning
-# leaves a core idle (session 20: 137.8 s against 182-188 s in one process, 127 against 173-176 CPU-s)
+# leaves a core idle (session 20: 137.8-165.5 s against 182-188 s in one process)
 FAST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup demo test test-fast prefetch lint clean
