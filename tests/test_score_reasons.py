@@ -18,6 +18,7 @@ from churn_spark.score.reasons import (
     classifier_stage,
     lr_contributions,
     numeric_baselines,
+    reason_coefficients,
     scores_with_reasons,
     slot_sources,
     source_importances,
@@ -189,6 +190,12 @@ def test_the_season_is_never_a_reason(spark: SparkSession, model_type: str, para
     model = pipeline.fit(train)
     importances = source_importances(model, train.limit(0))
     assert importances["season_cos"] > 0 and importances["x1"] > 0
+    if model_type == "lr":  # what the ONNX service's reasons get too (onnx/job.py `linear_reasons`)
+        sources = slot_sources(model, train.limit(0))
+        coefs = classifier_stage(model).coefficients.toArray()
+        assert reason_coefficients(model, sources) == [0.0 if s == "season_cos" else float(c)
+                                                       for s, c in zip(sources, coefs, strict=True)]
+        assert "season_cos" in sources and coefs[sources.index("season_cos")] != 0.0
     january = spark.createDataFrame([("s1", D1, "1", 9.0, 1.0), ("s2", D1, "1", 1.0, 1.0)], schema)
     got = scores_with_reasons(january, model, lambda df: predict(model, df), 10, ["account_id"])
     want = spark.createDataFrame([("s1", "x1", None, None), ("s2", None, None, None)],

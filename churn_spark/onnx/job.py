@@ -30,13 +30,14 @@ NULL_CATEGORY = "\u0000null"  # fed for a null categorical value; never a vocabu
 
 
 def linear_reasons(spark: SparkSession, model: PipelineModel, types: dict[str, str]) -> LinearReasons | None:
-    """Slot -> source feature and the coefficients of an LR model (None for trees): `slot_sources` reads the
-    assembler's ML attributes from the schema of an empty frame with the training feature types (no job)."""
+    """Slot -> source feature and the coefficients of an LR model as reasons use them (calendar slots 0; None for
+    trees): `slot_sources` reads the assembler's ML attributes from the schema of an empty frame with the
+    training feature types (no job)."""
     if not reason_codes.is_linear(model):
         return None
     sample = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in types.items()))
-    coefficients = reason_codes.classifier_stage(model).coefficients.toArray()
-    return LinearReasons(reason_codes.slot_sources(model, sample), [float(c) for c in coefficients])
+    sources = reason_codes.slot_sources(model, sample)
+    return LinearReasons(sources, reason_codes.reason_coefficients(model, sources))
 
 
 def feature_schema_for(metadata: dict[str, Any], model: PipelineModel, columns: P.FeatureColumns,

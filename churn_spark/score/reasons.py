@@ -135,15 +135,24 @@ def top_three_positive(effects: Column) -> list[Column]:
     return [F.get(ordered, i)["f"].alias(name) for i, name in enumerate(REASONS)]  # get: null past the end
 
 
+def reason_coefficients(model: PipelineModel, sources: Sequence[str]) -> list[float]:
+    """An LR model's coefficients per slot (`sources`: `slot_sources`) as reasons use them: 0 for the slots of a
+    calendar feature, which is no account's reason. Both the batch job and the ONNX service's reasons
+    (onnx/job.py) skip zero coefficients, so neither ever names the season."""
+    coefs = classifier_stage(model).coefficients.toArray()
+    return [0.0 if s in CALENDAR_FEATURES else float(c) for s, c in zip(sources, coefs, strict=True)]
+
+
 def lr_contributions(model: PipelineModel, sample: DataFrame) -> dict[str, Column]:
     """{source feature: sum over its slots of coefficient * standardised value}, on a predicted frame;
-    calendar features are left out (they are no account's reason)."""
-    coefs = classifier_stage(model).coefficients.toArray()
+    calendar features are left out (`reason_coefficients`)."""
+    sources = slot_sources(model, sample)
+    coefs = reason_coefficients(model, sources)
     slots = vector_to_array(F.col(VECTOR))
     terms: dict[str, list[Column]] = {}
-    for j, source in enumerate(slot_sources(model, sample)):
-        if coefs[j] != 0.0 and source not in CALENDAR_FEATURES:
-            terms.setdefault(source, []).append(F.lit(float(coefs[j])) * slots.getItem(j))
+    for j, source in enumerate(sources):
+        if coefs[j] != 0.0:
+            terms.setdefault(source, []).append(F.lit(coefs[j]) * slots.getItem(j))
     return {s: reduce(lambda a, b: a + b, t) for s, t in terms.items()}
 
 
