@@ -8,6 +8,9 @@ train January .. April, validation May, test June, refit January .. May.
 The old way (kept below as the control) weighted every fit by the *training* snapshots' label rate and
 attached the Platt scaling fitted for the train-only model to the refitted one: the refit, weighted for
 10 % churn on rows with 16 %, leans to churn, and the attached scaling no longer matches it.
+Unweighted fits (the default) have the same trap in another form (the second control): each fit's raw
+probabilities carry its own training rate, 10 % for the fold, 16 % for the refit, so a calibrator fitted
+on the fold's predictions over-predicts with the refit unless both are centred on their fit's prior.
 """
 
 from __future__ import annotations
@@ -92,14 +95,26 @@ def test_old_way_was_visibly_off_on_this_case(spark: SparkSession, lake: str) ->
     assert _mean_predicted(old, filter_snapshots(data, [JUNE])) - _observed_rate(JUNE) > 0.08
 
 
-@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_unweighted_fits_without_centring_were_visibly_off_too(spark: SparkSession, lake: str) -> None:
+    """The second control: unweighted fold fit, Platt on its raw May predictions, attached to the unweighted
+    refit as they are: June over-predicted by more than 8 points."""
+    data = _dataset(spark, lake)
+    pipeline, _ = P.build_pipeline(P.FeatureColumns(["usage"], []), "lr", {"regParam": 0.0}, seed=7, weighted=False)
+    platt = P.fit_platt(P.predict(pipeline.fit(filter_snapshots(data, TRAIN)), filter_snapshots(data, [MAY])))
+    uncentred = P.with_calibration(pipeline.fit(filter_snapshots(data, [*TRAIN, MAY])), platt)
+    assert _mean_predicted(uncentred, filter_snapshots(data, [JUNE])) - _observed_rate(JUNE) > 0.08
+
+
+@pytest.mark.parametrize(("method", "class_weights"), [("platt", False), ("isotonic", False), ("platt", True)])
 def test_registered_model_is_calibrated_on_the_test_snapshot(spark: SparkSession, lake: str, method: str,
+                                                             class_weights: bool,
                                                              tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
     root = str(tmp_path / "lakehouse")
     shutil.copytree(lake, root)
-    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, "model.calibration": method})
+    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, "model.calibration": method,
+                                                  "model.class_weights": class_weights})
     result = run_train(spark, s)
     june = filter_snapshots(_dataset(spark, root), [JUNE])
     registered = R.load_model(spark, s, result["model_version"]).model
@@ -109,4 +124,8 @@ def test_registered_model_is_calibrated_on_the_test_snapshot(spark: SparkSession
     assert result["metrics"]["calibration_in_the_large"] == pytest.approx(in_the_large, abs=1e-9)
     meta = R.load_metadata(spark, s, result["model_version"])
     assert meta["calibration"]["method"] == method and meta["calibration"]["rows"] == 1000  # May's rows only
+    # the stage sits at the refit's prior: logit of January .. May's churn rate unweighted, even when balanced
+    refit_rate = sum(_observed_rate(d) for d in [*TRAIN, MAY]) / 5
+    expected_prior = 0.0 if class_weights else math.log(refit_rate / (1 - refit_rate))
+    assert meta["calibration"]["prior_logit"] == pytest.approx(expected_prior, abs=1e-9)
     assert isinstance(registered.stages[-1], P.IsotonicCalibration if method == "isotonic" else P.PlattCalibration)

@@ -202,6 +202,29 @@ def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
     assert fitted["predictions"] == pytest.approx([1 / 6, 1 / 6, 0.75])
 
 
+def test_a_calibrator_of_centred_predictions_moves_to_the_registered_fits_prior(spark: SparkSession) -> None:
+    """A fit whose training churn rate was 20 % (prior logit ln(1/4)) gives raw 0.2 where an even-prior fit
+    gives 0.5 (centred: sigmoid(logit(0.2) - ln(1/4)) = 0.5). The calibrator fitted on centred predictions
+    must give the same probability on the raw one: Platt's intercept becomes b - a ln(1/4), an isotonic
+    knot at 0.5 moves to 0.2 and one at 0.8 (logit ln 4) to sigmoid(ln 4 - ln 4) = 0.5; 0 and 1 stay."""
+    from pyspark.ml.linalg import Vectors
+
+    prior = math.log(0.25)
+    raw = spark.createDataFrame([(0.2,)], "churn_probability_raw double")
+    centred = raw.select(P.centred(F.col("churn_probability_raw"), prior).alias("c")).first()[0]
+    assert centred == pytest.approx(0.5, abs=1e-12)
+    moved = P.for_prior(P.PlattCalibration(slope=2.0, intercept=0.3), prior).describe()
+    assert (moved["slope"], moved["intercept"]) == pytest.approx((2.0, 0.3 - 2.0 * math.log(0.25)))
+    df = spark.createDataFrame([(Vectors.dense([0.8, 0.2]),)], ["probability"])
+    # Platt at the centred 0.5 (logit 0): sigmoid(0.3)
+    assert P.for_prior(P.PlattCalibration(2.0, 0.3), prior).transform(df).first()["churn_probability"] == \
+        pytest.approx(1 / (1 + math.exp(-0.3)), abs=1e-9)
+    iso = P.for_prior(P.IsotonicCalibration([0.0, 0.5, 0.8, 1.0], [0.05, 0.1, 0.6, 0.9]), prior).describe()
+    assert iso["boundaries"] == pytest.approx([0.0, 0.2, 0.5, 1.0], abs=1e-12)
+    assert iso["predictions"] == [0.05, 0.1, 0.6, 0.9]
+    assert P.for_prior(P.PlattCalibration(2.0, 0.3), 0.0).describe()["intercept"] == 0.3  # even prior: unchanged
+
+
 def test_an_isotonic_model_saves_and_loads_with_its_knots(spark: SparkSession, train_df: DataFrame,
                                                           tmp_path) -> None:  # type: ignore[no-untyped-def]
     model, _ = _fit(train_df, "lr", {})

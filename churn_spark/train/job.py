@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +106,12 @@ def with_class_weight(df: DataFrame, positive_rate: float) -> DataFrame:
     rate = min(max(positive_rate, 1e-9), 1 - 1e-9)
     return df.withColumn(P.WEIGHT_COL, F.when(F.col("label") == 1, F.lit(0.5 / rate))
                          .otherwise(F.lit(0.5 / (1 - rate))))
+
+
+def prior_logit(rate: float) -> float:
+    """logit of a churn rate, clipped away from 0 and 1 (a fit's prior; P.centred)."""
+    r = min(max(rate, P.EPS), 1 - P.EPS)
+    return math.log(r / (1 - r))
 
 
 def label_rate(stats: dict[dt.date, tuple[int, int]], days: Sequence[dt.date]) -> float:
@@ -204,16 +211,18 @@ class FoldResults:
 
 def compare_on_folds(cands: Sequence[Candidate], fit: Callable[[Candidate, Snapshots], PipelineModel],
                      rows: Callable[[Snapshots], DataFrame], split: TimeSplit, metric: str,
-                     parallelism: int) -> list[FoldResults]:
+                     parallelism: int, prior: Callable[[Snapshots], float] = lambda days: 0.0) -> list[FoldResults]:
     """Expanding-window folds: for each validation snapshot, each candidate is fitted on the snapshots whose
-    label window ends before it and predicts it. Its predictions are kept: the winner's are the out-of-time
-    rows its calibrator learns from (cross-fitting), so no fit is done twice."""
+    label window ends before it and predicts it. Its predictions are kept, centred by the prior logit of the
+    fit's rows (`prior`, P.centred): the winner's are the out-of-time rows its calibrator learns from
+    (cross-fitting), so no fit is done twice."""
     score = M.roc_auc if metric == "roc_auc" else M.pr_auc
 
     def one(c: Candidate) -> FoldResults:
         result = FoldResults(c, [], [])
         for fit_days, eval_days in split.folds:
-            predicted = (score_rows(fit(c, fit_days), rows(eval_days)).select(*KEYS, "label", P.RAW_OUTPUT_COL)
+            raw = P.centred(F.col(P.RAW_OUTPUT_COL), prior(fit_days)).alias(P.RAW_OUTPUT_COL)
+            predicted = (score_rows(fit(c, fit_days), rows(eval_days)).select(*KEYS, "label", raw)
                          .persist(StorageLevel.MEMORY_AND_DISK))
             result.predictions.append(predicted)
             result.values.append(score(predicted, P.RAW_OUTPUT_COL))  # calibration is monotone: same ranking
@@ -461,6 +470,10 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         classes, so raw probabilities mean the same for each and one calibrator fits them all."""
         return with_class_weight(rows, label_rate(stats, days)) if ms.class_weights else rows
 
+    def prior(days: Sequence[dt.date]) -> float:
+        """The prior logit a fit on `days` learns: even (0) with balanced weights, else its rows' churn rate."""
+        return 0.0 if ms.class_weights else prior_logit(label_rate(stats, days))
+
     def fit(c: Candidate, days: Sequence[dt.date]) -> PipelineModel:
         pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)
         return P.fit_pipeline(pipeline, weighted(filter_snapshots(dataset, days), days))
@@ -471,7 +484,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     if len(cands) > 1 or split.refit:
         with progress.stage("train", "fold comparison") as step:
             results = compare_on_folds(cands, fit, lambda days: filter_snapshots(dataset, days), split,
-                                       ms.select_metric, ms.parallelism)
+                                       ms.select_metric, ms.parallelism, prior)
             step.done(f"{len(cands)} candidate(s) on {len(split.folds)} expanding-window fold(s), "
                       f"mean {ms.select_metric}: " + ", ".join(
                           f"{r.candidate.family} {r.candidate.params or ''} {r.mean:.4f}".replace("  ", " ")
@@ -494,9 +507,13 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
 
     def calibrate(rows: DataFrame) -> tuple[P.Calibration, dict[str, Any]]:
         with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
-            calibrator = P.fit_calibration(ms.calibration, rows, ms.seed)
+            fitted_calibrator = P.fit_calibration(ms.calibration, rows, ms.seed)
+            # the folds' predictions were centred by their fits' priors; the stage moves to the refit's own
+            registered_prior = prior(split.final) if split.refit else 0.0
+            calibrator = P.for_prior(fitted_calibrator, registered_prior)
             described_calibration = {**calibrator.describe(), "configured": ms.calibration,
-                                     "fitted_on": calibration_source(split), "rows": rows.count()}
+                                     "fitted_on": calibration_source(split), "rows": rows.count(),
+                                     "prior_logit": registered_prior}
             step.done(f"{ms.calibration} calibration fitted on {progress.rows(described_calibration['rows'])} "
                       f"out-of-time predictions ({described_calibration['fitted_on']})")
         return calibrator, described_calibration

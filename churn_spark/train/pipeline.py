@@ -13,6 +13,7 @@ Scoring loads the PipelineModel and calls :func:`predict`; it never re-implement
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -385,6 +386,39 @@ def fit_isotonic(scored: DataFrame) -> IsotonicCalibration:
                          F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL))
     iso = IsotonicRegression(featuresCol=RAW_OUTPUT_COL, labelCol=LABEL_COL, isotonic=True).fit(data)
     return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist())
+
+
+def centred(raw: Column, prior_logit: float) -> Column:
+    """sigmoid(logit(raw) - prior_logit): a probability from a fit whose training rate had logit `prior_logit`,
+    moved to an even prior.
+
+    Why: an unweighted fit's raw probabilities carry its own training churn rate (its intercept), and the
+    folds' fits and the refit see different rates when churn moves. A calibrator fitted on centred
+    predictions learns how the *ranking* maps to churn on later snapshots; :func:`for_prior` moves it back
+    to the registered fit's own rate. With balanced class weights every fit's prior is already even (0)."""
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-(logit(raw) - F.lit(prior_logit))))
+
+
+def _moved(p: float, prior_logit: float) -> float:
+    """The raw probability whose centred value is `p` for a fit with prior logit `prior_logit` (0 and 1 stay)."""
+    if p <= 0.0 or p >= 1.0:
+        return p
+    return 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + prior_logit)))
+
+
+def for_prior(calibration: Calibration, prior_logit: float) -> Calibration:
+    """`calibration`, fitted on :func:`centred` predictions, as a stage on the raw probabilities of a fit whose
+    training rate has logit `prior_logit`: Platt's intercept takes -slope x prior_logit; isotonic knots move
+    along the raw axis (same order, same predictions). The stage classes are unchanged, so scoring, the
+    saved model and the ONNX export need nothing new."""
+    if isinstance(calibration, PlattCalibration):
+        slope = calibration.getOrDefault(calibration.slope)
+        return PlattCalibration(slope, calibration.getOrDefault(calibration.intercept) - slope * prior_logit)
+    if isinstance(calibration, IsotonicCalibration):
+        boundaries: list[float] = calibration.getOrDefault(calibration.boundaries)
+        predictions: list[float] = calibration.getOrDefault(calibration.predictions)
+        return IsotonicCalibration([_moved(b, prior_logit) for b in boundaries], predictions)
+    return calibration
 
 
 def fit_calibration(method: str, scored: DataFrame, seed: int = 0) -> Calibration:
