@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -106,12 +105,6 @@ def with_class_weight(df: DataFrame, positive_rate: float) -> DataFrame:
     rate = min(max(positive_rate, 1e-9), 1 - 1e-9)
     return df.withColumn(P.WEIGHT_COL, F.when(F.col("label") == 1, F.lit(0.5 / rate))
                          .otherwise(F.lit(0.5 / (1 - rate))))
-
-
-def prior_logit(rate: float) -> float:
-    """logit of a churn rate, clipped away from 0 and 1 (a fit's prior; P.centred)."""
-    r = min(max(rate, P.EPS), 1 - P.EPS)
-    return math.log(r / (1 - r))
 
 
 def label_rate(stats: dict[dt.date, tuple[int, int]], days: Sequence[dt.date]) -> float:
@@ -472,7 +465,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
 
     def prior(days: Sequence[dt.date]) -> float:
         """The prior logit a fit on `days` learns: even (0) with balanced weights, else its rows' churn rate."""
-        return 0.0 if ms.class_weights else prior_logit(label_rate(stats, days))
+        return 0.0 if ms.class_weights else P.logit_of(label_rate(stats, days))
 
     def fit(c: Candidate, days: Sequence[dt.date]) -> PipelineModel:
         pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)

@@ -399,11 +399,17 @@ def centred(raw: Column, prior_logit: float) -> Column:
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-(logit(raw) - F.lit(prior_logit))))
 
 
+def logit_of(p: float) -> float:
+    """log(p / (1 - p)) of a number, p clipped to [EPS, 1 - EPS] as :func:`logit` clips a column."""
+    clipped = min(max(p, EPS), 1 - EPS)
+    return math.log(clipped / (1 - clipped))
+
+
 def _moved(p: float, prior_logit: float) -> float:
     """The raw probability whose centred value is `p` for a fit with prior logit `prior_logit` (0 and 1 stay)."""
     if p <= 0.0 or p >= 1.0:
         return p
-    return 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + prior_logit)))
+    return 1.0 / (1.0 + math.exp(-(logit_of(p) + prior_logit)))
 
 
 def for_prior(calibration: Calibration, prior_logit: float) -> Calibration:
