@@ -1,0 +1,86 @@
+"""The calibration stages and their fits, by hand on a few rows: Platt and isotonic as stages, their MLlib fits,
+and the move of a calibrator fitted on centred predictions to the registered fit's prior (docs/model.md,
+"Calibration"). No pipeline is fitted or saved here, so these run in `make test-fast`; saving a calibrated
+model is in tests/test_train_pipeline.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from chispa import assert_approx_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark.train import pipeline as P
+
+
+def test_platt_stage_by_hand(spark: SparkSession) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    df = spark.createDataFrame([(Vectors.dense([0.8, 0.2]),), (Vectors.dense([0.5, 0.5]),)], ["probability"])
+    out = P.PlattCalibration(slope=2.0, intercept=0.0).transform(df).drop("probability")
+    # logit(0.2) = ln(1/4); doubled = ln(1/16) -> 1/17. logit(0.5) = 0 -> 0.5.
+    expected = spark.createDataFrame([(0.2, 1 / 17), (0.5, 0.5)],
+                                     "churn_probability_raw double, churn_probability double")
+    assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True)
+    shifted = P.PlattCalibration(slope=1.0, intercept=math.log(3)).transform(df).select("churn_probability")
+    assert [r[0] for r in shifted.collect()] == pytest.approx([3 * .2 / (3 * .2 + .8), 0.75])
+
+
+def test_fit_platt_recovers_the_slope_of_a_two_point_design(spark: SparkSession) -> None:
+    # raw 0.2 with observed rate 0.1, raw 0.8 with observed rate 0.9 (10 rows each): the MLE maps
+    # logit(0.2) = -ln 4 to logit(0.1) = -ln 9, so slope = ln 9 / ln 4 and intercept 0.
+    rows = [(0.2, 1 if i == 0 else 0) for i in range(10)] + [(0.8, 0 if i == 0 else 1) for i in range(10)]
+    df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
+    fitted = P.fit_platt(df).describe()
+    assert fitted["slope"] == pytest.approx(math.log(9) / math.log(4), abs=1e-4)
+    assert fitted["intercept"] == pytest.approx(0.0, abs=1e-4)
+    one_class = spark.createDataFrame([(0.2, 0), (0.3, 0)], "churn_probability_raw double, label int")
+    assert P.fit_platt(one_class).describe() == {"method": "platt", "slope": 1.0, "intercept": 0.0}
+
+
+def test_isotonic_stage_interpolates_between_knots_and_is_flat_outside(spark: SparkSession) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    stage = P.IsotonicCalibration(boundaries=[0.2, 0.4, 0.4, 0.8], predictions=[0.1, 0.3, 0.5, 0.7])
+    raws = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.95]
+    df = spark.createDataFrame([(Vectors.dense([1 - r, r]),) for r in raws], ["probability"])
+    out = stage.transform(df).select("churn_probability_raw", "churn_probability")
+    # below the first knot: 0.1; 0.3 halfway from (0.2, 0.1) to (0.4, 0.3): 0.2; at the repeated knot 0.4
+    # the later one (0.5) holds; 0.6 halfway from (0.4, 0.5) to (0.8, 0.7): 0.6; beyond the last: 0.7.
+    expected = [0.1, 0.1, 0.2, 0.5, 0.6, 0.7, 0.7]
+    assert [r[1] for r in out.orderBy("churn_probability_raw").collect()] == pytest.approx(expected, abs=1e-12)
+
+
+def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
+    # raw 0.1: 1 churner of 4; raw 0.2: 0 of 2; raw 0.3: 3 of 4 -- 0.1 and 0.2 violate the order and pool
+    # to 1 of 6; so the knots are 0.1 and 0.2 at 1/6, then 0.3 at 3/4.
+    rows = [(0.1, y) for y in (1, 0, 0, 0)] + [(0.2, 0), (0.2, 0)] + [(0.3, y) for y in (1, 1, 1, 0)]
+    df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
+    fitted = P.fit_isotonic(df).describe()
+    assert fitted["boundaries"] == pytest.approx([0.1, 0.2, 0.3])
+    assert fitted["predictions"] == pytest.approx([1 / 6, 1 / 6, 0.75])
+
+
+def test_a_calibrator_of_centred_predictions_moves_to_the_registered_fits_prior(spark: SparkSession) -> None:
+    """A fit whose training churn rate was 20 % (prior logit ln(1/4)) gives raw 0.2 where an even-prior fit
+    gives 0.5 (centred: sigmoid(logit(0.2) - ln(1/4)) = 0.5). The calibrator fitted on centred predictions
+    must give the same probability on the raw one: Platt's intercept becomes b - a ln(1/4), an isotonic
+    knot at 0.5 moves to 0.2 and one at 0.8 (logit ln 4) to sigmoid(ln 4 - ln 4) = 0.5; 0 and 1 stay."""
+    from pyspark.ml.linalg import Vectors
+
+    prior = math.log(0.25)
+    raw = spark.createDataFrame([(0.2,)], "churn_probability_raw double")
+    centred = raw.select(P.centred(F.col("churn_probability_raw"), prior).alias("c")).first()[0]
+    assert centred == pytest.approx(0.5, abs=1e-12)
+    moved = P.for_prior(P.PlattCalibration(slope=2.0, intercept=0.3), prior).describe()
+    assert (moved["slope"], moved["intercept"]) == pytest.approx((2.0, 0.3 - 2.0 * math.log(0.25)))
+    df = spark.createDataFrame([(Vectors.dense([0.8, 0.2]),)], ["probability"])
+    # Platt at the centred 0.5 (logit 0): sigmoid(0.3)
+    assert P.for_prior(P.PlattCalibration(2.0, 0.3), prior).transform(df).first()["churn_probability"] == \
+        pytest.approx(1 / (1 + math.exp(-0.3)), abs=1e-9)
+    iso = P.for_prior(P.IsotonicCalibration([0.0, 0.5, 0.8, 1.0], [0.05, 0.1, 0.6, 0.9]), prior).describe()
+    assert iso["boundaries"] == pytest.approx([0.0, 0.2, 0.5, 1.0], abs=1e-12)
+    assert iso["predictions"] == [0.05, 0.1, 0.6, 0.9]
+    assert P.for_prior(P.PlattCalibration(2.0, 0.3), 0.0).describe()["intercept"] == 0.3  # even prior: unchanged
