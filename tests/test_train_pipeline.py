@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from churn_spark.train import pipeline as P
+from churn_spark.train.split import with_latest_snapshot_held_out
 
 pytestmark = pytest.mark.slow  # fits, saves and loads models: not in make test-fast
 
@@ -164,3 +165,23 @@ def test_an_isotonic_model_saves_and_loads_with_its_knots(spark: SparkSession, t
     assert P.calibration_of(loaded)["boundaries"] == [0.3, 0.6]
     got = P.predict(loaded, train_df).select("churn_probability").collect()
     assert all(0.2 <= r[0] <= 0.4 for r in got)
+
+
+@pytest.mark.parametrize(("early_stopping", "trees"), [(True, 1), (False, 4)])
+def test_early_stopping_keeps_the_trees_the_held_out_snapshot_gains_from(spark: SparkSession, early_stopping: bool,
+                                                                         trees: int) -> None:
+    # January: high usage churns; February (the latest snapshot, held out): low usage churns. The first tree
+    # learns January's rule; every further tree pushes the same way and February's log loss only grows, so
+    # boosting stops and keeps one tree. Without early stopping every row is learnt from: all maxIter trees.
+    jan, feb = dt.date(2023, 1, 1), dt.date(2023, 2, 1)
+    rows = [(f"{m}{i}", d, "1", float(u), 3, Decimal("10.00"), False, "pro", d, int(u >= 5) ^ int(d == feb))
+            for m, d in (("j", jan), ("f", feb)) for i, u in enumerate(range(10))]
+    df = spark.createDataFrame(rows, SCHEMA)
+    cols = P.FeatureColumns(["usage"], [], [])
+    pipe, _ = P.build_pipeline(cols, "gbt", {"maxIter": 4, "maxDepth": 1, "minInstancesPerNode": 1,
+                                             "subsamplingRate": 1.0}, seed=3, weighted=False,
+                               early_stopping=early_stopping)
+    if early_stopping:
+        df = with_latest_snapshot_held_out(df, [jan, feb], P.HELD_OUT_COL)
+    model = P.fit_pipeline(pipe, df)
+    assert P.classifier_model(model).getNumTrees == trees

@@ -53,6 +53,29 @@ def test_auto_compares_both_families_on_every_fold_and_keeps_gbt(result: dict[st
     # The kept model's fold predictions are its calibration rows: April and May, 200 each.
     assert result["metadata"]["calibration"]["rows"] == 400
     assert result["summary"]["metrics"]["roc_auc"] > 0.85
+    # early stopping is off by default: every GBT fit grows maxIter trees, and the record says so
+    assert table[1]["fold_trees"] == [5, 5] and "fold_trees" not in table[0]
+    assert result["metadata"]["trees"] == 5
+    assert result["metadata"]["early_stopping"] == {"enabled": False, "held_out": None}
+
+
+def test_early_stopping_holds_out_each_fits_latest_snapshot(spark: SparkSession,
+                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    # XOR is learnt by a few depth-2 trees; the rest only chase the 10 % flipped labels, which the held-out
+    # snapshot does not share: boosting stops well before the ceiling of 30
+    root = str(tmp_path_factory.mktemp("early") / "lakehouse")
+    write_labelled_lake(spark, root, *xor_rows(SNAPSHOTS), "a int, b int")
+    s = with_overrides(Settings(lakehouse=root), {
+        "churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 2,
+        "model.test_snapshots": 1, "model.type": "gbt", "model.params": {**SMALL_GBT, "maxIter": 30},
+        "model.bootstrap_replicates": 0, "model.cyclic_features": {}, "model.early_stopping": True})
+    out = run_train(spark, s)
+    metadata = R.load_metadata(spark, s, out["model_version"])
+    # the refit learns from January-April and watches May (its label window ends on June 1, the test snapshot)
+    assert metadata["early_stopping"] == {"enabled": True, "held_out": "2023-05-01"}
+    assert 1 <= metadata["trees"] < 30
+    assert all(1 <= n < 30 for n in metadata["search"][0]["fold_trees"])
+    assert out["metrics"]["roc_auc"] > 0.85
 
 
 def test_auto_refuses_single_family_parameters(tmp_path) -> None:  # type: ignore[no-untyped-def]

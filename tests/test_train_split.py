@@ -8,9 +8,15 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
 from churn_spark.asof import add_months
+from churn_spark.config import ModelSettings
 from churn_spark.errors import ConfigError
-from churn_spark.train.job import training_partitions
-from churn_spark.train.split import filter_snapshots, label_window_end, plan_time_split
+from churn_spark.train.job import stops_early, training_partitions
+from churn_spark.train.split import (
+    filter_snapshots,
+    label_window_end,
+    plan_time_split,
+    with_latest_snapshot_held_out,
+)
 
 D = dt.date
 
@@ -96,3 +102,25 @@ def test_filter_snapshots_keeps_only_those_dates(spark: SparkSession) -> None:
 def test_training_partitions_follow_the_rows_up_to_the_shuffle_partitions(rows: int, expected: int) -> None:
     # one partition per 20,000 rows, rounded up; never more than the 8 shuffle partitions
     assert training_partitions(rows, 20_000, 8) == expected
+
+
+def test_the_latest_snapshot_of_a_fit_is_held_out_for_early_stopping(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("a", D(2023, 1, 1)), ("a", D(2023, 2, 1)), ("b", D(2023, 2, 1)), ("b", D(2023, 3, 1))],
+                               "account_id string, as_of_date date")
+    expected = spark.createDataFrame(
+        [("a", D(2023, 1, 1), False), ("a", D(2023, 2, 1), True), ("b", D(2023, 2, 1), True),
+         ("b", D(2023, 3, 1), False)],  # March is not one of the fit's snapshots: not its latest either
+        "account_id string, as_of_date date, held boolean")
+    got = with_latest_snapshot_held_out(df, [D(2023, 2, 1), D(2023, 1, 1)], "held")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize(("enabled", "family", "days", "expected"), [
+    (True, "gbt", [D(2023, 1, 1), D(2023, 2, 1)], True),
+    (True, "gbt", [D(2023, 1, 1)], False),  # nothing would be left to learn from
+    (True, "gbt", [D(2023, 1, 1), D(2023, 1, 1)], False),
+    (True, "lr", [D(2023, 1, 1), D(2023, 2, 1)], False),  # not a boosted model
+    (False, "gbt", [D(2023, 1, 1), D(2023, 2, 1)], False),
+])
+def test_which_fits_stop_early(enabled: bool, family: str, days: list[dt.date], expected: bool) -> None:
+    assert stops_early(ModelSettings(early_stopping=enabled), family, days) is expected

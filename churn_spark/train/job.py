@@ -12,7 +12,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from itertools import product
 from pathlib import Path
@@ -35,7 +35,13 @@ from churn_spark.train import metrics as M
 from churn_spark.train import pipeline as P
 from churn_spark.train import registry as R
 from churn_spark.train.report import build_report, score_histogram
-from churn_spark.train.split import Snapshots, TimeSplit, filter_snapshots, plan_time_split
+from churn_spark.train.split import (
+    Snapshots,
+    TimeSplit,
+    filter_snapshots,
+    plan_time_split,
+    with_latest_snapshot_held_out,
+)
 
 log = logging.getLogger("churn_spark")
 HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct", "ece",
@@ -136,6 +142,18 @@ def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: boo
     return P.FeatureColumns(numeric, columns.categorical, flags, cyclic), empty
 
 
+def stops_early(ms: ModelSettings, family: str, days: Sequence[dt.date]) -> bool:
+    """Whether a fit on `days` holds out its latest snapshot to stop boosting: GBT only, and only when another
+    snapshot is left to learn from."""
+    return ms.early_stopping and family == "gbt" and len(set(days)) > 1
+
+
+def trees_of(model: PipelineModel) -> int | None:
+    """Trees in the fitted classifier of `model` (None: not a tree ensemble)."""
+    clf = P.classifier_model(model)
+    return int(clf.getNumTrees) if hasattr(clf, "getNumTrees") else None
+
+
 def snapshot_stats(dataset: DataFrame) -> dict[dt.date, tuple[int, int]]:
     """{as_of_date: (rows, positives)}: one small aggregate, one row per snapshot."""
     rows = dataset.groupBy("as_of_date").agg(F.count(F.lit(1)).alias("n"), F.sum("label").alias("pos")).collect()
@@ -189,6 +207,7 @@ class FoldResults:
     candidate: Candidate
     values: list[float]
     predictions: list[DataFrame]
+    trees: list[int | None] = field(default_factory=list)  # per fold: trees kept (GBT), None otherwise
 
     @property
     def mean(self) -> float:
@@ -215,8 +234,10 @@ def compare_on_folds(cands: Sequence[Candidate], fit: Callable[[Candidate, Snaps
         result = FoldResults(c, [], [])
         for fit_days, eval_days in split.folds:
             raw = P.centred(F.col(P.RAW_OUTPUT_COL), prior(fit_days)).alias(P.RAW_OUTPUT_COL)
-            predicted = (score_rows(fit(c, fit_days), rows(eval_days)).select(*KEYS, "label", raw)
+            model = fit(c, fit_days)
+            predicted = (score_rows(model, rows(eval_days)).select(*KEYS, "label", raw)
                          .persist(StorageLevel.MEMORY_AND_DISK))
+            result.trees.append(trees_of(model))
             result.predictions.append(predicted)
             result.values.append(score(predicted, P.RAW_OUTPUT_COL))  # calibration is monotone: same ranking
         return result
@@ -228,7 +249,8 @@ def compare_on_folds(cands: Sequence[Candidate], fit: Callable[[Candidate, Snaps
 def selection_table(results: Sequence[FoldResults], metric: str) -> list[dict[str, Any]]:
     """What metadata.json `search` and the report show: every candidate's fold metrics and their mean."""
     return [{"family": r.candidate.family, "params": r.candidate.params, f"fold_{metric}": r.values,
-             f"mean_{metric}": r.mean} for r in results]
+             f"mean_{metric}": r.mean, **({"fold_trees": r.trees} if any(t is not None for t in r.trees) else {})}
+            for r in results]
 
 
 def score_rows(model: PipelineModel, rows: DataFrame) -> DataFrame:
@@ -468,8 +490,11 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         return 0.0 if ms.class_weights else P.logit_of(label_rate(stats, days))
 
     def fit(c: Candidate, days: Sequence[dt.date]) -> PipelineModel:
-        pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights)
-        return P.fit_pipeline(pipeline, weighted(filter_snapshots(dataset, days), days))
+        stops = stops_early(ms, c.family, days)
+        pipeline, _ = P.build_pipeline(columns, c.family, c.params, ms.seed, weighted=ms.class_weights,
+                                       early_stopping=stops)
+        rows = weighted(filter_snapshots(dataset, days), days)
+        return P.fit_pipeline(pipeline, with_latest_snapshot_held_out(rows, days, P.HELD_OUT_COL) if stops else rows)
 
     described = f"{len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
     cands = candidates(ms)
@@ -488,6 +513,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
             r.release()
     chosen = best.candidate if best else cands[0]
     table = selection_table(results, ms.select_metric)
+    early_stopping = {"enabled": stops_early(ms, chosen.family, split.final),
+                      "held_out": max(split.final).isoformat() if stops_early(ms, chosen.family, split.final) else None}
 
     def final_fit() -> PipelineModel:
         if split.refit:
@@ -495,8 +522,12 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                     f"snapshots ({split.refit[0]}..{split.refit[-1]}; {described})")
         else:
             what = f"{chosen.family} fitted on {progress.rows(splits['train']['rows'])} rows ({described})"
-        with progress.stage("train", what):
-            return fit(chosen, split.final)
+        with progress.stage("train", what) as step:
+            fitted = fit(chosen, split.final)
+            if (trees := trees_of(fitted)) is not None:
+                held_out = early_stopping["held_out"]
+                step.done(f"{what}: {trees} trees" + (f", early stopping on {held_out}" if held_out else ""))
+            return fitted
 
     def calibrate(rows: DataFrame) -> tuple[P.Calibration, dict[str, Any]]:
         with progress.stage("train", f"{ms.calibration} calibration fitted") as step:
@@ -565,6 +596,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
     metadata = {
         "version": version, "model_type": chosen.family, "trained_at": trained_at,
         "params": {**P.DEFAULT_PARAMS[chosen.family], **chosen.params},
+        "trees": trees_of(model),
+        "early_stopping": early_stopping,
         "search": table, "selection": selection, "calibration": calibration,
         "config": settings.model_dump(mode="json", include={"lakehouse", "churn", "features", "model"}),
         "metrics": metrics, "calibration_by_decile": deciles,

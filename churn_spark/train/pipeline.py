@@ -50,6 +50,7 @@ FEATURES_COL = "features"
 PROBABILITY_COL = "probability"
 OUTPUT_COL = "churn_probability"
 RAW_OUTPUT_COL = "churn_probability_raw"
+HELD_OUT_COL = "held_out_for_early_stopping"
 NUMERIC_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType, BooleanType)
 EPS = 1e-6
 
@@ -182,8 +183,12 @@ def require_family(model_type: str) -> None:
 
 
 def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, Any], seed: int,
-                   weighted: bool = True) -> tuple[Pipeline, Estimator]:
-    """The unfitted Pipeline and its classifier stage (the search sets params on the latter)."""
+                   weighted: bool = True, early_stopping: bool = False) -> tuple[Pipeline, Estimator]:
+    """The unfitted Pipeline and its classifier stage (the search sets params on the latter).
+
+    `early_stopping` (GBT): the rows flagged in HELD_OUT_COL are not learnt from; boosting stops at the first
+    tree that improves their log loss by less than `validationTol` (relative) and keeps the trees up to the
+    best (MLlib's `validationIndicatorCol`)."""
     stages: list[Any] = [SQLTransformer(statement=prepare_statement(columns, log_scale=model_type == "lr"))]
     vector_inputs: list[str] = []
     if columns.imputed:
@@ -205,6 +210,8 @@ def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, A
     else:
         stages.append(VectorAssembler(inputCols=vector_inputs, outputCol=FEATURES_COL))
     clf = classifier(model_type, params, seed, weighted)
+    if early_stopping and model_type == "gbt":
+        clf.set(clf.getParam("validationIndicatorCol"), HELD_OUT_COL)
     stages.append(clf)
     return Pipeline(stages=stages), clf
 
@@ -231,7 +238,7 @@ def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
     prefix = Pipeline(stages=head).fit(rows)
     made = {c for s in tail for c in _param_values(s, ("outputCol",))}
     read = [c for c in dict.fromkeys(c for s in tail for c in _param_values(
-        s, ("inputCol", "featuresCol", "labelCol", "weightCol"))) if c not in made]
+        s, ("inputCol", "featuresCol", "labelCol", "weightCol", "validationIndicatorCol"))) if c not in made]
     prepared = prefix.transform(rows).select(*[F.col(_q(c)) for c in read]).localCheckpoint(eager=True)
     try:
         rest = Pipeline(stages=tail).fit(prepared)

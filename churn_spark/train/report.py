@@ -176,10 +176,11 @@ def selection_html(table: list[dict[str, Any]], selection: dict[str, Any]) -> st
         return ""
     metric = selection.get("metric", "roc_auc")
     rows = [[t.get("family", ""), json.dumps(t["params"], sort_keys=True),
-             ", ".join(f"{v:.4f}" for v in t[f"fold_{metric}"]), t[f"mean_{metric}"]] for t in table]
+             ", ".join(f"{v:.4f}" for v in t[f"fold_{metric}"]), t[f"mean_{metric}"],
+             ", ".join(str(n) for n in t.get("fold_trees", []))] for t in table]
     chosen = html.escape(str(selection.get("chosen", "")))
     return (f"<h2>Model selection ({html.escape(str(selection.get('configured', '')))}: {chosen} kept)</h2>"
-            + html_table(rows, ["family", "parameters", f"{metric} per fold", "mean"]))
+            + html_table(rows, ["family", "parameters", f"{metric} per fold", "mean", "trees per fold"]))
 
 
 def paired_text(paired: dict[str, Any] | None, metric: str) -> str:

@@ -108,3 +108,10 @@ def plan_time_split(
 def filter_snapshots(df: DataFrame, snapshots: Sequence[dt.date]) -> DataFrame:
     """Rows of `df` whose `as_of_date` is one of `snapshots`."""
     return df.where(F.col("as_of_date").isin(list(snapshots)))
+
+
+def with_latest_snapshot_held_out(df: DataFrame, snapshots: Sequence[dt.date], column: str) -> DataFrame:
+    """`df` with boolean `column` true on the rows of the latest of `snapshots`: the rows a boosted fit
+    watches to stop growing trees. Held out by time, like every other evaluation here: the trees are
+    judged on the period after the rows they learn from, as the fit itself will be."""
+    return df.withColumn(column, F.col("as_of_date") == F.lit(max(snapshots)))
