@@ -513,8 +513,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
             r.release()
     chosen = best.candidate if best else cands[0]
     table = selection_table(results, ms.select_metric)
-    early_stopping = {"enabled": stops_early(ms, chosen.family, split.final),
-                      "held_out": max(split.final).isoformat() if stops_early(ms, chosen.family, split.final) else None}
+    final_stops = stops_early(ms, chosen.family, split.final)
+    early_stopping = {"enabled": final_stops, "held_out": max(split.final).isoformat() if final_stops else None}
 
     def final_fit() -> PipelineModel:
         if split.refit:
