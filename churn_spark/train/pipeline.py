@@ -290,7 +290,9 @@ class Calibration(Transformer):
     probabilityCol: Param[str] = Param(Params._dummy(), "probabilityCol", "probability vector column",
                                        typeConverter=TypeConverters.toString)
 
-    def _calibrate(self, raw: Column) -> Column:
+    def calibrate(self, raw: Column) -> Column:
+        """The calibrated probability of a raw P(class 1) column (the scorer's occlusion applies it to
+        probabilities it computes itself)."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -300,7 +302,7 @@ class Calibration(Transformer):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
         return (dataset.withColumn(RAW_OUTPUT_COL, raw)
-                .withColumn(OUTPUT_COL, self._calibrate(F.col(RAW_OUTPUT_COL))))
+                .withColumn(OUTPUT_COL, self.calibrate(F.col(RAW_OUTPUT_COL))))
 
 
 class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable):
@@ -316,7 +318,7 @@ class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable
         self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0)
         self._set(probabilityCol=probabilityCol, slope=slope, intercept=intercept)
 
-    def _calibrate(self, raw: Column) -> Column:
+    def calibrate(self, raw: Column) -> Column:
         return platt(raw, self.getOrDefault(self.slope), self.getOrDefault(self.intercept))
 
     def describe(self) -> dict[str, Any]:
@@ -343,7 +345,7 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
         self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0])
         self._set(probabilityCol=probabilityCol, boundaries=list(boundaries), predictions=list(predictions))
 
-    def _calibrate(self, raw: Column) -> Column:
+    def calibrate(self, raw: Column) -> Column:
         boundaries: list[float] = self.getOrDefault(self.boundaries)
         predictions: list[float] = self.getOrDefault(self.predictions)
         return interpolate(raw, boundaries, predictions)

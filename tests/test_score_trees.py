@@ -1,0 +1,57 @@
+"""A GBT's trees as SQL (score/trees.py): read from MLlib, evaluated on vectors, the occlusion's margin shift."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.ml.classification import GBTClassifier
+from pyspark.ml.linalg import Vectors
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from churn_spark.score.trees import Split, ensemble, goes_left, margin_shift, read_tree, slots_of, tree_sql
+
+# slot 0 <= 2.0 ? (slot 1 in {1.0} ? 0.5 : -0.5) : 1.5
+TREE = Split(slot=0, threshold=2.0, categories=(), right=1.5,
+             left=Split(slot=1, threshold=None, categories=(1.0,), left=0.5, right=-0.5))
+# slot 2 <= 0.0 ? -1.0 : 1.0
+OTHER = Split(slot=2, threshold=0.0, categories=(), left=-1.0, right=1.0)
+VALUES = [[1.0, 1.0, 5.0], [1.0, 0.0, 5.0], [3.0, 1.0, -5.0], [2.0, 0.0, 0.0]]
+
+
+def _evaluate(spark: SparkSession, sql: str) -> list[float]:
+    rows = spark.createDataFrame([(i, v) for i, v in enumerate(VALUES)], "i int, v array<double>")
+    return [r["x"] for r in rows.select("i", F.expr(sql).alias("x")).orderBy("i").collect()]
+
+
+def test_a_tree_as_sql_follows_its_splits(spark: SparkSession) -> None:
+    # row 3: slot 0 equal to the threshold goes left, as in MLlib
+    assert _evaluate(spark, tree_sql(TREE, "v", {})) == [0.5, -0.5, 1.5, -0.5]
+
+
+def test_fixed_slots_are_decided_when_the_expression_is_built(spark: SparkSession) -> None:
+    assert tree_sql(TREE, "v", {0: 5.0}) == "1.5D"  # slot 0 > 2: the right leaf, no CASE left
+    assert _evaluate(spark, tree_sql(TREE, "v", {1: 1.0})) == [0.5, 0.5, 1.5, 0.5]
+    assert slots_of(TREE) == {0, 1} and slots_of(0.25) == set()
+    assert goes_left(TREE, 2.0) and not goes_left(TREE, float("nan")) and not goes_left(TREE.left, 0.0)
+
+
+def test_margin_shift_sums_only_the_trees_that_read_the_fixed_slots(spark: SparkSession) -> None:
+    trees = [(1.0, TREE), (0.1, OTHER)]
+    # slot 0 at 5.0: TREE moves every row to 1.5 (rows 0-2 from 0.5, -0.5, 1.5; row 3 from -0.5); OTHER unchanged
+    got = _evaluate(spark, str(margin_shift(trees, "v", {0: 5.0})))
+    assert got == pytest.approx([1.0, 2.0, 0.0, 2.0])
+    # slot 2 at 1.0 (> 0): OTHER gives 1.0 instead of 1.0, 1.0, -1.0, -1.0, weighted 0.1
+    got = _evaluate(spark, str(margin_shift(trees, "v", {2: 1.0})))
+    assert got == pytest.approx([0.0, 0.0, 0.2, 0.2])
+    assert margin_shift(trees, "v", {3: 0.0}) is None  # no tree reads slot 3
+
+
+def test_the_trees_are_read_from_a_fitted_model(spark: SparkSession) -> None:
+    """One stump on x = 1, 2 | 3, 4 (labels 0, 0, 1, 1): MLlib splits halfway (2.5), and a log-loss GBT's
+    first tree predicts the labels mapped to -1 / +1."""
+    rows = spark.createDataFrame([(Vectors.dense([x]), float(x >= 3)) for x in (1.0, 2.0, 3.0, 4.0)],
+                                 ["features", "label"])
+    gbt = GBTClassifier(maxIter=1, maxDepth=1, minInstancesPerNode=1, subsamplingRate=1.0, seed=1).fit(rows)
+    assert read_tree(gbt.trees[0]._java_obj.rootNode()) == Split(slot=0, threshold=2.5, categories=(),
+                                                                   left=-1.0, right=1.0)
+    assert ensemble(gbt) == [(1.0, Split(slot=0, threshold=2.5, categories=(), left=-1.0, right=1.0))]
