@@ -8,7 +8,17 @@ from pyspark.ml.linalg import Vectors
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from churn_spark.score.trees import Split, ensemble, goes_left, margin_shift, read_tree, slots_of, tree_sql
+from churn_spark.score.trees import (
+    MAX_CASES,
+    Split,
+    ensemble,
+    fits_in_generated_code,
+    goes_left,
+    margin_shift,
+    read_tree,
+    slots_of,
+    tree_sql,
+)
 
 # slot 0 <= 2.0 ? (slot 1 in {1.0} ? 0.5 : -0.5) : 1.5
 TREE = Split(slot=0, threshold=2.0, categories=(), right=1.5,
@@ -55,3 +65,11 @@ def test_the_trees_are_read_from_a_fitted_model(spark: SparkSession) -> None:
     assert read_tree(gbt.trees[0]._java_obj.rootNode()) == Split(slot=0, threshold=2.5, categories=(),
                                                                    left=-1.0, right=1.0)
     assert ensemble(gbt) == [(1.0, Split(slot=0, threshold=2.5, categories=(), left=-1.0, right=1.0))]
+
+
+def test_large_ensembles_are_left_to_rescoring() -> None:
+    shift = margin_shift([(1.0, TREE), (0.1, OTHER)], "v", {0: 5.0})  # TREE unfixed: 2 CASE WHENs
+    assert shift is not None and shift.count("CASE WHEN") == 2
+    assert fits_in_generated_code([shift, None])
+    half = MAX_CASES // 2
+    assert fits_in_generated_code([shift] * half) and not fits_in_generated_code([shift] * (half + 1))

@@ -18,7 +18,8 @@ slots of the model's assembled vector are mapped back through the assembler's ML
   features are encoded once; a feature's occluded vector is the encoded vector with that feature's
   slots set to the baseline's encoding. For an MLlib GBT the new margin is the model's margin plus
   the change of the trees that split on those slots, evaluated as column expressions (`trees.py`):
-  one row per account. Other tree models (XGBoost) score the K variants themselves (K+1 rows per
+  one row per account, while the expressions stay small enough for Spark's generated code. Larger
+  GBTs and other tree models (XGBoost) score the K variants themselves (K+1 rows per
   account by explode, one pass of the classifier and calibration, folded back with one group-by).
   Either way: no per-row Python, no collect, and a plan with one copy of the encoding.
 """
@@ -236,8 +237,9 @@ def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequen
 
     effect(feature) = p(account) - p(account with that feature at its training baseline). The
     features are encoded once; a feature's occluded variant differs from the account's vector only
-    in that feature's slots. An MLlib GBT gets the effects from its trees (`trees.py`); any other
-    classifier scores the K variants themselves (`_rescored_effects`).
+    in that feature's slots. An MLlib GBT small enough for Spark's generated code gets the effects
+    from its trees (`trees.py`); larger ones and any other classifier score the K variants
+    themselves (`_rescored_effects`).
     """
     encode, classify = split_at_classifier(model)
     baselines: dict[str, Any] = {**numeric_baselines(model), **categorical_baselines(model)}
@@ -246,16 +248,19 @@ def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequen
     encoded = encode.transform(features)
     clf = classifier_stage(model)
     if isinstance(clf, GBTClassificationModel):
-        return _tree_effects(encoded, classify, clf, slot_values, keys)
+        ensemble = trees.ensemble(clf)
+        shifts = {s: trees.margin_shift(ensemble, "__values", slots) for s, slots in slot_values.items()}
+        if trees.fits_in_generated_code(shifts.values()):
+            return _tree_effects(encoded, classify, clf, shifts, keys)
     return _rescored_effects(encoded, classify, slot_values, keys, len(slots_of))
 
 
 def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassificationModel,
-                  slot_values: dict[str, dict[int, float]], keys: Sequence[str]) -> DataFrame:
-    """Effects from the GBT's margin and the trees the occluded slots reach: one row per account, no
-    extra vectors. The calibration is applied to the probabilities of both margins, as the model does."""
+                  shifts: dict[str, str | None], keys: Sequence[str]) -> DataFrame:
+    """Effects from the GBT's margin and the margin shifts (`trees.margin_shift` over the vector `__values`):
+    one row per account, no extra vectors. The calibration is applied to the probabilities of both
+    margins, as the model does."""
     calibration = next(s for s in classify.stages if isinstance(s, Calibration))
-    ensemble = trees.ensemble(gbt)
     scored = classify.transform(encoded).select(
         *keys, PROBABILITY, vector_to_array(F.col(gbt.getRawPredictionCol())).getItem(1).alias("__margin"),
         vector_to_array(F.col(VECTOR)).alias("__values"))
@@ -264,7 +269,6 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
     def probability(m: Column) -> Column:
         return calibration.calibrate(trees.margin_probability(m))
 
-    shifts = {s: trees.margin_shift(ensemble, "__values", slots) for s, slots in slot_values.items()}
     effects = {s: probability(margin) - probability(margin + F.expr(shift))
                for s, shift in shifts.items() if shift is not None}  # no tree reads the others: effect 0
     return with_top_three(scored, effects, [*keys, PROBABILITY])
