@@ -45,6 +45,11 @@ def test_fixed_slots_are_decided_when_the_expression_is_built(spark: SparkSessio
     assert goes_left(TREE, 2.0) and not goes_left(TREE, float("nan")) and not goes_left(TREE.left, 0.0)
 
 
+def test_unbounded_thresholds_are_valid_sql(spark: SparkSession) -> None:
+    tree = Split(slot=0, threshold=float("inf"), categories=(), left=-1.0, right=1.0)  # everything but NaN left
+    assert _evaluate(spark, tree_sql(tree, "v", {})) == [-1.0, -1.0, -1.0, -1.0]
+
+
 def test_margin_shift_sums_only_the_trees_that_read_the_fixed_slots(spark: SparkSession) -> None:
     trees = [(1.0, TREE), (0.1, OTHER)]
     # slot 0 at 5.0: TREE moves every row to 1.5 (rows 0-2 from 0.5, -0.5, 1.5; row 3 from -0.5); OTHER unchanged

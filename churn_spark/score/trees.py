@@ -17,6 +17,7 @@ same leaf, so an account already at the baseline gets an effect of exactly 0, as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -71,8 +72,9 @@ def goes_left(split: Split, value: float) -> bool:
 
 
 def _double(x: float) -> str:
-    """A Spark SQL double literal that reads back as exactly `x` (repr is the shortest round-trip form)."""
-    return f"{x!r}D"
+    """A Spark SQL double literal that reads back as exactly `x` (repr is the shortest round-trip form;
+    a split on an unbounded value can have an infinite threshold, which has no literal)."""
+    return f"{x!r}D" if math.isfinite(x) else f"CAST('{x!r}' AS DOUBLE)"
 
 
 def tree_sql(tree: Tree, values: str, fixed: Mapping[int, float]) -> str:
