@@ -459,17 +459,23 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     in uplift mode."""
     model = registered.model
     candidates = settings.scoring.reason_candidates
-    with progress.stage("score", f"features at {as_of}") as step:
-        counts = population_counts(labels.where(F.col("as_of_date") == F.lit(as_of)), features)
-        check_population(counts, as_of)
+    with progress.stage("score", f"features at {as_of}") as step, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-count") as pool:
+        # The count reads (and caches) the features on the executors while the driver plans the reasons
+        # (seconds of analysis of the model's pipeline); a population error still wins over a planning one.
+        counting = pool.submit(population_counts, labels.where(F.col("as_of_date") == F.lit(as_of)), features)
+        try:
+            planned = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
+        finally:
+            counts = counting.result()
+            check_population(counts, as_of)
         step.done(f"features at {as_of}: {progress.rows(counts['eligible'])} eligible accounts, model "
                   f"{registered.version}, reasons by "
-                  + ("LR contributions" if is_linear(model) else f"occlusion of the top {candidates}"))
+                  + ("LR contributions" if is_linear(model) else f"occlusion of the top {candidates}") + ", planned")
     with progress.stage("score", "scores written") as step:
         # the model runs once: the ranking reads its input three times (quantile edges, bucket sizes, rows),
         # and without this cache each read would re-run the encoding, the K+1 predictions and the fold
-        with_reasons = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS
-                                           ).persist(StorageLevel.MEMORY_AND_DISK)
+        with_reasons = planned.persist(StorageLevel.MEMORY_AND_DISK)
         where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
         try:
             scored = with_reasons.count()
@@ -484,7 +490,11 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
     # the whole feature + model + reasons lineage (which made the driver run out of heap planning them).
     written = io.read_slice(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-drift")
     try:
+        # drift and the distribution only read: their jobs run beside the targets' ranking and write
+        monitored = pool.submit(lambda: (drift_or_reason(settings, registered, features, written),
+                                         decile_distribution(written)))
         with progress.stage("score", "targets written") as step:
             with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
             if uplift is not None:
@@ -496,9 +506,9 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
             step.done(f"{t['count']} accounts targeted by {t['mode']}, expected value "
                       f"{t['total_expected_value']:.2f}{saved}")
         with progress.stage("score", "drift and score distribution"):
-            drift = drift_or_reason(settings, registered, features, written)
-            distribution = decile_distribution(written)
+            drift, distribution = monitored.result()
     finally:
+        pool.shutdown(wait=True)  # the reads end before their cache goes
         written.unpersist()
     return {
         "as_of_date": as_of.isoformat(), "model_version": registered.version,
