@@ -12,6 +12,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from churn_spark.score import trees
 from churn_spark.score.reasons import (
     REASONS,
     categorical_baselines,
@@ -23,7 +24,7 @@ from churn_spark.score.reasons import (
     slot_sources,
     source_importances,
 )
-from churn_spark.train.pipeline import FeatureColumns, build_pipeline, predict
+from churn_spark.train.pipeline import FeatureColumns, PlattCalibration, build_pipeline, predict, with_calibration
 
 SCHEMA = "account_id string, as_of_date date, feature_set_version string, x1 double, x2 double, c string"
 D0, D1 = dt.date(2024, 1, 1), dt.date(2024, 2, 1)
@@ -136,11 +137,32 @@ def test_a_derived_cyclic_input_is_credited_to_its_column(spark: SparkSession,
     assert slot_sources(gbt_cyclic_model, _score_df(spark).limit(0)) == ["x1", "x2", "x1", "c", "c", "c", "c"]
 
 
-@pytest.mark.parametrize("model_name", ["gbt_model", "gbt_cyclic_model"])
-def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_name: str,
-                                                   request: pytest.FixtureRequest) -> None:
+@pytest.fixture(scope="module")
+def gbt_seasonal_model(gbt_model: PipelineModel) -> PipelineModel:
+    """The GBT with a Platt calibration followed by a seasonal shift (`model.seasonal_calibration`): the
+    occluded probabilities must go through both, reading each row's season."""
+    return with_calibration(gbt_model, PlattCalibration(1.3, -0.2).with_season([0.7, -0.4, 0.1, 0.2]))
+
+
+def _with_seasons(df: DataFrame) -> DataFrame:
+    """A season per row (one per D in real data; distinct here so a row never reads another's)."""
+    position = F.coalesce(F.col("x1"), F.lit(0.0))
+    return df.withColumn("season_cos", F.cos(position)).withColumn("season_sin", F.sin(position))
+
+
+@pytest.mark.parametrize(("model_name", "max_cases"), [("gbt_model", trees.MAX_CASES),
+                                                       ("gbt_cyclic_model", trees.MAX_CASES),
+                                                       ("gbt_seasonal_model", trees.MAX_CASES),
+                                                       ("gbt_seasonal_model", 0)],
+                         ids=["trees", "cyclic-trees", "seasonal-trees", "seasonal-rescored"])
+def test_tree_reasons_equal_a_plain_occlusion_loop(spark: SparkSession, model_name: str, max_cases: int,
+                                                   request: pytest.FixtureRequest,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     gbt_model: PipelineModel = request.getfixturevalue(model_name)
+    monkeypatch.setattr(trees, "MAX_CASES", max_cases)  # 0: every GBT re-scores its occluded vectors
     scored = _score_df(spark)
+    if model_name == "gbt_seasonal_model":
+        scored = _with_seasons(scored)
     importances = source_importances(gbt_model, scored.limit(0))
     assert set(importances) <= {"x1", "x2", "c"} and sum(importances.values()) == pytest.approx(1.0)
     got = scores_with_reasons(scored, gbt_model, lambda df: predict(gbt_model, df), 10, ["account_id"])

@@ -84,3 +84,42 @@ def test_a_calibrator_of_centred_predictions_moves_to_the_registered_fits_prior(
     assert iso["boundaries"] == pytest.approx([0.0, 0.2, 0.5, 1.0], abs=1e-12)
     assert iso["predictions"] == [0.05, 0.1, 0.6, 0.9]
     assert P.for_prior(P.PlattCalibration(2.0, 0.3), 0.0).describe()["intercept"] == 0.3  # even prior: unchanged
+
+
+def test_seasonal_shift_moves_the_log_odds_by_the_season_and_round_trips(spark: SparkSession, tmp_path) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    # Platt identity, then +0.5 x (cos - 0) - 1.0 x (sin - 0.5): raw 0.2 (log-odds -ln 4)
+    #   cos 1, sin 0.5 -> -ln 4 + 0.5 -> 1 / (1 + 4 e^-0.5); cos 0, sin -0.5 -> -ln 4 + 1.0 -> 1 / (1 + 4 e^-1);
+    #   no season (a slice built before the calendar features) -> not moved: 0.2.
+    stage = P.PlattCalibration().with_season([0.5, -1.0, 0.0, 0.5])
+    df = spark.createDataFrame([(1, Vectors.dense([0.8, 0.2]), 1.0, 0.5), (2, Vectors.dense([0.8, 0.2]), 0.0, -0.5),
+                                (3, Vectors.dense([0.8, 0.2]), None, None)],
+                               ["id", "probability", "season_cos", "season_sin"])
+    expected = [1 / (1 + 4 * math.exp(-0.5)), 1 / (1 + 4 * math.exp(-1.0)), 0.2]
+    out = stage.transform(df).orderBy("id").select("churn_probability").collect()
+    assert [r[0] for r in out] == pytest.approx(expected, abs=1e-9)
+    assert stage.describe() == {"method": "platt", "slope": 1.0, "intercept": 0.0,
+                                "season": {"k_cos": 0.5, "k_sin": -1.0, "centre_cos": 0.0, "centre_sin": 0.5}}
+    assert stage.input_columns() == ["season_cos", "season_sin"] and P.PlattCalibration().input_columns() == []
+    stage.write().overwrite().save(str(tmp_path / "stage"))  # saved with the model, read back the same
+    loaded = P.PlattCalibration.load(str(tmp_path / "stage"))
+    assert [r[0] for r in loaded.transform(df).orderBy("id").select("churn_probability").collect()] == pytest.approx(
+        expected, abs=1e-9)
+
+
+def test_fit_seasonal_shift_recovers_the_seasons_log_odds_around_the_calibrated_level(spark: SparkSession) -> None:
+    # Calibrated p = 0.1 everywhere; three seasons (cos, sin) with observed rates 2/10 at (1, 0), 1/20 at (-1, 0),
+    # 1/10 at (0, 1). Three seasons, three parameters (intercept a, k_cos, k_sin; centre 0): each season's
+    # log-odds is met exactly, a + k_cos = logit(0.2) - logit(0.1) = ln 2.25, a - k_cos = ln(9/19), a + k_sin = 0,
+    # so k_cos = ln(2.25 x 19/9) / 2 = ln(4.75) / 2 and k_sin = -a = -ln(2.25 x 9/19) / 2.
+    rows = ([(0.1, 1.0, 0.0, int(i < 2)) for i in range(10)] + [(0.1, -1.0, 0.0, int(i < 1)) for i in range(20)]
+            + [(0.1, 0.0, 1.0, int(i < 1)) for i in range(10)])
+    df = spark.createDataFrame(rows, "churn_probability double, season_cos double, season_sin double, label int")
+    k_cos, k_sin, c_cos, c_sin = P.fit_seasonal_shift(df, (0.0, 0.0))
+    assert (k_cos, k_sin) == pytest.approx((math.log(4.75) / 2, -math.log(2.25 * 9 / 19) / 2), abs=1e-6)
+    assert (c_cos, c_sin) == (0.0, 0.0)
+    # the centre moves the inputs, not the slopes: centred on (1, 0), the same k
+    assert P.fit_seasonal_shift(df, (1.0, 0.0))[:2] == pytest.approx([k_cos, k_sin], abs=1e-6)
+    two_seasons = df.where(F.col("season_sin") == 0.0)  # a, k_cos, k_sin not identified: no shift
+    assert P.fit_seasonal_shift(two_seasons, (0.0, 0.0)) == []

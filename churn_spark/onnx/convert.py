@@ -110,9 +110,12 @@ def add_prepare(g: GraphBuilder, columns: P.FeatureColumns, log_scale: bool) -> 
 
 def add_calibration(g: GraphBuilder, probability: str, calibration: P.Calibration) -> None:
     """`churn_probability_raw` (P(class 1), float64) and `churn_probability` = its calibration."""
+    described = calibration.describe()
+    if "season" in described:
+        raise ContractError("the model's calibration has a seasonal shift (model.seasonal_calibration), which has "
+                            "no ONNX form: export a model trained without it")
     p1 = g.op("Slice", [probability, g.const([1], np.int64), g.const([2], np.int64), g.const([1], np.int64)])
     raw = g.op("Cast", [p1], out=RAW_OUTPUT, to=TensorProto.DOUBLE)
-    described = calibration.describe()
     if described["method"] == "platt":
         add_platt(g, raw, float(described["slope"]), float(described["intercept"]))
     elif described["method"] == "isotonic":

@@ -262,7 +262,8 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
     margins, as the model does."""
     calibration = next(s for s in classify.stages if isinstance(s, Calibration))
     scored = classify.transform(encoded).select(
-        *keys, PROBABILITY, vector_to_array(F.col(gbt.getRawPredictionCol())).getItem(1).alias("__margin"),
+        *keys, *calibration.input_columns(), PROBABILITY,
+        vector_to_array(F.col(gbt.getRawPredictionCol())).getItem(1).alias("__margin"),
         vector_to_array(F.col(VECTOR)).alias("__values"))
     margin = F.col("__margin")
 
@@ -280,13 +281,14 @@ def _rescored_effects(encoded: DataFrame, classify: PipelineModel, slot_values: 
     and calibration in one pass, folded back with one group-by (a column per occluded feature): the plan
     holds one copy of the encoding."""
     values = F.col("__values")
+    carried = [c for s in classify.stages if isinstance(s, Calibration) for c in s.input_columns()]
     variants = F.array(
         F.struct(F.lit(None).cast("string").alias(_OCCLUDED), F.col(VECTOR).alias(VECTOR)),
         *[F.struct(F.lit(s).alias(_OCCLUDED), occluded_vector(values, slots, size).alias(VECTOR))
           for s, slots in slot_values.items()])
-    exploded = (encoded.select(*keys, VECTOR, vector_to_array(F.col(VECTOR)).alias("__values"))
-                .select(*keys, F.explode(variants).alias("__v")))
-    scored = classify.transform(exploded.select(*keys, "__v.*"))
+    exploded = (encoded.select(*keys, *carried, VECTOR, vector_to_array(F.col(VECTOR)).alias("__values"))
+                .select(*keys, *carried, F.explode(variants).alias("__v")))
+    scored = classify.transform(exploded.select(*keys, *carried, "__v.*"))
     original = F.col(_OCCLUDED).isNull()
     occluded = {s: f"__p{i}" for i, s in enumerate(slot_values)}
     folded = scored.groupBy(*keys).agg(

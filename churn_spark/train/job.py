@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from churn_spark import __version__, io, progress
 from churn_spark.config import ModelSettings, Settings
 from churn_spark.errors import ConfigError, ContractError, NotAvailableError, PromotionError
+from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.labels import definition_of_snapshots
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.schemas import KEYS
@@ -274,13 +275,45 @@ def calibration_source(split: TimeSplit) -> str:
            f"{split.validation[-1]}"
 
 
+def calibration_days(split: TimeSplit) -> list[dt.date]:
+    """The snapshots the calibrator's rows came from (see `calibration_source`)."""
+    return sorted({d for _, evaluated in split.folds for d in evaluated}) if split.refit else list(split.validation)
+
+
+def with_seasonal_shift(model: PipelineModel, calibrator: P.Calibration, calibration: dict[str, Any],
+                        dataset: DataFrame, split: TimeSplit) -> tuple[PipelineModel, dict[str, Any]]:
+    """`model` whose calibration also shifts the log-odds by season (`P.fit_seasonal_shift`), fitted on the
+    registered fit's own rows and centred on the calibrator's snapshots; and the calibration's description."""
+    if not {SEASON_COS, SEASON_SIN} <= set(dataset.columns):
+        raise ConfigError("model.seasonal_calibration needs the calendar features season_cos and season_sin "
+                          "(features.season) in gold.churn_features")
+    with progress.stage("train", "seasonal shift fitted") as step:
+        centre = filter_snapshots(dataset, calibration_days(split)).agg(
+            F.avg(SEASON_COS).alias("c"), F.avg(SEASON_SIN).alias("s")).first()
+        assert centre is not None
+        rows = P.predict(model, filter_snapshots(dataset, split.final)).select(
+            P.LABEL_COL, P.OUTPUT_COL, SEASON_COS, SEASON_SIN)
+        terms = P.fit_seasonal_shift(rows, (float(centre["c"] or 0.0), float(centre["s"] or 0.0)))
+        if not terms:
+            step.done("seasonal shift: not fitted (one class or fewer than three seasons in the fit's rows)")
+            return model, {**calibration, "season": None}
+        shifted = calibrator.with_season(terms)
+        step.done(f"seasonal shift fitted on the registered fit's rows: log-odds {terms[0]:+.3f} x cos "
+                  f"{terms[1]:+.3f} x sin, centred on {terms[2]:.3f}, {terms[3]:.3f}")
+        return P.with_calibration(model, shifted), {**calibration, **shifted.describe()}
+
+
 def calibration_text(calibration: dict[str, Any]) -> str:
     method = calibration["method"]
     if calibration["configured"] == "none":
         return "not calibrated"
     what = (f"Platt-scaled (slope {calibration['slope']:.3f}, intercept {calibration['intercept']:.3f})"
             if method == "platt" else f"isotonic-calibrated ({calibration['knots']} knots)")
-    return f"{what}, fitted on {calibration['rows']} out-of-time {calibration['fitted_on']}"
+    season = calibration.get("season")
+    shift = (f"; then a seasonal shift of the log-odds ({season['k_cos']:+.3f} x cos, {season['k_sin']:+.3f} x sin "
+             "of the snapshot's season, 0 in the calibration season) fitted on the registered fit's rows"
+             if season else "")
+    return f"{what}, fitted on {calibration['rows']} out-of-time {calibration['fitted_on']}{shift}"
 
 
 def drift_reference(model: PipelineModel, features: DataFrame, dates: Sequence[dt.date], columns: P.FeatureColumns,
@@ -567,6 +600,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                 if best is not None:
                     best.release()
         model = P.with_calibration(fitted, calibrator)
+        if ms.seasonal_calibration:
+            model, calibration = with_seasonal_shift(model, calibrator, calibration, dataset, split)
 
         def reference_of_training_rows() -> dict[str, Any]:
             with progress.stage("train", "drift reference") as step:

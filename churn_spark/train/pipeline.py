@@ -24,7 +24,7 @@ from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.regression import IsotonicRegression
+from pyspark.ml.regression import GeneralizedLinearRegression, IsotonicRegression
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -41,6 +41,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.schemas import FEATURE_KEY_COLUMNS
 
 LABEL_COL = "label"
@@ -280,24 +281,66 @@ def platt(raw: Column, slope: float, intercept: float) -> Column:
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-(F.lit(slope) * logit(raw) + F.lit(intercept))))
 
 
+SEASON_TERMS = ("k_cos", "k_sin", "centre_cos", "centre_sin")
+
+
+def seasonal_shift(p: Column, terms: Sequence[float]) -> Column:
+    """sigmoid(logit(p) + k_cos (season_cos - c_cos) + k_sin (season_sin - c_sin)), `terms` = [k_cos, k_sin,
+    c_cos, c_sin]; no terms: `p` itself. A row without a season (a slice built before the calendar features)
+    is not moved."""
+    if not terms:
+        return p
+    k_cos, k_sin, c_cos, c_sin = (float(t) for t in terms)
+    shift = F.lit(k_cos) * (F.col(SEASON_COS) - F.lit(c_cos)) + F.lit(k_sin) * (F.col(SEASON_SIN) - F.lit(c_sin))
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-(logit(p) + F.coalesce(shift, F.lit(0.0)))))
+
+
 class Calibration(Transformer):
     """Last pipeline stage: `churn_probability_raw` = P(class 1), `churn_probability` = its calibration.
 
     Python stages saved with the PipelineModel (DefaultParamsWritable), built from Column expressions,
-    so scoring applies exactly the calibration fitted at training time.
+    so scoring applies exactly the calibration fitted at training time. The method's map (Platt, isotonic)
+    may be followed by a seasonal shift of the log-odds (`season`, empty by default; `model.seasonal_calibration`,
+    docs/model.md): stages saved before it existed read as having none.
     """
 
     probabilityCol: Param[str] = Param(Params._dummy(), "probabilityCol", "probability vector column",
                                        typeConverter=TypeConverters.toString)
+    season: Param[list[float]] = Param(Params._dummy(), "season",
+                                       "seasonal log-odds shift [k_cos, k_sin, centre_cos, centre_sin]; empty: none",
+                                       typeConverter=TypeConverters.toListFloat)
 
     def calibrate(self, raw: Column) -> Column:
         """The calibrated probability of a raw P(class 1) column (the scorer's occlusion applies it to
-        probabilities it computes itself)."""
+        probabilities it computes itself): the method's map, then the seasonal shift, which reads the row's
+        `season_cos` and `season_sin` (`input_columns`)."""
+        return seasonal_shift(self.map_raw(raw), self.season_terms())
+
+    def map_raw(self, raw: Column) -> Column:
+        """The method's own map of the raw probability."""
+        raise NotImplementedError
+
+    def season_terms(self) -> list[float]:
+        terms: list[float] = self.getOrDefault(self.season)
+        return list(terms)
+
+    def with_season(self, terms: Sequence[float]) -> Calibration:
+        """This stage (a copy) with the seasonal shift `terms`."""
+        return self.copy({self.season: [float(t) for t in terms]})
+
+    def input_columns(self) -> list[str]:
+        """Feature columns the calibration reads besides the raw probability."""
+        return [SEASON_COS, SEASON_SIN] if self.season_terms() else []
+
+    def describe_method(self) -> dict[str, Any]:
+        """What metadata.json records of the method's map."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What metadata.json records of the calibration."""
-        raise NotImplementedError
+        terms = self.season_terms()
+        season = {"season": dict(zip(SEASON_TERMS, terms, strict=True))} if terms else {}
+        return {**self.describe_method(), **season}
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
@@ -315,13 +358,13 @@ class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable
 
     def __init__(self, slope: float = 1.0, intercept: float = 0.0, probabilityCol: str = PROBABILITY_COL) -> None:
         super().__init__()
-        self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0)
+        self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0, season=[])
         self._set(probabilityCol=probabilityCol, slope=slope, intercept=intercept)
 
-    def calibrate(self, raw: Column) -> Column:
+    def map_raw(self, raw: Column) -> Column:
         return platt(raw, self.getOrDefault(self.slope), self.getOrDefault(self.intercept))
 
-    def describe(self) -> dict[str, Any]:
+    def describe_method(self) -> dict[str, Any]:
         return {"method": "platt", "slope": self.getOrDefault(self.slope),
                 "intercept": self.getOrDefault(self.intercept)}
 
@@ -342,15 +385,15 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
     def __init__(self, boundaries: Sequence[float] = (0.0, 1.0), predictions: Sequence[float] = (0.0, 1.0),
                  probabilityCol: str = PROBABILITY_COL) -> None:
         super().__init__()
-        self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0])
+        self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0], season=[])
         self._set(probabilityCol=probabilityCol, boundaries=list(boundaries), predictions=list(predictions))
 
-    def calibrate(self, raw: Column) -> Column:
+    def map_raw(self, raw: Column) -> Column:
         boundaries: list[float] = self.getOrDefault(self.boundaries)
         predictions: list[float] = self.getOrDefault(self.predictions)
         return interpolate(raw, boundaries, predictions)
 
-    def describe(self) -> dict[str, Any]:
+    def describe_method(self) -> dict[str, Any]:
         return {"method": "isotonic", "knots": len(self.getOrDefault(self.boundaries)),
                 "boundaries": self.getOrDefault(self.boundaries), "predictions": self.getOrDefault(self.predictions)}
 
@@ -395,6 +438,30 @@ def fit_isotonic(scored: DataFrame) -> IsotonicCalibration:
                          F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL))
     iso = IsotonicRegression(featuresCol=RAW_OUTPUT_COL, labelCol=LABEL_COL, isotonic=True).fit(data)
     return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist())
+
+
+def fit_seasonal_shift(scored: DataFrame, centre: tuple[float, float]) -> list[float]:
+    """Seasonal log-odds shift terms [k_cos, k_sin, c_cos, c_sin] for :func:`seasonal_shift`.
+
+    Why: the calibrator learns the churn rate of its own snapshots, one season; a classifier that does not
+    learn the season (trees split on it rarely) carries that rate to every other season. `scored` has `label`,
+    the calibrated `churn_probability` and the season columns (the registered model on its own fit's rows):
+    a binomial GLM of the label with the calibrated log-odds as offset and the season's cosine and sine, centred
+    on the calibration snapshots' season (`centre`), as inputs. Its intercept (the level on these rows, which
+    the calibrator already set out of time) is fitted and dropped, so the shift is 0 in the calibration
+    season. Empty (no shift) with one class or fewer than three seasons (the terms are not identified)."""
+    seen = scored.agg(F.countDistinct(LABEL_COL).alias("classes"),
+                      F.countDistinct(SEASON_COS, SEASON_SIN).alias("seasons")).first()
+    if seen is None or seen["classes"] < 2 or seen["seasons"] < 3:
+        return []
+    c_cos, c_sin = centre
+    data = scored.where(F.col(SEASON_COS).isNotNull() & F.col(SEASON_SIN).isNotNull()).select(
+        F.col(LABEL_COL).cast("double").alias(LABEL_COL), logit(F.col(OUTPUT_COL)).alias("__offset"),
+        (F.col(SEASON_COS) - F.lit(c_cos)).alias("__cos"), (F.col(SEASON_SIN) - F.lit(c_sin)).alias("__sin"))
+    vec = VectorAssembler(inputCols=["__cos", "__sin"], outputCol="__season").transform(data)
+    glm = GeneralizedLinearRegression(family="binomial", link="logit", featuresCol="__season", labelCol=LABEL_COL,
+                                      offsetCol="__offset", maxIter=50, tol=1e-10).fit(vec)
+    return [float(glm.coefficients[0]), float(glm.coefficients[1]), float(c_cos), float(c_sin)]
 
 
 def centred(raw: Column, prior_logit: float) -> Column:
