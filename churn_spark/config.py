@@ -322,8 +322,8 @@ class ModelSettings(_Section):
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     # after the calibrator, a seasonal shift of the log-odds fitted on the registered fit's own rows (a GLM with
     # the calibrated log-odds as offset, the season's cosine and sine as inputs; docs/model.md): for models that
-    # do not learn the season, whose calibrator would carry its snapshots' season to the whole year. Needs the
-    # calendar features (features.season); an ONNX export refuses it.
+    # do not learn the season, whose calibrator would carry its snapshots' season to the whole year. Without the
+    # calendar features (features.season) there is no shift.
     seasonal_calibration: bool = False
     # weight classes to balance them in training (weightCol). Off by default: the weights cost ranking (8k
     # accounts: GBT test ROC AUC 0.7552 weighted, 0.7705 not), and the calibrator, fitted on fold predictions

@@ -323,12 +323,3 @@ def test_validation_and_runtime_import_no_pyspark() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
-
-def test_a_seasonal_calibration_is_refused_with_one_line() -> None:
-    """The seasonal shift reads the row's season after the calibrator: no ONNX form yet, so the export says so
-    instead of writing a model that would score without it."""
-    from churn_spark.onnx.convert import add_calibration
-
-    seasonal = P.PlattCalibration(1.0, 0.0).with_season([0.5, 0.1, 0.0, 0.0])
-    with pytest.raises(ContractError, match="seasonal shift .* has no ONNX form"):
-        add_calibration(None, "probability", seasonal)  # type: ignore[arg-type]  # refused before any node

@@ -61,6 +61,25 @@ def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
     fitted = P.fit_isotonic(df).describe()
     assert fitted["boundaries"] == pytest.approx([0.1, 0.2, 0.3])
     assert fitted["predictions"] == pytest.approx([1 / 6, 1 / 6, 0.75])
+    assert fitted["tie_break"] == P.TIE_BREAK  # the fitted stage keeps the raw ranking inside flat steps
+
+
+def test_isotonic_tie_break_keeps_the_raw_order_inside_a_flat_step(spark: SparkSession) -> None:
+    from pyspark.ml.linalg import Vectors
+
+    # knots (0.2, 0.3), (0.6, 0.3): flat at 0.3 between them. w = 0.1: 0.9 map + 0.1 raw, so raw 0.3 -> 0.3,
+    # raw 0.5 -> 0.32, raw 0.1 (below the first knot, map 0.3) -> 0.28; without the tie break all three are 0.3.
+    raws = [0.1, 0.3, 0.5]
+    df = spark.createDataFrame([(Vectors.dense([1 - r, r]),) for r in raws], ["probability"])
+
+    def mapped(stage: P.IsotonicCalibration) -> list[float]:
+        out = stage.transform(df).orderBy("churn_probability_raw").select("churn_probability")
+        return [r[0] for r in out.collect()]
+
+    assert mapped(P.IsotonicCalibration([0.2, 0.6], [0.3, 0.3], tieBreak=0.1)) == pytest.approx([0.28, 0.3, 0.32])
+    assert mapped(P.IsotonicCalibration([0.2, 0.6], [0.3, 0.3])) == pytest.approx([0.3, 0.3, 0.3])
+    moved = P.for_prior(P.IsotonicCalibration([0.2, 0.6], [0.3, 0.3], tieBreak=0.1), math.log(0.25))
+    assert moved.describe()["tie_break"] == 0.1  # moving to the refit's prior keeps it
 
 
 def test_a_calibrator_of_centred_predictions_moves_to_the_registered_fits_prior(spark: SparkSession) -> None:

@@ -100,3 +100,18 @@ def test_the_seasonal_shift_follows_the_season_of_each_test_month(spark: SparkSe
     # centred on the calibration snapshot, December 2022: cos(2 pi 11/12), sin(2 pi 11/12)
     assert (season["centre_cos"], season["centre_sin"]) == pytest.approx(_season(dt.date(2022, 12, 1)), abs=1e-12)
     assert season["k_cos"] == pytest.approx(0.9, abs=0.25) and abs(season["k_sin"]) < 0.25  # the generator's 0.9, 0
+
+
+def test_without_calendar_columns_there_is_no_shift(spark: SparkSession, lake: str, tmp_path) -> None:
+    """A features table without the season (features.season off, or built before it) trains as before: the
+    calibration records no season instead of failing the run."""
+    root = str(tmp_path / "lakehouse")
+    shutil.copytree(lake, root)
+    lh = Lakehouse(root)
+    features = spark.read.format("delta").load(lh.churn_features).drop("season_cos", "season_sin")
+    features.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(lh.churn_features)
+    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, "model.seasonal_calibration": True,
+                                                  "model.exclude_features": []})
+    meta = R.load_metadata(spark, s, run_train(spark, s)["model_version"])
+    assert meta["calibration"]["season"] is None
+    assert "season" not in R.load_model(spark, s, meta["version"]).model.stages[-1].describe()

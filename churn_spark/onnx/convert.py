@@ -13,7 +13,8 @@ convert, or converts differently from what Spark computes, are built here with `
   `handleInvalid="keep"` to `len(labels)` (the OneHotEncoder's "unseen" slot);
 - GBT (a converter override): onnxmltools reads a categorical split's first category as a `<=` threshold,
   wrong when the left branch holds category 1 (Spark treats one-hot slots as binary categorical features);
-- the Calibration stage (Platt or isotonic), in float64, after the classifier.
+- the Calibration stage (Platt or isotonic, then the seasonal shift when it has one), in float64, after the
+  classifier.
 
 Graph inputs: one [N, 1] tensor per feature column, float64 (NaN for null) or string; outputs
 `churn_probability_raw`, for LR models `features_scaled` (the classifier's input vector, float32 [N, k]: the
@@ -45,6 +46,7 @@ from pyspark.ml.feature import (
 from pyspark.sql import Row, SparkSession
 
 from churn_spark.errors import ContractError
+from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.onnx.schema import OUTPUT, RAW_OUTPUT, SCALED_OUTPUT
 from churn_spark.train import pipeline as P
 
@@ -109,33 +111,55 @@ def add_prepare(g: GraphBuilder, columns: P.FeatureColumns, log_scale: bool) -> 
 
 
 def add_calibration(g: GraphBuilder, probability: str, calibration: P.Calibration) -> None:
-    """`churn_probability_raw` (P(class 1), float64) and `churn_probability` = its calibration."""
+    """`churn_probability_raw` (P(class 1), float64) and `churn_probability` = its calibration; a seasonal shift
+    reads the graph's `season_cos` and `season_sin` inputs (the caller checks they are inputs)."""
     described = calibration.describe()
-    if "season" in described:
-        raise ContractError("the model's calibration has a seasonal shift (model.seasonal_calibration), which has "
-                            "no ONNX form: export a model trained without it")
+    terms = calibration.season_terms()
+    mapped = g._name("mapped") if terms else OUTPUT
     p1 = g.op("Slice", [probability, g.const([1], np.int64), g.const([2], np.int64), g.const([1], np.int64)])
     raw = g.op("Cast", [p1], out=RAW_OUTPUT, to=TensorProto.DOUBLE)
     if described["method"] == "platt":
-        add_platt(g, raw, float(described["slope"]), float(described["intercept"]))
+        add_platt(g, raw, float(described["slope"]), float(described["intercept"]), mapped)
     elif described["method"] == "isotonic":
-        add_isotonic(g, raw, described["boundaries"], described["predictions"])
+        add_isotonic(g, raw, described["boundaries"], described["predictions"], mapped,
+                     float(described.get("tie_break", 0.0)))
     else:
         raise ContractError(f"calibration {described['method']!r} has no ONNX form")
+    if terms:
+        add_seasonal_shift(g, mapped, terms)
 
 
-def add_platt(g: GraphBuilder, raw: str, slope: float, intercept: float) -> None:
+def _sigmoid_of(g: GraphBuilder, z: str, out: str) -> str:
+    return g.op("Reciprocal", [g.op("Add", [g.const([1.0]), g.op("Exp", [g.op("Neg", [z])])])], out=out)
+
+
+def _logit_of(g: GraphBuilder, p: str) -> str:
+    """log(p / (1 - p)) of p clipped to [EPS, 1 - EPS], as `pipeline.logit`."""
+    clipped = g.op("Clip", [p, g.const(P.EPS), g.const(1 - P.EPS)])
+    return g.op("Log", [g.op("Div", [clipped, g.op("Sub", [g.const([1.0]), clipped])])])
+
+
+def add_platt(g: GraphBuilder, raw: str, slope: float, intercept: float, out: str = OUTPUT) -> None:
     """1 / (1 + exp(-(slope * logit(clip(raw, EPS, 1 - EPS)) + intercept))), as `pipeline.platt`."""
-    one = g.const([1.0])
-    clipped = g.op("Clip", [raw, g.const(P.EPS), g.const(1 - P.EPS)])
-    logit = g.op("Log", [g.op("Div", [clipped, g.op("Sub", [one, clipped])])])
-    z = g.op("Add", [g.op("Mul", [g.const([slope]), logit]), g.const([intercept])])
-    g.op("Reciprocal", [g.op("Add", [one, g.op("Exp", [g.op("Neg", [z])])])], out=OUTPUT)
+    z = g.op("Add", [g.op("Mul", [g.const([slope]), _logit_of(g, raw)]), g.const([intercept])])
+    _sigmoid_of(g, z, out)
 
 
-def add_isotonic(g: GraphBuilder, raw: str, boundaries: Sequence[float], predictions: Sequence[float]) -> None:
+def add_seasonal_shift(g: GraphBuilder, p: str, terms: Sequence[float]) -> None:
+    """sigmoid(logit(p) + k_cos (season_cos - c_cos) + k_sin (season_sin - c_sin)), as `pipeline.seasonal_shift`;
+    a row without a season (NaN) is not moved."""
+    k_cos, k_sin, c_cos, c_sin = (float(t) for t in terms)
+    shift = g.op("Add", [g.op("Mul", [g.const([k_cos]), g.op("Sub", [SEASON_COS, g.const([c_cos])])]),
+                         g.op("Mul", [g.const([k_sin]), g.op("Sub", [SEASON_SIN, g.const([c_sin])])])])
+    moved = g.op("Where", [g.op("IsNaN", [shift]), g.const([0.0]), shift])
+    _sigmoid_of(g, g.op("Add", [_logit_of(g, p), moved]), OUTPUT)
+
+
+def add_isotonic(g: GraphBuilder, raw: str, boundaries: Sequence[float], predictions: Sequence[float],
+                 out: str = OUTPUT, tie_break: float = 0.0) -> None:
     """Piecewise-linear through the knots, flat outside, later knot wins at a repeated boundary: the same
-    steps as `pipeline.interpolate` (i = knots at or below x, then the ramp between knots i-1 and i)."""
+    steps as `pipeline.interpolate` (i = knots at or below x, then the ramp between knots i-1 and i); then
+    (1 - w) map + w raw for a tie break w > 0, as `IsotonicCalibration.map_raw`."""
     n = len(boundaries)
     b, p = g.const(boundaries), g.const(predictions)
     at_or_below = g.op("Cast", [g.op("LessOrEqual", [g.const([list(boundaries)]), raw])], to=TensorProto.INT64)
@@ -148,7 +172,11 @@ def add_isotonic(g: GraphBuilder, raw: str, boundaries: Sequence[float], predict
     step = g.op("Mul", [g.op("Sub", [hi_p, lo_p]), g.op("Sub", [raw, lo_b])])
     ramp = g.op("Add", [lo_p, g.op("Div", [step, g.op("Sub", [hi_b, lo_b])])])
     beyond = g.op("Where", [g.op("GreaterOrEqual", [i, g.const([n], np.int64)]), g.const([predictions[-1]]), ramp])
-    g.op("Where", [g.op("Equal", [i, g.const([0], np.int64)]), g.const([predictions[0]]), beyond], out=OUTPUT)
+    mapped = g.op("Where", [g.op("Equal", [i, g.const([0], np.int64)]), g.const([predictions[0]]), beyond],
+                  out=out if tie_break == 0.0 else None)
+    if tie_break != 0.0:
+        g.op("Add", [g.op("Mul", [g.const([1.0 - tie_break]), mapped]), g.op("Mul", [g.const([tie_break]), raw])],
+             out=out)
 
 
 # --- converter overrides ---------------------------------------------------------------------------
@@ -332,6 +360,9 @@ def to_onnx(spark: SparkSession, model: PipelineModel, columns: P.FeatureColumns
     probability = next(o.name for o in core.graph.output if o.name.startswith(P.PROBABILITY_COL))
     prep, cal = GraphBuilder("prep"), GraphBuilder("calibration")
     add_prepare(prep, columns, log_scale=model_type == "lr")
+    if (missing := [c for c in calibration.input_columns() if c not in columns.numeric]):
+        raise ContractError(f"the calibration's seasonal shift reads {', '.join(missing)}, which the model does not "
+                            "take as input: no ONNX form")
     add_calibration(cal, probability, calibration)
     inputs = ([helper.make_tensor_value_info(c, TensorProto.DOUBLE, [None, 1]) for c in columns.numeric]
               + [i for i in core.graph.input if i.name in columns.categorical])

@@ -285,8 +285,8 @@ def with_seasonal_shift(model: PipelineModel, calibrator: P.Calibration, calibra
     """`model` whose calibration also shifts the log-odds by season (`P.fit_seasonal_shift`), fitted on the
     registered fit's own rows and centred on the calibrator's snapshots; and the calibration's description."""
     if not {SEASON_COS, SEASON_SIN} <= set(dataset.columns):
-        raise ConfigError("model.seasonal_calibration needs the calendar features season_cos and season_sin "
-                          "(features.season) in gold.churn_features")
+        log.info("train: no seasonal shift: gold.churn_features has no season_cos/season_sin (features.season)")
+        return model, {**calibration, "season": None}
     with progress.stage("train", "seasonal shift fitted") as step:
         centre = filter_snapshots(dataset, calibration_days(split)).agg(
             F.avg(SEASON_COS).alias("c"), F.avg(SEASON_SIN).alias("s")).first()

@@ -54,6 +54,7 @@ RAW_OUTPUT_COL = "churn_probability_raw"
 HELD_OUT_COL = "held_out_for_early_stopping"
 NUMERIC_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType, BooleanType)
 EPS = 1e-6
+TIE_BREAK = 1e-6  # weight of the raw probability in a fitted isotonic map (IsotonicCalibration)
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "gbt": {"maxIter": 60, "maxDepth": 5, "stepSize": 0.1, "subsamplingRate": 0.8, "minInstancesPerNode": 20,
@@ -374,28 +375,43 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
     linear between consecutive knots (`boundaries` -> `predictions`), constant beyond the first and last.
 
     Why beside Platt: it assumes no sigmoid shape, so it also fixes a model whose raw scores are
-    miscalibrated differently at the low and the high end; it needs more rows and does not extrapolate.
+    miscalibrated differently at the low and the high end (accounts that cannot churn within the horizon,
+    which a sigmoid cannot bring to 0); it needs more rows and does not extrapolate. Its flat steps tie
+    accounts the classifier ranked apart: `tieBreak` w gives (1 - w) map + w raw, strictly increasing in the
+    raw probability for w > 0, so the ranking stays the classifier's and the probabilities move by at most w
+    (the fit sets `TIE_BREAK`; stages saved before it have 0).
     """
 
     boundaries: Param[list[float]] = Param(Params._dummy(), "boundaries", "raw probabilities (knots), ascending",
                                            typeConverter=TypeConverters.toListFloat)
     predictions: Param[list[float]] = Param(Params._dummy(), "predictions", "calibrated probability at each knot",
                                             typeConverter=TypeConverters.toListFloat)
+    tieBreak: Param[float] = Param(Params._dummy(), "tieBreak", "weight of the raw probability that breaks ties",
+                                   typeConverter=TypeConverters.toFloat)
 
     def __init__(self, boundaries: Sequence[float] = (0.0, 1.0), predictions: Sequence[float] = (0.0, 1.0),
-                 probabilityCol: str = PROBABILITY_COL) -> None:
+                 probabilityCol: str = PROBABILITY_COL, tieBreak: float = 0.0) -> None:  # noqa: N803 - MLlib's style
         super().__init__()
-        self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0], season=[])
-        self._set(probabilityCol=probabilityCol, boundaries=list(boundaries), predictions=list(predictions))
+        self._setDefault(probabilityCol=PROBABILITY_COL, boundaries=[0.0, 1.0], predictions=[0.0, 1.0], season=[],
+                         tieBreak=0.0)
+        self._set(probabilityCol=probabilityCol, boundaries=list(boundaries), predictions=list(predictions),
+                  tieBreak=tieBreak)
+
+    def tie_break(self) -> float:
+        return float(self.getOrDefault(self.tieBreak))
 
     def map_raw(self, raw: Column) -> Column:
         boundaries: list[float] = self.getOrDefault(self.boundaries)
         predictions: list[float] = self.getOrDefault(self.predictions)
-        return interpolate(raw, boundaries, predictions)
+        mapped = interpolate(raw, boundaries, predictions)
+        w = self.tie_break()
+        return mapped if w == 0.0 else F.lit(1.0 - w) * mapped + F.lit(w) * raw
 
     def describe_method(self) -> dict[str, Any]:
+        w = self.tie_break()
         return {"method": "isotonic", "knots": len(self.getOrDefault(self.boundaries)),
-                "boundaries": self.getOrDefault(self.boundaries), "predictions": self.getOrDefault(self.predictions)}
+                "boundaries": self.getOrDefault(self.boundaries), "predictions": self.getOrDefault(self.predictions),
+                **({"tie_break": w} if w else {})}
 
 
 def interpolate(x: Column, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
@@ -437,7 +453,8 @@ def fit_isotonic(scored: DataFrame) -> IsotonicCalibration:
     data = scored.select(F.col(LABEL_COL).cast("double").alias(LABEL_COL),
                          F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL))
     iso = IsotonicRegression(featuresCol=RAW_OUTPUT_COL, labelCol=LABEL_COL, isotonic=True).fit(data)
-    return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist())
+    return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist(),
+                               tieBreak=TIE_BREAK)
 
 
 def fit_seasonal_shift(scored: DataFrame, centre: tuple[float, float]) -> list[float]:
@@ -499,7 +516,8 @@ def for_prior(calibration: Calibration, prior_logit: float) -> Calibration:
     if isinstance(calibration, IsotonicCalibration):
         boundaries: list[float] = calibration.getOrDefault(calibration.boundaries)
         predictions: list[float] = calibration.getOrDefault(calibration.predictions)
-        return IsotonicCalibration([_moved(b, prior_logit) for b in boundaries], predictions)
+        return IsotonicCalibration([_moved(b, prior_logit) for b in boundaries], predictions,
+                                   tieBreak=calibration.tie_break())
     return calibration
 
 
