@@ -3,6 +3,9 @@ own functions: what the scoring tests need without running the train job."""
 
 from __future__ import annotations
 
+import math
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -73,4 +76,24 @@ def xor_rows(snapshots: list[Any]) -> tuple[list[tuple], list[tuple]]:
             label = (a ^ b) if i % 10 else 1 - (a ^ b)
             labels.append((f"a{i:03d}", d, None if d == snapshots[-1] else label, None, 400))
             features.append((f"a{i:03d}", d, "1", a, b))
+    return labels, features
+
+
+def stratified_usage_rows(snapshots: Sequence[Any], n: int, seed: int, base_logit: Callable[[Any], float],
+                          extra: Callable[[Any], tuple[Any, ...]] = lambda d: ()) -> tuple[list[tuple], list[tuple]]:
+    """(label rows, feature rows) of `n` accounts per snapshot with one feature `usage` (uniform) and
+    P(churn) = sigmoid(base_logit(D) - 3 (usage - 0.5)); feature rows end with `extra(D)`. The last snapshot is
+    censored. Label = draw < p, with the draws of a snapshot stratified (a shuffled grid (k + 0.5) / n): each
+    account's label stays random, but a snapshot's churn rate is close to its mean p, so a month's rate is not
+    off by sampling noise alone and a calibration test measures calibration, not luck."""
+    rnd = random.Random(seed)
+    labels, features = [], []
+    for d in snapshots:
+        draws = [(k + 0.5) / n for k in range(n)]
+        rnd.shuffle(draws)
+        for i in range(n):
+            usage = rnd.random()
+            p = 1 / (1 + math.exp(-(base_logit(d) - 3.0 * (usage - 0.5))))
+            labels.append((f"a{i:04d}", d, None if d == snapshots[-1] else int(draws[i] < p), None, 400))
+            features.append((f"a{i:04d}", d, "1", usage, *extra(d)))
     return labels, features

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import random
 
 import pytest
-from modeldata import write_labelled_lake
+from modeldata import stratified_usage_rows, write_labelled_lake
 from pyspark.sql import DataFrame, SparkSession
 
 from churn_spark.asof import add_months
@@ -40,22 +39,9 @@ OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.type": "lr
 
 
 def _rows() -> tuple[list[tuple], list[tuple]]:
-    """Label = draw < p, with the draws of a snapshot stratified (a shuffled grid (k + 0.5) / n): each
-    account's label stays random, but a snapshot's churn rate is close to its mean p, so a month's rate
-    is not off by sampling noise alone and the test measures calibration, not luck."""
-    rnd = random.Random(5)
-    n = 1000
-    labels, features = [], []
-    for d in SNAPSHOTS:
-        draws = [(k + 0.5) / n for k in range(n)]
-        rnd.shuffle(draws)
-        base = math.log(0.4 / 0.6) if d >= MAY else math.log(0.1 / 0.9)
-        for i in range(n):
-            usage = rnd.random()
-            p = 1 / (1 + math.exp(-(base - 3.0 * (usage - 0.5))))
-            labels.append((f"a{i:04d}", d, None if d == SNAPSHOTS[-1] else int(draws[i] < p), None, 400))
-            features.append((f"a{i:04d}", d, "1", usage))
-    return labels, features
+    """Stratified labels (`modeldata.stratified_usage_rows`): a month's churn rate is its mean p."""
+    return stratified_usage_rows(SNAPSHOTS, 1000, 5, lambda d: math.log(0.4 / 0.6) if d >= MAY
+                                 else math.log(0.1 / 0.9))
 
 
 def _observed_rate(day: dt.date) -> float:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import random
 import shutil
 
 import pytest
-from modeldata import write_labelled_lake
+from modeldata import stratified_usage_rows, write_labelled_lake
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -44,19 +43,7 @@ def _season(d: dt.date) -> tuple[float, float]:
 
 
 def _rows() -> tuple[list[tuple], list[tuple]]:
-    rnd = random.Random(9)
-    n = 800
-    labels, features = [], []
-    for d in SNAPSHOTS:
-        draws = [(k + 0.5) / n for k in range(n)]
-        rnd.shuffle(draws)
-        cos, sin = _season(d)
-        for i in range(n):
-            usage = rnd.random()
-            p = 1 / (1 + math.exp(-(math.log(0.12 / 0.88) + 0.9 * cos - 3.0 * (usage - 0.5))))
-            labels.append((f"a{i:04d}", d, None if d == SNAPSHOTS[-1] else int(draws[i] < p), None, 400))
-            features.append((f"a{i:04d}", d, "1", usage, cos, sin))
-    return labels, features
+    return stratified_usage_rows(SNAPSHOTS, 800, 9, lambda d: math.log(0.12 / 0.88) + 0.9 * _season(d)[0], _season)
 
 
 def _observed_rates() -> dict[dt.date, float]:
