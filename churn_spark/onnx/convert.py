@@ -69,18 +69,18 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._n = 0
 
-    def _name(self, what: str) -> str:
+    def name(self, what: str) -> str:
         self._n += 1
         return f"{self.prefix}__{what}_{self._n}"
 
     def const(self, value: Any, dtype: Any = np.float64) -> str:
-        name = self._name("const")
+        name = self.name("const")
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, inputs: Sequence[str], out: str | None = None, **attrs: Any) -> str:
-        out = out or self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self._name(op_type), **attrs))
+        out = out or self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(op_type), **attrs))
         return out
 
 
@@ -115,7 +115,7 @@ def add_calibration(g: GraphBuilder, probability: str, calibration: P.Calibratio
     reads the graph's `season_cos` and `season_sin` inputs (the caller checks they are inputs)."""
     described = calibration.describe()
     terms = calibration.season_terms()
-    mapped = g._name("mapped") if terms else OUTPUT
+    mapped = g.name("mapped") if terms else OUTPUT
     p1 = g.op("Slice", [probability, g.const([1], np.int64), g.const([2], np.int64), g.const([1], np.int64)])
     raw = g.op("Cast", [p1], out=RAW_OUTPUT, to=TensorProto.DOUBLE)
     if described["method"] == "platt":

@@ -21,10 +21,11 @@ import datetime as dt
 import importlib
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -57,6 +58,7 @@ log = logging.getLogger("churn_spark")
 PROBABILITY = "churn_probability"
 MRR = "__mrr"
 TOP_TARGETS = 10
+T = TypeVar("T")
 
 
 # --- checks before anything is written ---------------------------------------------------------------
@@ -425,6 +427,14 @@ def concurrently(*reads: Callable[[], Any]) -> list[Any]:
     return [f.result() for f in futures]
 
 
+@contextmanager
+def in_background(read: Callable[[], T]) -> Iterator[Future[T]]:
+    """`read` on a thread while the block runs (its Spark jobs beside the block's driver work or jobs); leaving
+    the block waits for it, so what it reads (a cache) can be released after."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-background") as pool:
+        yield pool.submit(read)
+
+
 def run_score(spark: SparkSession, settings: Settings, as_of: dt.date,
               model_version: str | None = None, allow_stale_feed: bool = False) -> dict[str, Any]:
     """Score every eligible account at `as_of` with the current (or named) model; write scores and targets."""
@@ -459,11 +469,11 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     in uplift mode."""
     model = registered.model
     candidates = settings.scoring.reason_candidates
+    eligible = labels.where(F.col("as_of_date") == F.lit(as_of))
+    # The count reads (and caches) the features on the executors while the driver plans the reasons
+    # (seconds of analysis of the model's pipeline); a population error still wins over a planning one.
     with progress.stage("score", f"features at {as_of}") as step, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-count") as pool:
-        # The count reads (and caches) the features on the executors while the driver plans the reasons
-        # (seconds of analysis of the model's pipeline); a population error still wins over a planning one.
-        counting = pool.submit(population_counts, labels.where(F.col("as_of_date") == F.lit(as_of)), features)
+            in_background(lambda: population_counts(eligible, features)) as counting:
         try:
             planned = scores_with_reasons(features, model, lambda df: predict(model, df), candidates, KEYS)
         finally:
@@ -490,25 +500,23 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
     # the whole feature + model + reasons lineage (which made the driver run out of heap planning them).
     written = io.read_slice(spark, lake.churn_scores, where).persist(StorageLevel.MEMORY_AND_DISK)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-drift")
     try:
-        # drift and the distribution only read: their jobs run beside the targets' ranking and write
-        monitored = pool.submit(lambda: (drift_or_reason(settings, registered, features, written),
-                                         decile_distribution(written)))
-        with progress.stage("score", "targets written") as step:
-            with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
-            if uplift is not None:
-                with_mrr = with_predicted_uplift(with_mrr, uplift[1])
-            targets = write_targets(with_mrr, settings, as_of, lake.churn_targets, uplift[0] if uplift else None)
-            t = targets["targets"]
-            saved = (f", expected saved churners {t['expected_saved_churners']:.2f}, "
-                     f"{t['accounts_without_uplift']} account(s) without a predicted uplift" if uplift else "")
-            step.done(f"{t['count']} accounts targeted by {t['mode']}, expected value "
-                      f"{t['total_expected_value']:.2f}{saved}")
-        with progress.stage("score", "drift and score distribution"):
-            drift, distribution = monitored.result()
-    finally:
-        pool.shutdown(wait=True)  # the reads end before their cache goes
+        with in_background(lambda: (drift_or_reason(settings, registered, features, written),
+                                    decile_distribution(written))) as monitored:
+            # drift and the distribution only read: their jobs run beside the targets' ranking and write
+            with progress.stage("score", "targets written") as step:
+                with_mrr = written.join(features.select("account_id", MRR), "account_id", "left")
+                if uplift is not None:
+                    with_mrr = with_predicted_uplift(with_mrr, uplift[1])
+                targets = write_targets(with_mrr, settings, as_of, lake.churn_targets, uplift[0] if uplift else None)
+                t = targets["targets"]
+                saved = (f", expected saved churners {t['expected_saved_churners']:.2f}, "
+                         f"{t['accounts_without_uplift']} account(s) without a predicted uplift" if uplift else "")
+                step.done(f"{t['count']} accounts targeted by {t['mode']}, expected value "
+                          f"{t['total_expected_value']:.2f}{saved}")
+            with progress.stage("score", "drift and score distribution"):
+                drift, distribution = monitored.result()
+    finally:  # in_background waited for the reads first
         written.unpersist()
     return {
         "as_of_date": as_of.isoformat(), "model_version": registered.version,

@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 
 from churn_spark.features.catalog import CALENDAR_FEATURES
 from churn_spark.score import trees
-from churn_spark.train.pipeline import Calibration, calibrated, cyclic_column
+from churn_spark.train.pipeline import calibrated, calibration_stage, cyclic_column
 
 Predict = Callable[[DataFrame], DataFrame]
 """Adds `churn_probability` (and the classifier's input vector `features`) to a features frame."""
@@ -260,7 +260,7 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
     """Effects from the GBT's margin and the margin shifts (`trees.margin_shift` over the vector `__values`):
     one row per account, no extra vectors. The calibration is applied to the probabilities of both
     margins, as the model does."""
-    calibration = next(s for s in classify.stages if isinstance(s, Calibration))
+    calibration = calibration_stage(classify)
     scored = classify.transform(encoded).select(
         *keys, *calibration.input_columns(), PROBABILITY,
         vector_to_array(F.col(gbt.getRawPredictionCol())).getItem(1).alias("__margin"),
@@ -281,7 +281,7 @@ def _rescored_effects(encoded: DataFrame, classify: PipelineModel, slot_values: 
     and calibration in one pass, folded back with one group-by (a column per occluded feature): the plan
     holds one copy of the encoding."""
     values = F.col("__values")
-    carried = [c for s in classify.stages if isinstance(s, Calibration) for c in s.input_columns()]
+    carried = calibration_stage(classify).input_columns()  # the season a seasonal shift reads
     variants = F.array(
         F.struct(F.lit(None).cast("string").alias(_OCCLUDED), F.col(VECTOR).alias(VECTOR)),
         *[F.struct(F.lit(s).alias(_OCCLUDED), occluded_vector(values, slots, size).alias(VECTOR))

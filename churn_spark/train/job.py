@@ -280,8 +280,8 @@ def calibration_days(split: TimeSplit) -> list[dt.date]:
     return sorted({d for _, evaluated in split.folds for d in evaluated}) if split.refit else list(split.validation)
 
 
-def with_seasonal_shift(model: PipelineModel, calibrator: P.Calibration, calibration: dict[str, Any],
-                        dataset: DataFrame, split: TimeSplit) -> tuple[PipelineModel, dict[str, Any]]:
+def with_seasonal_shift(model: PipelineModel, calibration: dict[str, Any], dataset: DataFrame,
+                        split: TimeSplit) -> tuple[PipelineModel, dict[str, Any]]:
     """`model` whose calibration also shifts the log-odds by season (`P.fit_seasonal_shift`), fitted on the
     registered fit's own rows and centred on the calibrator's snapshots; and the calibration's description."""
     if not {SEASON_COS, SEASON_SIN} <= set(dataset.columns):
@@ -297,7 +297,7 @@ def with_seasonal_shift(model: PipelineModel, calibrator: P.Calibration, calibra
         if not terms:
             step.done("seasonal shift: not fitted (one class or fewer than three seasons in the fit's rows)")
             return model, {**calibration, "season": None}
-        shifted = calibrator.with_season(terms)
+        shifted = P.calibration_stage(model).with_season(terms)
         step.done(f"seasonal shift fitted on the registered fit's rows: log-odds {terms[0]:+.3f} x cos "
                   f"{terms[1]:+.3f} x sin, centred on {terms[2]:.3f}, {terms[3]:.3f}")
         return P.with_calibration(model, shifted), {**calibration, **shifted.describe()}
@@ -601,7 +601,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                     best.release()
         model = P.with_calibration(fitted, calibrator)
         if ms.seasonal_calibration:
-            model, calibration = with_seasonal_shift(model, calibrator, calibration, dataset, split)
+            model, calibration = with_seasonal_shift(model, calibration, dataset, split)
 
         def reference_of_training_rows() -> dict[str, Any]:
             with progress.stage("train", "drift reference") as step:

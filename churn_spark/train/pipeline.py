@@ -536,9 +536,13 @@ def with_calibration(model: PipelineModel, calibration: Calibration) -> Pipeline
     return PipelineModel(stages=[*stages, calibration])
 
 
+def calibration_stage(model: PipelineModel) -> Calibration:
+    """The model's Calibration stage (the identity Platt stage when it was saved without one)."""
+    return next((s for s in model.stages if isinstance(s, Calibration)), None) or PlattCalibration()
+
+
 def calibration_of(model: PipelineModel) -> dict[str, Any]:
-    stage = next((s for s in model.stages if isinstance(s, Calibration)), None)
-    return (stage or PlattCalibration()).describe()
+    return calibration_stage(model).describe()
 
 
 # --- prediction and explanation ------------------------------------------------------------------
