@@ -61,3 +61,32 @@ def test_with_overrides_revalidates() -> None:
     assert s.churn.snapshots.start == dt.date(2023, 1, 1)
     with pytest.raises(ConfigError, match="churn.snapshots.start"):
         with_overrides(s, {"churn.snapshots.start": "not-a-date"})
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "family", "shifted"),
+    [
+        ("", "gbt", True),  # auto: a tree ensemble rarely splits on the season, its calibrator's level would stay
+        ("", "xgboost", True),
+        ("", "lr", False),  # auto: logistic regression fits the season's terms itself
+        ("model:\n  calibration: none\n", "gbt", False),  # nothing calibrated, nothing shifted
+        ("model:\n  seasonal_calibration: true\n", "lr", True),
+        ("model:\n  seasonal_calibration: false\n", "gbt", False),
+    ],
+)
+def test_the_seasonal_shift_by_default_is_for_calibrated_tree_models(tmp_path, yaml_text: str, family: str,
+                                                                       shifted: bool) -> None:
+    from churn_spark.train.job import shifts_season
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    s = load_settings(cfg)
+    assert shifts_season(s.model, family) is shifted
+    assert load_settings().model.calibration == "isotonic"
+
+
+def test_seasonal_calibration_accepts_auto_or_a_boolean_only(tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  seasonal_calibration: sometimes\n")
+    with pytest.raises(ConfigError, match="model.seasonal_calibration"):
+        load_settings(cfg)

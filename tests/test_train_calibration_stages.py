@@ -55,13 +55,29 @@ def test_isotonic_stage_interpolates_between_knots_and_is_flat_outside(spark: Sp
 
 def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
     # raw 0.1: 1 churner of 4; raw 0.2: 0 of 2; raw 0.3: 3 of 4 -- 0.1 and 0.2 violate the order and pool
-    # to 1 of 6; so the knots are 0.1 and 0.2 at 1/6, then 0.3 at 3/4.
+    # to 1 of 6; so the knots are 0.1 and 0.2 at 1/6, then 0.3 at 3/4. Both blocks are end blocks: they keep
+    # their end knots (only interior blocks are centred, next test).
     rows = [(0.1, y) for y in (1, 0, 0, 0)] + [(0.2, 0), (0.2, 0)] + [(0.3, y) for y in (1, 1, 1, 0)]
     df = spark.createDataFrame(rows, "churn_probability_raw double, label int")
     fitted = P.fit_isotonic(df).describe()
     assert fitted["boundaries"] == pytest.approx([0.1, 0.2, 0.3])
     assert fitted["predictions"] == pytest.approx([1 / 6, 1 / 6, 0.75])
-    assert fitted["tie_break"] == P.TIE_BREAK  # the fitted stage keeps the raw ranking inside flat steps
+    assert fitted["tie_break"] == P.TIE_BREAK  # the fitted stage keeps the raw ranking where it is flat
+
+
+def test_a_centred_isotonic_map_ranks_inside_a_pooled_block(spark: SparkSession) -> None:
+    """Raw 0.1 (0 of 2), 0.2 (1 of 2), 0.3 (0 of 2), 0.4 (2 of 2): 0.2 and 0.3 pool to 1 of 4. Knots: 0.1 at 0,
+    the interior block at its rows' mean 0.25 with 0.25, 0.4 at 1. Raw 0.2 maps to 0.25 x (0.2 - 0.1) / 0.15 =
+    1/6 and 0.3 to 0.25 + 0.75 x 0.05 / 0.15 = 0.5 (up to the 1e-6 tie break); a plain isotonic map: both 0.25."""
+    from pyspark.ml.linalg import Vectors
+
+    rows = [(0.1, 0), (0.1, 0), (0.2, 1), (0.2, 0), (0.3, 0), (0.3, 0), (0.4, 1), (0.4, 1)]
+    stage = P.fit_isotonic(spark.createDataFrame(rows, "churn_probability_raw double, label int"))
+    assert stage.describe()["boundaries"] == pytest.approx([0.1, 0.25, 0.4])
+    assert stage.describe()["predictions"] == pytest.approx([0.0, 0.25, 1.0])
+    df = spark.createDataFrame([(Vectors.dense([1 - r, r]),) for r in (0.2, 0.3)], ["probability"])
+    mapped = [r[0] for r in stage.transform(df).orderBy("churn_probability_raw").select("churn_probability").collect()]
+    assert mapped == pytest.approx([1 / 6, 0.5], abs=1e-5)
 
 
 def test_isotonic_tie_break_keeps_the_raw_order_inside_a_flat_step(spark: SparkSession) -> None:

@@ -131,7 +131,7 @@ def test_metadata_records_config_features_lineage_and_split(spark: SparkSession,
     assert set(md["metrics"]) >= {"precision_at_5pct", "recall_at_20pct", "log_loss_raw", "roc_auc_raw"}
     assert [d["decile"] for d in md["calibration_by_decile"]] == list(range(1, 11))
     # Refit on: the calibrator learnt from the May predictions of the model fitted on January .. April.
-    assert (md["calibration"]["method"], md["calibration"]["rows"]) == ("platt", 60)
+    assert (md["calibration"]["method"], md["calibration"]["rows"]) == ("isotonic", 60)
     assert md["calibration"]["fitted_on"].startswith("predictions on 2023-05-01 of models fitted on the snapshots")
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow  # two training runs end to end
 
 SNAPSHOTS = [add_months(dt.date(2022, 1, 1), i) for i in range(19)]
 TEST = SNAPSHOTS[12:18]
-OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.type": "lr",
+OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.type": "lr", "model.calibration": "platt",
              "model.validation_snapshots": 1, "model.test_snapshots": 6, "model.params": {"regParam": 0.0},
              "model.exclude_features": ["season_cos", "season_sin"], "model.bootstrap_replicates": 0}
 

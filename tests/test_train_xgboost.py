@@ -69,8 +69,9 @@ def test_auto_compares_lr_and_xgboost_and_keeps_xgboost(trained: dict[str, Any])
     assert meta["params"] == {**P.DEFAULT_PARAMS["xgboost"], **SMALL_XGB}
     assert trained["summary"]["metrics"]["roc_auc"] > 0.85
     # calibrated on the cross-fitted fold predictions (April and May, 200 rows each), not the identity
-    assert meta["calibration"]["method"] == "platt" and meta["calibration"]["rows"] == 400
-    assert (meta["calibration"]["slope"], meta["calibration"]["intercept"]) != (1.0, 0.0)
+    assert meta["calibration"]["method"] == "isotonic" and meta["calibration"]["rows"] == 400
+    assert len(set(meta["calibration"]["predictions"])) > 1  # a fitted map, not one constant
+    assert meta["calibration"]["season"] is None  # shifted by default as a tree model, but it has no season columns
     # importances by source feature, as for MLlib's GBT: only `a` and `b` exist, and XOR needs both
     assert meta["explanation"]["kind"] == "importances"
     values = meta["explanation"]["values"]
@@ -86,11 +87,12 @@ def test_registered_xgboost_model_loads_and_scores_as_before_saving(spark: Spark
     registered = R.load_model(spark, s)  # through the `current` pointer: the first model is promoted
     assert registered.version == trained["summary"]["model_version"]
     stages = [type(st).__name__ for st in registered.model.stages]
-    assert stages[-2:] == ["XGBoostClassificationModel", "PlattCalibration"]
+    assert stages[-2:] == ["XGBoostClassificationModel", "IsotonicCalibration"]
     clf = P.classifier_model(registered.model)
     # unweighted by default (model.class_weights false); the seed survived saving
     assert not clf.isSet("weightCol") and clf.getOrDefault("random_state") == s.model.seed
-    assert P.calibration_of(registered.model) == {k: meta["calibration"][k] for k in ("method", "slope", "intercept")}
+    described = P.calibration_of(registered.model)
+    assert described == {k: meta["calibration"][k] for k in described} and described["tie_break"] == P.TIE_BREAK
     # The metrics recorded before saving came from the in-memory model's probabilities on the test rows;
     # log loss and Brier are functions of every one of them, so the loaded model must reproduce them.
     lh = Lakehouse.from_settings(s)

@@ -8,8 +8,9 @@ slots of the model's assembled vector are mapped back through the assembler's ML
 * Logistic regression: the pipeline standardises the vector (StandardScaler with mean and std of
   the training data), so `coefficient * standardised value` is each slot's contribution to the
   log-odds relative to the average training account. A feature's contribution is the sum over its
-  slots; the reasons are the largest positive ones (those that raise the risk). Platt calibration
-  is monotone, so it does not change the order.
+  slots; the reasons are the largest positive ones (those that raise the risk). The calibration is
+  strictly increasing (Platt; isotonic with its tie break) and the same for the account's every variant,
+  so it does not change the order.
 * Trees: there are no additive coefficients, so we use occlusion: for each of the model's
   top-K features by importance, the account's value is replaced by the training baseline -- the
   median the pipeline's Imputer learnt for a numeric feature, the most frequent category its

@@ -280,6 +280,17 @@ def calibration_days(split: TimeSplit) -> list[dt.date]:
     return sorted({d for _, evaluated in split.folds for d in evaluated}) if split.refit else list(split.validation)
 
 
+def shifts_season(ms: ModelSettings, family: str) -> bool:
+    """Whether the registered model gets a seasonal shift (`model.seasonal_calibration`). `auto`: calibrated tree
+    ensembles only. Why: logistic regression has the season's cosine and sine among its inputs, fitted on the same rows
+    the shift would be fitted on, so a shift only re-fits its in-sample residue (demo: in-the-large -0.002 ->
+    -0.011); trees split on the season rarely and carry the calibration season's level to the whole year
+    (8,000 accounts: +0.0085 -> +0.0013; docs/model.md, "Calibration")."""
+    if ms.seasonal_calibration == "auto":
+        return family != "lr" and ms.calibration != "none"
+    return bool(ms.seasonal_calibration)
+
+
 def with_seasonal_shift(model: PipelineModel, calibration: dict[str, Any], dataset: DataFrame,
                         split: TimeSplit) -> tuple[PipelineModel, dict[str, Any]]:
     """`model` whose calibration also shifts the log-odds by season (`P.fit_seasonal_shift`), fitted on the
@@ -600,7 +611,7 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
                 if best is not None:
                     best.release()
         model = P.with_calibration(fitted, calibrator)
-        if ms.seasonal_calibration:
+        if shifts_season(ms, chosen.family):
             model, calibration = with_seasonal_shift(model, calibration, dataset, split)
 
         def reference_of_training_rows() -> dict[str, Any]:

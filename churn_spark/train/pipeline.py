@@ -21,7 +21,15 @@ from typing import Any
 
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
-from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
+from pyspark.ml.feature import (
+    Bucketizer,
+    Imputer,
+    OneHotEncoder,
+    SQLTransformer,
+    StandardScaler,
+    StringIndexer,
+    VectorAssembler,
+)
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.regression import GeneralizedLinearRegression, IsotonicRegression
@@ -376,7 +384,8 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
 
     Why beside Platt: it assumes no sigmoid shape, so it also fixes a model whose raw scores are
     miscalibrated differently at the low and the high end (accounts that cannot churn within the horizon,
-    which a sigmoid cannot bring to 0); it needs more rows and does not extrapolate. Its flat steps tie
+    which a sigmoid cannot bring to 0); it needs more rows and does not extrapolate. Flat stretches (beyond
+    the end knots; between knots in stages saved before session 25, whose fit was not centred) would tie
     accounts the classifier ranked apart: `tieBreak` w gives (1 - w) map + w raw, strictly increasing in the
     raw probability for w > 0, so the ranking stays the classifier's and the probabilities move by at most w
     (the fit sets `TIE_BREAK`; stages saved before it have 0).
@@ -445,16 +454,50 @@ def fit_platt(scored: DataFrame, seed: int = 0) -> PlattCalibration:
 
 
 def fit_isotonic(scored: DataFrame) -> IsotonicCalibration:
-    """MLlib's isotonic regression of `label` on the raw probability (pool adjacent violators); its knots
-    become an IsotonicCalibration stage. With one class only, the identity."""
+    """Centred isotonic regression of `label` on the raw probability: MLlib's isotonic regression (pool
+    adjacent violators), then each interior block becomes one knot at its rows' mean raw probability with the
+    block's rate (:func:`centred_knots`). With one class only, the identity.
+
+    Why centred: the plain fit is flat across each block, so it ties accounts the classifier ranked apart
+    (only the tie break orders them, by 1e-6), and any later move that differs between rows (the seasonal
+    shift, one per month) reorders them by that move instead of the classifier's score: on 8,000 accounts the
+    pooled test ROC AUC fell from 0.7715 to 0.7673. Through block centres the map is strictly increasing
+    between the first and the last block, and each block's rate sits where its rows are."""
     classes = scored.agg(F.countDistinct(LABEL_COL).alias("n")).first()
     if classes is None or classes["n"] < 2:
         return IsotonicCalibration()
     data = scored.select(F.col(LABEL_COL).cast("double").alias(LABEL_COL),
                          F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL))
     iso = IsotonicRegression(featuresCol=RAW_OUTPUT_COL, labelCol=LABEL_COL, isotonic=True).fit(data)
-    return IsotonicCalibration(iso.boundaries.toArray().tolist(), iso.predictions.toArray().tolist(),
-                               tieBreak=TIE_BREAK)
+    boundaries, predictions = centred_knots(data, iso.boundaries.toArray().tolist(),
+                                            iso.predictions.toArray().tolist())
+    return IsotonicCalibration(boundaries, predictions, tieBreak=TIE_BREAK)
+
+
+def centred_knots(data: DataFrame, boundaries: Sequence[float],
+                  predictions: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The knots of an isotonic fit with each interior block (a run of equal `predictions`) as one knot at the
+    mean raw probability of its rows, with the block's value; the first and the last block keep their two end
+    knots (flat across them, as fitted). Why the ends stay: beyond an end knot the map is flat, so a centred
+    end block would pull its rows' mean towards its neighbour (the top block under-predicted); kept, every
+    block's rows still average about its rate. Blocks are told apart by their first boundary; a handful of
+    means, aggregated on the executors."""
+    blocks: list[tuple[float, float, float]] = []  # (first boundary, last boundary, value)
+    for b, p in zip(boundaries, predictions, strict=True):
+        if blocks and p == blocks[-1][2]:
+            blocks[-1] = (blocks[-1][0], float(b), float(p))
+        else:
+            blocks.append((float(b), float(b), float(p)))
+    if len(blocks) < 3:
+        return list(map(float, boundaries)), list(map(float, predictions))
+    splits = [-math.inf, *(start for start, _, _ in blocks[1:]), math.inf]
+    bucketed = Bucketizer(splits=splits, inputCol=RAW_OUTPUT_COL, outputCol="__block").transform(data)
+    means = {int(r["__block"]): float(r["x"]) for r in
+             bucketed.groupBy("__block").agg(F.avg(RAW_OUTPUT_COL).alias("x")).collect()}
+    first, last = blocks[0], blocks[-1]
+    interior = [(means.get(i, (start + end) / 2), value) for i, (start, end, value) in enumerate(blocks)][1:-1]
+    knots = sorted({(first[0], first[2]), (first[1], first[2]), *interior, (last[0], last[2]), (last[1], last[2])})
+    return [x for x, _ in knots], [y for _, y in knots]
 
 
 def fit_seasonal_shift(scored: DataFrame, centre: tuple[float, float]) -> list[float]:
