@@ -319,9 +319,9 @@ class ModelSettings(_Section):
     mlflow: bool = False
     # Calibrator fitted on out-of-time predictions (docs/model.md), saved as the pipeline's last stage:
     # raw probabilities carry the fit's own churn rate and over-confidence, the calibrated ones are what scoring
-    # and targeting spend on. isotonic (default since session 25): a monotone map, tie-broken so it keeps the
-    # classifier's ranking; it reaches accounts that cannot churn soon, which Platt's sigmoid cannot (8k: ece
-    # 0.0093 vs 0.0130). platt: two parameters, for few out-of-time rows.
+    # and targeting spend on. isotonic (default since session 25): a monotone map, centred and tie-broken so it
+    # keeps the classifier's ranking; it reaches accounts that cannot churn soon, which Platt's sigmoid cannot
+    # (8k accounts, with the seasonal shift: ece 0.0101 vs 0.0130). platt: two parameters, for few rows.
     calibration: Literal["platt", "isotonic", "none"] = "isotonic"
     # after the calibrator, a seasonal shift of the log-odds fitted on the registered fit's own rows (a GLM with
     # the calibrated log-odds as offset, the season's cosine and sine as inputs; docs/model.md): for models that

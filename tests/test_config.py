@@ -14,6 +14,7 @@ def test_defaults_match_design() -> None:
         18, 6, 30, 0)
     assert s.features.windows_days == [7, 28, 90, 182, 365, 548]
     assert s.lakehouse == "./lakehouse"
+    assert (s.model.calibration, s.model.seasonal_calibration) == ("isotonic", "auto")
 
 
 def test_yaml_file_then_cli_override_wins(tmp_path) -> None:
@@ -82,7 +83,6 @@ def test_the_seasonal_shift_by_default_is_for_calibrated_tree_models(tmp_path, y
     cfg.write_text(yaml_text)
     s = load_settings(cfg)
     assert shifts_season(s.model, family) is shifted
-    assert load_settings().model.calibration == "isotonic"
 
 
 def test_seasonal_calibration_accepts_auto_or_a_boolean_only(tmp_path) -> None:

@@ -495,7 +495,7 @@ def centred_knots(data: DataFrame, boundaries: Sequence[float],
     means = {int(r["__block"]): float(r["x"]) for r in
              bucketed.groupBy("__block").agg(F.avg(RAW_OUTPUT_COL).alias("x")).collect()}
     first, last = blocks[0], blocks[-1]
-    interior = [(means.get(i, (start + end) / 2), value) for i, (start, end, value) in enumerate(blocks)][1:-1]
+    interior = [(means.get(i, (start + end) / 2), value) for i, (start, end, value) in enumerate(blocks[1:-1], 1)]
     knots = sorted({(first[0], first[2]), (first[1], first[2]), *interior, (last[0], last[2]), (last[1], last[2])})
     return [x for x, _ in knots], [y for _, y in knots]
 
