@@ -2,8 +2,11 @@
 
 Lakehouse: 80 accounts x 7 monthly snapshots (2023-01 .. 2023-07, July censored), features `usage` (double,
 about 10 % null), `spend` (double, some null), `tickets` (int), `tenure_days` (int: a cyclic input mod 365 by
-default) and `plan` (string, some null). The parity sample is June's stored rows plus hand-made rows with
-every numeric null, NaN and +-inf, a negative tenure (pmod), huge counts, an unseen plan and a null plan.
+default), `plan` (string, some null) and the snapshot's `season_cos`/`season_sin` (churn rises in winter). The
+parity sample is June's stored rows plus hand-made rows with every numeric null, NaN and +-inf, a negative
+tenure (pmod), huge counts, an unseen plan, a null plan and a row without a season.
+GBT models get the seasonal shift (`seasonal_calibration: auto`); the isotonic one excludes the season from the
+classifier's inputs, so the shift reads graph inputs the classifier does not.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from churn_spark.train.job import run_train
 pytestmark = pytest.mark.slow  # trains models and exports them: not in make test-fast
 
 SNAPSHOTS = [add_months(dt.date(2023, 1, 1), i) for i in range(7)]
-FEATURES_DDL = "usage double, spend double, tickets int, tenure_days int, plan string, seats int"
+FEATURES_DDL = ("usage double, spend double, tickets int, tenure_days int, plan string, seats int, "
+                "season_cos double, season_sin double")
+SEASON = ["season_cos", "season_sin"]
 OVERRIDES = {"churn.horizon_months": 1, "churn.grace_days": 0, "model.validation_snapshots": 1,
              "model.test_snapshots": 1, "model.bootstrap_replicates": 0}
 FAMILIES = {"lr": {"model.type": "lr", "model.params": {"regParam": 0.01}},
@@ -64,17 +69,21 @@ def _rows() -> tuple[list[tuple], list[tuple]]:
             usage = None if rnd.random() < 0.1 else rnd.random()
             spend = None if rnd.random() < 0.05 else round(rnd.uniform(0, 500), 2)
             tickets, tenure = rnd.randint(0, 6), 20 * i + 30 * k
-            z = -0.5 - 3.0 * ((usage if usage is not None else 0.5) - 0.5) + 0.4 * tickets - 1.5 * (plan == "pro")
+            angle = 2 * math.pi * (d.timetuple().tm_yday - 1) / 365  # features/calendar.py (2023: 365 days)
+            z = (-0.5 - 3.0 * ((usage if usage is not None else 0.5) - 0.5) + 0.4 * tickets - 1.5 * (plan == "pro")
+                 + 0.8 * math.cos(angle))
             label = None if d == SNAPSHOTS[-1] else int(rnd.random() < 1 / (1 + math.exp(-z)))
             labels.append((f"a{i:02d}", d, label, None, tenure))
-            features.append((f"a{i:02d}", d, "1", usage, spend, tickets, tenure, plan, 5))  # seats: constant
+            features.append((f"a{i:02d}", d, "1", usage, spend, tickets, tenure, plan, 5,  # seats: constant
+                             math.cos(angle), math.sin(angle)))
     return labels, features
 
 
 # the hand-made parity rows: (account_id, usage, spend, tickets, tenure_days, plan, seats); `seats` is 5 in every
-# training row (a standard deviation of 0: Spark scales it by 0), so other values here must not change anything
+# training row (a standard deviation of 0: Spark scales it by 0), so other values here must not change anything.
+# Each gets June's season, except x01's, which is null (a row without a season: not shifted).
 EDGE_ROWS = [
-    ("x01", None, None, None, None, None, None),                    # every input null
+    ("x01", None, None, None, None, None, None),                    # every input null, the season too
     ("x02", float("nan"), float("inf"), 3, 400, "enterprise", 7),   # NaN, +inf, unseen plan
     ("x03", 0.9, float("-inf"), 0, -20, "pro", 5),                  # -inf, negative tenure (pmod wraps)
     ("x04", 0.0, 0.0, 2_000_000_000, 3650, "basic", 0),             # huge count, tenure a multiple of 365
@@ -90,28 +99,35 @@ def lake(spark: SparkSession, tmp_path_factory) -> str:
     return root
 
 
-def _trained(spark: SparkSession, lake: str, root: str, family: str, calibration: str) -> Settings:
+def _trained(spark: SparkSession, lake: str, root: str, family: str, calibration: str,
+             season_excluded: bool) -> Settings:
     shutil.copytree(lake, root)
-    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, **FAMILIES[family], "model.calibration": calibration})
+    s = with_overrides(Settings(lakehouse=root), {**OVERRIDES, **FAMILIES[family], "model.calibration": calibration,
+                                                  "model.exclude_features": SEASON if season_excluded else []})
     run_train(spark, s)
     return s
 
 
-@pytest.fixture(scope="module", params=[("lr", "platt"), ("gbt", "platt"), ("lr", "isotonic"), ("gbt", "isotonic")],
-                ids=lambda p: "-".join(p))
+@pytest.fixture(scope="module", params=[("lr", "platt", False), ("gbt", "platt", False), ("lr", "isotonic", False),
+                                        ("gbt", "isotonic", True)],
+                ids=lambda p: "-".join(p[:2]) + ("-season-excluded" if p[2] else ""))
 def exported(request: pytest.FixtureRequest, spark: SparkSession, lake: str,
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    family, calibration = request.param
+    family, calibration, season_excluded = request.param
     s = _trained(spark, lake, str(tmp_path_factory.mktemp(f"onnx_{family}_{calibration}") / "lakehouse"),
-                 family, calibration)
+                 family, calibration, season_excluded)
     result = run_export(spark, s)
-    return {"settings": s, "result": result, "family": family, "calibration": calibration}
+    return {"settings": s, "result": result, "family": family, "calibration": calibration,
+            "season_excluded": season_excluded}
 
 
 def _sample(spark: SparkSession, settings: Settings) -> DataFrame:
     stored = spark.read.format("delta").load(Lakehouse.from_settings(settings).churn_features)
     june = stored.where(F.col("as_of_date") == SNAPSHOTS[5])
-    edges = spark.createDataFrame([(a, SNAPSHOTS[5], "1", *rest) for a, *rest in EDGE_ROWS], stored.schema)
+    season = stored.where(F.col("as_of_date") == SNAPSHOTS[5]).select(*SEASON).first()
+    assert season is not None
+    edges = spark.createDataFrame([(a, SNAPSHOTS[5], "1", *rest, *((None, None) if a == "x01" else season))
+                                   for a, *rest in EDGE_ROWS], stored.schema)
     return june.unionByName(edges)
 
 
@@ -140,9 +156,18 @@ def test_onnxruntime_probabilities_equal_sparks(spark: SparkSession, exported: d
     assert np.max(np.abs(raw - want_raw)) <= TOLERANCE
     assert np.ptp(want) > 0.05  # the sample spreads over the model's range: parity is not one constant
     graph = onnx.load(result["path"]).graph
+    # the season is an input of every graph: the classifier's, or (excluded from it) only the seasonal shift's
     assert [(i.name, i.type.tensor_type.elem_type) for i in graph.input] == [
         ("usage", DOUBLE), ("spend", DOUBLE), ("tickets", DOUBLE), ("tenure_days", DOUBLE), ("seats", DOUBLE),
-        ("plan", STRING)]
+        ("season_cos", DOUBLE), ("season_sin", DOUBLE), ("plan", STRING)]
+    columns = P.FeatureColumns(**registered.metadata["feature_columns"])
+    assert (set(SEASON) <= set(columns.numeric)) is not exported["season_excluded"]
+    shifted = P.calibration_stage(registered.model).season_terms()
+    assert bool(shifted) is (exported["family"] == "gbt")  # `auto`: tree ensembles get the shift, LR does not
+    if shifted:  # the shift moves the probabilities: without the season inputs parity could not hold
+        unshifted = P.with_calibration(registered.model, P.calibration_stage(registered.model).with_season([]))
+        plain = np.array([r[P.OUTPUT_COL] for r in P.predict(unshifted, sample).orderBy("account_id").collect()])
+        assert np.max(np.abs(plain - want)) > 1e-3
     assert [o.name for o in graph.output] == (  # the calibrated probability last: the service may read it so
         [P.RAW_OUTPUT_COL, SCALED_OUTPUT, P.OUTPUT_COL] if exported["family"] == "lr"
         else [P.RAW_OUTPUT_COL, P.OUTPUT_COL])
@@ -173,7 +198,7 @@ def test_onnx_reasons_equal_the_batch_reasons(spark: SparkSession, exported: dic
     assert {len(w) for w in want} >= {3} and len({tuple(w) for w in want}) > 5  # the sample exercises the ranking
     reasons = onnx_model.schema.reasons
     assert reasons is not None and set(reasons.slot_sources) == {"usage", "spend", "tickets", "tenure_days", "seats",
-                                                                 "plan"}
+                                                                 "season_cos", "season_sin", "plan"}
     assert len(reasons.coefficients) == len(reasons.slot_sources)
 
 
@@ -198,7 +223,11 @@ def test_schema_file_holds_inputs_vocabulary_version_and_calibration(spark: Spar
     assert schema["model_version"] == result["model_version"] and schema["model_type"] == exported["family"]
     assert [(f["name"], f["type"], f["kind"]) for f in schema["features"]] == [
         ("usage", "double", "numeric"), ("spend", "double", "numeric"), ("tickets", "int", "numeric"),
-        ("tenure_days", "int", "numeric"), ("seats", "int", "numeric"), ("plan", "string", "categorical")]
+        ("tenure_days", "int", "numeric"), ("seats", "int", "numeric"), ("season_cos", "double", "numeric"),
+        ("season_sin", "double", "numeric"), ("plan", "string", "categorical")]
+    # a row must carry the season the shift reads, excluded from the classifier or not; scoring checks it too
+    assert not set(SEASON) & set(schema["ignored_fields"])
+    assert set(SEASON) <= set(meta["feature_schema"])
     # StringIndexer's order: `basic`, `pro`, `team` on 18 accounts each (the rest null), ties alphabetical
     assert schema["features"][-1]["vocabulary"] == ["basic", "pro", "team"]
     assert {k: meta["calibration"][k] for k in schema["calibration"]} == schema["calibration"]  # as trained

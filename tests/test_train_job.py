@@ -82,7 +82,7 @@ def runs(spark: SparkSession, lake: str, tmp_path_factory) -> dict[str, Any]:
 def test_summary_has_headline_metrics_and_says_what_it_did(runs: dict[str, Any]) -> None:
     a = runs["a"]
     assert set(a["metrics"]) == {"roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct",
-                                 "ece", "calibration_in_the_large"}
+                                 "ece", "oracle_ece", "calibration_in_the_large"}
     assert a["promoted"] is True and a["promotion_reason"] == "no current model"
     assert a["snapshots"] == {"train": "2023-01-01..2023-04-01", "validation": "2023-05-01..2023-05-01",
                               "test": "2023-06-01..2023-06-01", "refit": "2023-01-01..2023-05-01"}
@@ -106,7 +106,9 @@ def test_metrics_are_those_of_the_registered_model_on_the_test_snapshot_only(
     assert M.roc_auc(scored) == pytest.approx(a["metrics"]["roc_auc"], abs=1e-12)
     assert M.probability_errors(scored)["brier"] == pytest.approx(a["metrics"]["brier"], abs=1e-12)
     truth = spark.read.format("delta").load(lh.raw_churn_truth)
-    assert M.oracle_roc_auc(scored, truth)["oracle_roc_auc"] == pytest.approx(a["metrics"]["oracle_roc_auc"])
+    oracle = M.oracle_metrics(scored, truth)
+    for key in ("oracle_roc_auc", "oracle_ece"):  # the run summary's headline
+        assert oracle[key] == pytest.approx(a["metrics"][key]), key
 
 
 def test_metadata_records_config_features_lineage_and_split(spark: SparkSession, runs: dict[str, Any]) -> None:
@@ -203,6 +205,11 @@ def test_intervals_bracket_the_test_metrics(runs: dict[str, Any]) -> None:
         interval = a["intervals"][key]
         assert interval["low"] < a["metrics_detail"][key] < interval["high"], key
         assert interval["replicates"] == 200
+    # calibration's intervals come from the same replicates; in the large is a mean, so its interval holds the point
+    # (ece's need not: an absolute error is biased upwards under resampling)
+    assert a["intervals"]["ece"]["replicates"] == 200 and a["intervals"]["ece"]["low"] >= 0
+    interval = a["intervals"]["calibration_in_the_large"]
+    assert interval["low"] < a["metrics_detail"]["calibration_in_the_large"] < interval["high"]
 
 
 def test_worse_model_is_not_promoted_and_current_stays(runs: dict[str, Any]) -> None:

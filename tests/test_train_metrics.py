@@ -76,15 +76,19 @@ def test_calibration_by_decile(spark: SparkSession, scored: DataFrame) -> None:
     assert_approx_df_equality(M.calibration_by_decile(scored), expected, 1e-12, ignore_nullable=True)
 
 
-def test_oracle_auc_uses_only_the_same_test_rows(spark: SparkSession, scored: DataFrame) -> None:
+def test_oracle_metrics_use_only_the_same_test_rows(spark: SparkSession, scored: DataFrame) -> None:
     truth = spark.createDataFrame(
         [("a1", D, .3), ("a2", D, .6), ("a3", D, .2), ("a4", D, .7), ("a5", D, .1), ("a6", D, .4),
          ("a7", D, .5), ("a8", D, .05), ("a1", dt.date(2023, 5, 1), 0.99), ("zz", D, 0.5)],
         "account_id string, as_of_date date, churn_probability double")
-    got = M.oracle_roc_auc(scored, truth)
+    got = M.oracle_metrics(scored, truth)
     # 8 joined rows; truth: positives .3 .6 .7 .4 vs negatives .2 .1 .5 .05 -> 3 + 4 + 4 + 3 = 14 of 16
     # model on the same rows: positives .9 .8 .6 .5 vs negatives .7 .5 .4 .2 -> 4 + 4 + 3 + 2.5 = 13.5 of 16
-    assert got == pytest.approx({"oracle_roc_auc": 14 / 16, "oracle_rows": 8, "roc_auc_on_oracle_rows": 13.5 / 16})
+    # truth's deciles of 8 rows (row k in decile floor(10 k / 8) + 1, one row each) in truth order:
+    # a4 .7 y1, a2 .6 y1, a7 .5 y0, a6 .4 y1, a1 .3 y1, a3 .2 y0, a5 .1 y0, a8 .05 y0:
+    # ece = (.3 + .4 + .5 + .6 + .7 + .2 + .1 + .05) / 8 = 2.85 / 8; in the large (2.85 - 4) / 8
+    assert got == pytest.approx({"oracle_roc_auc": 14 / 16, "oracle_rows": 8, "roc_auc_on_oracle_rows": 13.5 / 16,
+                                 "oracle_ece": 2.85 / 8, "oracle_calibration_in_the_large": -1.15 / 8})
 
 
 def test_evaluate_has_the_run_summary_keys(scored: DataFrame) -> None:
@@ -111,6 +115,12 @@ def test_weights_of_one_reproduce_the_point_metrics(spark: SparkSession, scored:
     assert ranking[0]["pr_auc"] == pytest.approx(41 / 48, abs=1e-12)
     assert ranking[0]["lift_at_10pct"] == pytest.approx(M.top_fraction_metrics(scored)["lift_at_10pct"], abs=1e-12)
     assert ranking[0]["lift_at_10pct"] == pytest.approx(2.5, abs=1e-12)
+    # one row per decile: ece = mean |p - y| = (.1 + .2 + .7 + .4 + .5 + .5 + .4 + .2 + .1 + .05) / 10, in the large
+    # (4.75 - 4) / 10
+    assert ranking[0]["ece"] == pytest.approx(0.315, abs=1e-12)
+    assert ranking[0]["calibration_in_the_large"] == pytest.approx(0.075, abs=1e-12)
+    point = M.calibration_errors([r.asDict() for r in M.calibration_by_decile(scored).collect()])
+    assert point == pytest.approx({k: ranking[0][k] for k in M.CALIBRATION_METRICS}, abs=1e-12)
     errors = M.probability_errors(scored)
     for metric in ("log_loss", "brier"):
         got = M._by_replicate(weighted_rows(spark, {}), metric).collect()
@@ -134,6 +144,20 @@ def test_weighted_auc_pr_auc_and_lift_by_hand(spark: SparkSession) -> None:
     # top ceil(0.1 * 13) = 2 copies: a1 (1 copy, churner), then 1 of a3's 3 copies (not a churner): the row across
     # the cut gives only what fits. Precision 1/2, base rate 5/13 -> lift 13/10.
     assert got["lift_at_10pct"] == pytest.approx(1.3, abs=1e-12)
+
+
+def test_weighted_calibration_errors_by_hand_with_copies_across_deciles(spark: SparkSession) -> None:
+    weights = {"a1": 1, "a2": 0, "a3": 3, "a4": 2, "a5": 1, "a6": 2, "a7": 1, "a8": 0, "a9": 1, "a10": 2}
+    got = M._ranking_by_replicate(weighted_rows(spark, weights)).first()
+    assert got is not None
+    # W = 13 copies in rank order k = 0..12: a1 | a3 a3 a3 | a4 a4 | a5 | a6 a6 | a7 | a9 | a10 a10. Copy k is in
+    # decile floor(10 k / 13) + 1: deciles hold k {0, 1} {2} {3} {4, 5} {6} {7} {8, 9} {10} {11} {12}, so a3's copies
+    # fall into deciles 1, 2 and 3, and a6's into 6 and 7. |predicted sum - churners| per decile:
+    # {a1 .9 y1, a3 .7}: |1.6 - 1| = .6; {a3}: .7; {a3}: .7; {a4, a4 (.6 y1)}: |1.2 - 2| = .8; {a5 .5}: .5;
+    # {a6 .5 y1}: .5; {a6, a7 .4}: |.9 - 1| = .1; {a9 .1}: .1; {a10 .05}: .05; {a10}: .05 -> sum 4.1
+    assert got["ece"] == pytest.approx(4.1 / 13, abs=1e-12)
+    # predicted .9 + 3 * .7 + 2 * .6 + .5 + 2 * .5 + .4 + .1 + 2 * .05 = 6.3 against 5 churner copies
+    assert got["calibration_in_the_large"] == pytest.approx(1.3 / 13, abs=1e-12)
 
 
 def test_weighted_log_loss_and_brier_by_hand(spark: SparkSession) -> None:
@@ -171,7 +195,8 @@ def test_same_seed_same_intervals_on_any_partitioning(scored: DataFrame) -> None
 
 def test_interval_contains_the_point_estimate(scored: DataFrame) -> None:
     got = M.bootstrap_intervals(scored)  # 200 replicates
-    points = {"roc_auc": 21.5 / 24, "pr_auc": 41 / 48, "lift_at_10pct": 2.5}
+    points = {"roc_auc": 21.5 / 24, "pr_auc": 41 / 48, "lift_at_10pct": 2.5, "ece": 0.315,
+              "calibration_in_the_large": 0.075}
     for metric, point in points.items():
         interval = got[metric]
         assert interval["low"] <= point <= interval["high"] and interval["low"] < interval["high"], metric

@@ -110,9 +110,15 @@ def add_prepare(g: GraphBuilder, columns: P.FeatureColumns, log_scale: bool) -> 
 # --- calibration -----------------------------------------------------------------------------------
 
 
+def calibration_only_inputs(calibration: P.Calibration, columns: P.FeatureColumns) -> list[str]:
+    """Columns the calibration reads that the classifier does not (a seasonal shift's season when the model
+    excludes it): extra numeric graph inputs, after the classifier's, read as given (no imputation)."""
+    return [c for c in calibration.input_columns() if c not in columns.numeric]
+
+
 def add_calibration(g: GraphBuilder, probability: str, calibration: P.Calibration) -> None:
     """`churn_probability_raw` (P(class 1), float64) and `churn_probability` = its calibration; a seasonal shift
-    reads the graph's `season_cos` and `season_sin` inputs (the caller checks they are inputs)."""
+    reads the graph's `season_cos` and `season_sin` inputs (model inputs, else `calibration_only_inputs`)."""
     described = calibration.describe()
     terms = calibration.season_terms()
     mapped = g.name("mapped") if terms else OUTPUT
@@ -360,11 +366,9 @@ def to_onnx(spark: SparkSession, model: PipelineModel, columns: P.FeatureColumns
     probability = next(o.name for o in core.graph.output if o.name.startswith(P.PROBABILITY_COL))
     prep, cal = GraphBuilder("prep"), GraphBuilder("calibration")
     add_prepare(prep, columns, log_scale=model_type == "lr")
-    if (missing := [c for c in calibration.input_columns() if c not in columns.numeric]):
-        raise ContractError(f"the calibration's seasonal shift reads {', '.join(missing)}, which the model does not "
-                            "take as input: no ONNX form")
     add_calibration(cal, probability, calibration)
-    inputs = ([helper.make_tensor_value_info(c, TensorProto.DOUBLE, [None, 1]) for c in columns.numeric]
+    inputs = ([helper.make_tensor_value_info(c, TensorProto.DOUBLE, [None, 1])
+               for c in [*columns.numeric, *calibration_only_inputs(calibration, columns)]]
               + [i for i in core.graph.input if i.name in columns.categorical])
     # the calibrated probability last: a reader that takes the last output (serve/scorer.py does) gets it
     scaled = scaled_output(core.graph, middle)

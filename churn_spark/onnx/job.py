@@ -44,16 +44,20 @@ def feature_schema_for(metadata: dict[str, Any], model: PipelineModel, columns: 
                        reasons: LinearReasons | None = None) -> FeatureSchema:
     """The schema file's contents: graph inputs in order (numeric, then categorical) with their training
     types and vocabularies, the fields a row may carry that the model ignores, and an LR model's reasons."""
-    from churn_spark.onnx.convert import vocabularies
+    from churn_spark.onnx.convert import calibration_only_inputs, vocabularies
 
     types: dict[str, str] = metadata["feature_schema"]
     vocab = vocabularies(model)
     if any(NULL_CATEGORY in v for v in vocab.values()):
         raise ConfigError("ONNX export: a category equals the null placeholder; cannot encode nulls apart")
-    features = ([Feature(c, types[c], "numeric") for c in columns.numeric]
+    # the season of a shift the classifier excludes is still an input (models saved before it was recorded: double)
+    extra = calibration_only_inputs(P.calibration_stage(model), columns)
+    features = ([Feature(c, types.get(c, "double") if c in extra else types[c], "numeric")
+                 for c in [*columns.numeric, *extra]]
                 + [Feature(c, types[c], "categorical", vocab[c]) for c in columns.categorical])
-    ignored = [*FEATURE_KEY_COLUMNS, *metadata.get("dropped_features", []),
-               *metadata.get("config", {}).get("model", {}).get("exclude_features", [])]
+    ignored = [c for c in (*FEATURE_KEY_COLUMNS, *metadata.get("dropped_features", []),
+                           *metadata.get("config", {}).get("model", {}).get("exclude_features", []))
+               if c not in extra]
     return FeatureSchema(model_version=str(metadata["version"]), model_type=str(metadata["model_type"]),
                          calibration=P.calibration_of(model), features=features, null_category=NULL_CATEGORY,
                          ignored_fields=list(dict.fromkeys(ignored)), reasons=reasons,

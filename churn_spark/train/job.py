@@ -45,7 +45,7 @@ from churn_spark.train.split import (
 )
 
 log = logging.getLogger("churn_spark")
-HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct", "ece",
+HEADLINE = ("roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10pct", "ece", "oracle_ece",
             "calibration_in_the_large")
 
 
@@ -648,7 +648,8 @@ def _train(spark: SparkSession, settings: Settings, dataset: DataFrame, features
         "config": settings.model_dump(mode="json", include={"lakehouse", "churn", "features", "model"}),
         "metrics": metrics, "calibration_by_decile": deciles,
         "feature_columns": columns.as_dict(), "dropped_features": empty,
-        "feature_schema": P.feature_schema(features.schema, columns), "feature_names": names,
+        "feature_schema": P.feature_schema(features.schema, columns, P.calibration_stage(model).input_columns()),
+        "feature_names": names,
         "explanation": expl, "feature_set_version": settings.features.feature_set_version,
         "lineage": {"tables": tables, "split": _split_lineage(split, splits),
                     "code": code_version()},

@@ -140,18 +140,25 @@ def calibration_errors(deciles: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {"ece": ece, "calibration_in_the_large": mean_predicted - observed}
 
 
-def oracle_roc_auc(scored: DataFrame, truth: DataFrame, label_col: str = LABEL) -> dict[str, Any]:
-    """AUC of the generator's true probabilities on the same (account, snapshot) rows as `scored`;
-    also the model's AUC restricted to the rows that have a truth value, for a like-for-like gap."""
+def oracle_metrics(scored: DataFrame, truth: DataFrame, label_col: str = LABEL) -> dict[str, Any]:
+    """The generator's true probabilities scored like a model on the same (account, snapshot) rows as `scored`:
+    their AUC, the ceiling of any model's, and their `ece` and calibration-in-the-large, the floor the labels'
+    own noise puts under any model's (equal-count deciles of a few thousand rows read a few thousandths off
+    even for the truth); also the model's AUC restricted to the rows that have a truth value, for a
+    like-for-like gap."""
     joined = scored.select(*KEYS, label_col, SCORE).join(
         truth.select(*KEYS, F.col("churn_probability").alias("true_probability")), list(KEYS)).persist()
-    try:  # persisted: the count and both AUCs read it (each would read the truth table and join again)
+    try:  # persisted: the count, the AUCs and the deciles read it (each would read the truth table and join again)
         rows = joined.count()
         if rows == 0:
             return {}
+        deciles = [r.asDict() for r in calibration_by_decile(joined, "true_probability", label_col).collect()]
+        calibration = calibration_errors(deciles)
         return {"oracle_roc_auc": roc_auc(joined, "true_probability", label_col),
                 "oracle_rows": rows,
-                "roc_auc_on_oracle_rows": roc_auc(joined, SCORE, label_col)}
+                "roc_auc_on_oracle_rows": roc_auc(joined, SCORE, label_col),
+                "oracle_ece": calibration["ece"],
+                "oracle_calibration_in_the_large": calibration["calibration_in_the_large"]}
     finally:
         joined.unpersist()
 
@@ -167,7 +174,7 @@ def evaluate(scored: DataFrame, truth: DataFrame | None = None) -> dict[str, Any
     out.update(probability_errors(scored))
     out.update(top_fraction_metrics(scored))
     if truth is not None:
-        out.update(oracle_roc_auc(scored, truth))
+        out.update(oracle_metrics(scored, truth))
     return out
 
 
@@ -179,6 +186,8 @@ def evaluate(scored: DataFrame, truth: DataFrame | None = None) -> dict[str, Any
 ACCOUNT = KEYS[0]
 LIFT_FRACTION = 0.10
 RANKING_METRICS = ("roc_auc", "pr_auc", "lift_at_10pct")
+CALIBRATION_METRICS = ("ece", "calibration_in_the_large")
+"""Computed in the same pass as the ranking metrics (the deciles need the same order)."""
 ERROR_METRICS = ("log_loss", "brier")
 """Probability errors: lower is better."""
 POISSON_CDF = tuple(sum(math.exp(-1) / math.factorial(j) for j in range(k + 1)) for k in range(13))
@@ -198,9 +207,14 @@ def poisson_weights(df: DataFrame, replicates: int, seed: int = 0, unit: str = A
             .withColumn("weight", draw.otherwise(len(POISSON_CDF))))
 
 
+def exact_decimal_sum(c: Column) -> Column:
+    """Sum as decimal(38,18): exact and associative, so the same whatever the partitioning."""
+    return F.sum(c.cast("decimal(38,18)"))
+
+
 def exact_sum(c: Column) -> Column:
-    """Sum as decimal(38,18), back to double: exact and associative, so the same whatever the partitioning."""
-    return F.sum(c.cast("decimal(38,18)")).cast("double")
+    """`exact_decimal_sum` back to double."""
+    return exact_decimal_sum(c).cast("double")
 
 
 def _ranking_by_replicate(weighted: DataFrame, score_col: str = SCORE, label_col: str = LABEL,
@@ -220,6 +234,11 @@ def _ranking_by_replicate(weighted: DataFrame, score_col: str = SCORE, label_col
     - Lift at 10 %: rows in score order, ties by the key columns (as `with_score_rank`); the top cut =
       max(1, ceil(0.1 * W)) copies; a row across the cut gives only the copies that fit (cut - weight ranked above
       it): with integer weights, the top ceil(10 %) rows of the resample. Lift = (hits / cut) / (P / W).
+    - `ece` and `calibration_in_the_large` (as `calibration_errors` of `calibration_by_decile`): copy k = 0..W-1 in
+      the same order is in decile floor(10 k / W) + 1, so a row's copies (k = above .. above + w - 1) may fall into
+      two deciles and count in each with the copies that fall there. Since a decile's share times |mean predicted -
+      observed rate| is |predicted sum - positives| / W, ece = sum over deciles of that; in the large = sum of
+      w (p - y) / W.
     Undefined metrics (a replicate without positives or negatives) are null.
     """
     w = F.col(weight_col).cast("double")
@@ -243,17 +262,45 @@ def _ranking_by_replicate(weighted: DataFrame, score_col: str = SCORE, label_col
                     F.col("__tp0") / (F.col("__tp0") + F.col("__fp0"))).otherwise(precision)
     cut = F.greatest(F.lit(1.0), F.ceil(F.round(F.col("__total") * LIFT_FRACTION, 9)).cast("double"))
     taken = F.least(F.col("__w"), F.greatest(F.lit(0.0), cut - F.col("__above")))
-    sums = rows.groupBy(*by).agg(
-        F.sum(pos).alias("p"), F.sum(neg).alias("n"), F.sum("__w").alias("w"), F.max(cut).alias("cut"),
-        exact_sum(pos * (F.col("__fp0") + F.col("__fp")) / 2).alias("losses"),
-        exact_sum(pos * (precision + before) / 2).alias("pr"),
-        exact_sum(F.col(label_col).cast("double") * taken).alias("hits"))
-    p, n = F.col("p"), F.col("n")
+    above, total, decile = F.col("__above"), F.col("__total"), F.col("__decile")
+
+    def decile_of(copy: Column) -> Column:
+        return (F.floor(copy * 10 / total) + 1).cast("int")  # copy and W are whole numbers: exact in doubles
+
+    def after(d: Column) -> Column:
+        return F.ceil(d * total / 10)  # the first copy past decile d
+
+    first = decile_of(above)
+    in_decile = F.least(above + F.col("__w"), after(decile)) - F.greatest(above, after(decile - 1))
+    row_terms = {"__loss": pos * (F.col("__fp0") + F.col("__fp")) / 2, "__pr": pos * (precision + before) / 2,
+                 "__hit": F.col(label_col).cast("double") * taken, "__cut": cut}
+    # A row's own terms count once (in its first decile), its copies in every decile they reach. Sums that do not
+    # depend on partitioning: counts and half counts (weights, churners, losses, hits, copies) are whole multiples of
+    # 1/2, exact in double sums; the probability sums are kept as decimals over both levels (decimal(38, 18) sums
+    # are slow: only where needed).
+    once = {c: F.sum(F.when(decile == first, F.col(c))).alias(c) for c in ("__pos", "__neg", "__w", "__loss", "__hit")}
+    by_decile = (rows.withColumns(row_terms)
+                 .withColumn("__decile", F.explode(F.sequence(first, decile_of(above + F.col("__w") - 1))))
+                 .withColumn("__copies", in_decile)
+                 .groupBy(*by, "__decile")
+                 .agg(*once.values(), exact_decimal_sum(F.when(decile == first, F.col("__pr"))).alias("__pr"),
+                      F.max("__cut").alias("cut"),
+                      exact_decimal_sum(F.col("__copies") * F.col(score_col)).alias("__predicted"),
+                      F.sum(F.col("__copies") * F.col(label_col).cast("double")).alias("__positive")))
+    gap = F.col("__predicted") - F.col("__positive").cast("decimal(38,18)")
+    sums = by_decile.groupBy(*by).agg(
+        *[F.sum(c).cast("double").alias(name) for c, name in (
+            ("__pos", "p"), ("__neg", "n"), ("__w", "w"), ("__loss", "losses"), ("__pr", "pr"), ("__hit", "hits"))],
+        F.max("cut").alias("cut"),
+        F.sum(F.abs(gap)).cast("double").alias("__gap"), F.sum(gap).cast("double").alias("__excess"))
+    p, n, w = F.col("p"), F.col("n"), F.col("w")
     return sums.select(
         *by,
         F.when((p > 0) & (n > 0), 1 - F.col("losses") / (p * n)).alias("roc_auc"),
         F.when(p > 0, F.col("pr") / p).alias("pr_auc"),
-        F.when(p > 0, F.col("hits") * F.col("w") / (F.col("cut") * p)).alias("lift_at_10pct"))
+        F.when(p > 0, F.col("hits") * w / (F.col("cut") * p)).alias("lift_at_10pct"),
+        (F.col("__gap") / w).alias("ece"),
+        (F.col("__excess") / w).alias("calibration_in_the_large"))
 
 
 def _by_replicate(weighted: DataFrame, metric: str, score_col: str = SCORE, label_col: str = LABEL,
@@ -289,13 +336,15 @@ percentile_interval = _percentile_interval
 
 def bootstrap_intervals(scored: DataFrame, replicates: int = 200, seed: int = 0, level: float = 0.95,
                         score_col: str = SCORE, label_col: str = LABEL) -> dict[str, dict[str, float]]:
-    """Percentile intervals of ROC AUC, PR AUC and lift at 10 % over an account-level Poisson bootstrap: how much
-    the test metrics could move with another draw of accounts. `replicates` in each result counts the replicates
-    where the metric is defined (both classes drawn); the same seed gives the same intervals."""
+    """Percentile intervals of ROC AUC, PR AUC, lift at 10 %, `ece` and calibration-in-the-large over an
+    account-level Poisson bootstrap: how much the test metrics could move with another draw of accounts.
+    `replicates` in each result counts the replicates where the metric is defined (both classes drawn for the
+    ranking ones); the same seed gives the same intervals. `ece` is an absolute error, biased upwards under
+    resampling: its interval need not hold the point estimate (calibration-in-the-large, a mean, is not biased)."""
     weighted = poisson_weights(scored.select(*KEYS, label_col, score_col), replicates, seed)
     rows = _ranking_by_replicate(weighted, score_col, label_col).collect()
     out: dict[str, dict[str, float]] = {}
-    for metric in RANKING_METRICS:
+    for metric in (*RANKING_METRICS, *CALIBRATION_METRICS):
         values = [float(r[metric]) for r in rows if r[metric] is not None]
         low, high = _percentile_interval(values, level)
         out[metric] = {"low": low, "high": high, "replicates": len(values)}

@@ -120,9 +120,11 @@ def feature_columns(schema: StructType, exclude: Sequence[str] = ()) -> FeatureC
     return FeatureColumns(numeric, categorical)
 
 
-def feature_schema(schema: StructType, columns: FeatureColumns) -> dict[str, str]:
-    """name -> Spark SQL type of the columns the model reads (recorded with the model, checked by scoring)."""
-    used = set(columns.numeric) | set(columns.categorical)
+def feature_schema(schema: StructType, columns: FeatureColumns, extra: Sequence[str] = ()) -> dict[str, str]:
+    """name -> Spark SQL type of the columns the model reads (recorded with the model, checked by scoring): its
+    inputs and `extra`, the calibration's own inputs (a seasonal shift's season, also when the classifier
+    excludes it)."""
+    used = set(columns.numeric) | set(columns.categorical) | set(extra)
     return {f.name: f.dataType.simpleString() for f in schema.fields if f.name in used}
 
 

@@ -219,7 +219,8 @@ def render_html(ctx: dict[str, Any], images: dict[str, bytes]) -> str:
 
     headline = [[k, m[k], interval(k)] for k in (
         "roc_auc", "oracle_roc_auc", "pr_auc", "log_loss", "brier", "lift_at_5pct", "lift_at_10pct", "lift_at_20pct",
-        "precision_at_10pct", "recall_at_10pct", "ece", "calibration_in_the_large", "log_loss_raw", "brier_raw")
+        "precision_at_10pct", "recall_at_10pct", "ece", "oracle_ece", "calibration_in_the_large",
+        "oracle_calibration_in_the_large", "log_loss_raw", "brier_raw")
         if k in m]
     splits = [[name, s["from"], s["to"], s["snapshots"], s["rows"], s["label_rate"]]
               for name, s in ctx["splits"].items()]
