@@ -106,6 +106,8 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": str(settings.delta_snapshot_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # pyspark's Python worker daemon without Python 3.11's re-read of pyspark.zip on every task (pydaemon.py)
+        "spark.python.daemon.module": "churn_spark.pydaemon",
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": str(settings.show_progress).lower(),
         "spark.jars.ivy": str(Path(settings.ivy_cache).expanduser()),

@@ -102,7 +102,11 @@ LONGEST_FIRST = ("test_cluster.py", "test_notebook.py", "test_second_shape.py", 
                  "test_onnx_export.py", "test_ingest_kafka.py",
                  "test_ingest.py", "test_score_job.py", "test_train_job.py", "test_features_job.py",
                  "test_train_xgboost.py", "test_new_event_types.py", "test_event_vocabulary.py",
-                 "test_train_calibration.py", "test_k8s_server.py")
+                 "test_train_calibration.py", "test_k8s_server.py",
+                 # then the longest of `make test-fast` (its files otherwise run alphabetically, and the
+                 # point-in-time property test came last, with one worker idle while it ran)
+                 "test_point_in_time.py", "test_train_metrics.py", "test_targeting_uplift.py", "test_score_reasons.py",
+                 "test_targeting.py", "test_labels.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -124,7 +124,7 @@ def exported(request: pytest.FixtureRequest, spark: SparkSession, lake: str,
 def _sample(spark: SparkSession, settings: Settings) -> DataFrame:
     stored = spark.read.format("delta").load(Lakehouse.from_settings(settings).churn_features)
     june = stored.where(F.col("as_of_date") == SNAPSHOTS[5])
-    season = stored.where(F.col("as_of_date") == SNAPSHOTS[5]).select(*SEASON).first()
+    season = june.select(*SEASON).first()
     assert season is not None
     edges = spark.createDataFrame([(a, SNAPSHOTS[5], "1", *rest, *((None, None) if a == "x01" else season))
                                    for a, *rest in EDGE_ROWS], stored.schema)

@@ -278,12 +278,12 @@ def _ranking_by_replicate(weighted: DataFrame, score_col: str = SCORE, label_col
     # depend on partitioning: counts and half counts (weights, churners, losses, hits, copies) are whole multiples of
     # 1/2, exact in double sums; the probability sums are kept as decimals over both levels (decimal(38, 18) sums
     # are slow: only where needed).
-    once = {c: F.sum(F.when(decile == first, F.col(c))).alias(c) for c in ("__pos", "__neg", "__w", "__loss", "__hit")}
+    once = [F.sum(F.when(decile == first, F.col(c))).alias(c) for c in ("__pos", "__neg", "__w", "__loss", "__hit")]
     by_decile = (rows.withColumns(row_terms)
                  .withColumn("__decile", F.explode(F.sequence(first, decile_of(above + F.col("__w") - 1))))
                  .withColumn("__copies", in_decile)
                  .groupBy(*by, "__decile")
-                 .agg(*once.values(), exact_decimal_sum(F.when(decile == first, F.col("__pr"))).alias("__pr"),
+                 .agg(*once, exact_decimal_sum(F.when(decile == first, F.col("__pr"))).alias("__pr"),
                       F.max("__cut").alias("cut"),
                       exact_decimal_sum(F.col("__copies") * F.col(score_col)).alias("__predicted"),
                       F.sum(F.col("__copies") * F.col(label_col).cast("double")).alias("__positive")))
