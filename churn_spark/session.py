@@ -106,8 +106,6 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": str(settings.delta_snapshot_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # pyspark's Python worker daemon without Python 3.11's re-read of pyspark.zip on every task (pydaemon.py)
-        "spark.python.daemon.module": "churn_spark.pydaemon",
         "spark.ui.enabled": str(settings.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": str(settings.show_progress).lower(),
         "spark.jars.ivy": str(Path(settings.ivy_cache).expanduser()),
@@ -125,6 +123,13 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         if missing:  # resolved once into the Ivy cache, then plain files: no Ivy at start-up
             conf["spark.jars"] = ",".join(resolve_jars(settings.ivy_cache, missing))
     return conf
+
+
+def worker_daemon(py_files: str) -> dict[str, str]:
+    """The Python worker daemon default: the project's (pydaemon.py: pyspark's, without Python 3.11's re-read of
+    pyspark.zip on every task), unless the package reaches the executors with `--py-files`, which a Python
+    worker sees only per task, after its daemon started; then pyspark's own."""
+    return {} if py_files.strip() else {"spark.python.daemon.module": "churn_spark.pydaemon"}
 
 
 def log4j_config() -> str:
@@ -191,7 +196,7 @@ def build_spark(settings: SparkSettings, app_name: str | None = None) -> SparkSe
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = SparkConf()
     defaults = default_conf(settings, app_name)
-    for key, value in defaults.items():
+    for key, value in {**defaults, **worker_daemon(conf.get("spark.submit.pyFiles", ""))}.items():
         conf.setIfMissing(key, value)
     if settings.master:
         conf.set("spark.master", settings.master)

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from churn_spark import pydaemon
+from churn_spark.session import worker_daemon
 
 
 def _zip(path: Path, names: list[str]) -> None:
@@ -59,6 +60,12 @@ def test_an_unreadable_archive_is_always_invalidated(tmp_path: Path) -> None:
     invalidate(importer)
     invalidate(importer)
     assert calls == [1, 1]
+
+
+def test_the_daemon_is_pysparks_when_the_package_comes_with_py_files() -> None:
+    # shipped with --py-files, the package reaches a Python worker per task, after its daemon started
+    assert worker_daemon("") == {"spark.python.daemon.module": "churn_spark.pydaemon"}
+    assert worker_daemon("local:///opt/app/churn_spark.zip") == {}
 
 
 def _daemon_patched(values: pd.Series) -> pd.Series:
