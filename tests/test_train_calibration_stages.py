@@ -53,6 +53,20 @@ def test_isotonic_stage_interpolates_between_knots_and_is_flat_outside(spark: Sp
     assert [r[1] for r in out.orderBy("churn_probability_raw").collect()] == pytest.approx(expected, abs=1e-12)
 
 
+def test_count_at_or_below_by_hand(spark: SparkSession) -> None:
+    # knots 1, 2, 2, 5: below 1 none; 1 and 1.5 pass one; at the repeated 2 both count (3); 5 and beyond all
+    # four; NaN sorts after every number in Spark (4); a null passes none. Five knots and none for the tree's
+    # other shapes: 3 passes 3 of [1, 2, 3, 4, 5]; nothing to pass gives 0.
+    xs = [None, 0.5, 1.0, 1.5, 2.0, 4.9, 5.0, 7.0, float("nan")]
+    df = spark.createDataFrame([(x,) for x in xs], "x double")
+    got = df.select(P.count_at_or_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("n"),
+                    P.count_at_or_below(F.col("x"), [1.0, 2.0, 3.0, 4.0, 5.0]).alias("n5"),
+                    P.count_at_or_below(F.col("x"), []).alias("n0")).collect()
+    assert [r["n"] for r in got] == [0, 0, 1, 1, 3, 3, 4, 4, 4]
+    assert [r["n5"] for r in got] == [0, 0, 1, 1, 2, 4, 5, 5, 5]
+    assert {r["n0"] for r in got} == {0}
+
+
 def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:
     # raw 0.1: 1 churner of 4; raw 0.2: 0 of 2; raw 0.3: 3 of 4 -- 0.1 and 0.2 violate the order and pool
     # to 1 of 6; so the knots are 0.1 and 0.2 at 1/6, then 0.3 at 3/4. Both blocks are end blocks: they keep

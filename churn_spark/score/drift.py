@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from churn_spark.config import Settings
 from churn_spark.features.catalog import calendar_features, grows_by_design
+from churn_spark.train.pipeline import count_at_or_below
 
 NULL_BIN = "null"
 DEFAULT_FLOOR = 1e-4
@@ -40,8 +41,7 @@ def psi(expected: Mapping[str, float], actual: Mapping[str, float], floor: float
 
 def numeric_bin(value: Column, edges: Sequence[float]) -> Column:
     """Bin label of a number: how many edges are <= it ("0".."k"), or "null"."""
-    passed = F.size(F.filter(F.array(*[F.lit(float(e)) for e in edges]), lambda e: e <= value.cast("double"))) \
-        if edges else F.lit(0)
+    passed = count_at_or_below(value.cast("double"), edges)
     return F.when(value.isNull(), F.lit(NULL_BIN)).otherwise(passed.cast("string"))
 
 

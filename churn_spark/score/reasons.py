@@ -267,13 +267,16 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
         vector_to_array(F.col(gbt.getRawPredictionCol())).getItem(1).alias("__margin"),
         vector_to_array(F.col(VECTOR)).alias("__values"))
     margin = F.col("__margin")
-
-    def probability(m: Column) -> Column:
-        return calibration.calibrate(trees.margin_probability(m))
-
-    effects = {s: probability(margin) - probability(margin + F.expr(shift))
-               for s, shift in shifts.items() if shift is not None}  # no tree reads the others: effect 0
-    return with_top_three(scored, effects, [*keys, PROBABILITY])
+    shifted = {s: shift for s, shift in shifts.items() if shift is not None}  # no tree reads the others: effect 0
+    # the raw probabilities become columns before they are calibrated: a calibration reads its input several
+    # times (an isotonic map once per comparison), and a margin shift is a whole tree expression
+    raw = {s: f"__raw{i}" for i, s in enumerate(shifted)}
+    staged = scored.select(*keys, *calibration.input_columns(), PROBABILITY,
+                           trees.margin_probability(margin).alias("__raw"),
+                           *[trees.margin_probability(margin + F.expr(shift)).alias(raw[s])
+                             for s, shift in shifted.items()])
+    effects = {s: calibration.calibrate(F.col("__raw")) - calibration.calibrate(F.col(raw[s])) for s in shifted}
+    return with_top_three(staged, effects, [*keys, PROBABILITY])
 
 
 def _rescored_effects(encoded: DataFrame, classify: PipelineModel, slot_values: dict[str, dict[int, float]],

@@ -425,13 +425,31 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
                 **({"tie_break": w} if w else {})}
 
 
+def count_at_or_below(x: Column, ascending: Sequence[float]) -> Column:
+    """How many of the `ascending` constants are <= x (0 for a null x; all of them for NaN, which Spark orders
+    last): a balanced tree of comparisons, log2(n) deep.
+
+    Why not `size(filter(array, v -> v <= x))`: a lambda runs interpreted, once per element and row, and
+    re-evaluates `x` each time. The scorer calibrates 11 probabilities per account (the account and its
+    occluded variants): with a 57-knot isotonic map, 68k accounts took ~100 s to score instead of ~35.
+    Pass a column (not an expression) as `x`: it is referenced once per comparison."""
+    def count(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi + 1) // 2  # count >= mid  <=>  ascending[mid - 1] <= x
+        return F.when(x >= F.lit(float(ascending[mid - 1])), count(mid, hi)).otherwise(count(lo, mid - 1))
+
+    return count(0, len(ascending))
+
+
 def interpolate(x: Column, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
     """Piecewise-linear map through (boundaries[i], predictions[i]), flat outside; at a repeated boundary
-    the later knot wins (MLlib's rule for a jump). Built-in array functions, no UDF."""
+    the later knot wins (MLlib's rule for a jump). Built-in functions, no UDF and no lambda; `x` a column
+    (`count_at_or_below`)."""
     b = F.array(*[F.lit(float(v)) for v in boundaries])
     p = F.array(*[F.lit(float(v)) for v in predictions])
     n = len(boundaries)
-    i = F.size(F.filter(b, lambda v: v <= x))  # knots at or below x: x lies in [b[i-1], b[i]) (1-based)
+    i = count_at_or_below(x, boundaries)  # knots at or below x: x lies in [b[i-1], b[i]) (1-based)
     lo_b, hi_b = F.element_at(b, F.greatest(i, F.lit(1))), F.element_at(b, F.least(i + 1, F.lit(n)))
     lo_p, hi_p = F.element_at(p, F.greatest(i, F.lit(1))), F.element_at(p, F.least(i + 1, F.lit(n)))
     ramp = lo_p + (hi_p - lo_p) * (x - lo_b) / (hi_b - lo_b)
