@@ -50,7 +50,7 @@ from churn_spark.score.reasons import REASONS, is_linear, scores_with_reasons
 from churn_spark.score.targeting import UPLIFT, churn_targets, contact_limit, uplift_coverage
 from churn_spark.silver.job import read_silver, silver_event_types
 from churn_spark.train import registry as R
-from churn_spark.train.pipeline import predict
+from churn_spark.train.pipeline import predict, release_checkpoint
 from churn_spark.train.registry import RegisteredModel, load_model
 
 log = logging.getLogger("churn_spark")
@@ -483,9 +483,12 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
                   f"{registered.version}, reasons by "
                   + ("LR contributions" if is_linear(model) else f"occlusion of the top {candidates}") + ", planned")
     with progress.stage("score", "scores written") as step:
-        # the model runs once: the ranking reads its input three times (quantile edges, bucket sizes, rows),
-        # and without this cache each read would re-run the encoding, the K+1 predictions and the fold
-        with_reasons = planned.persist(StorageLevel.MEMORY_AND_DISK)
+        # the model runs once, into a local checkpoint: the ranking reads its input three times (quantile edges,
+        # bucket sizes, rows), and without it each read would re-run the encoding, the K+1 predictions and the
+        # fold; and the plans after it start from the checkpoint's rows, not from the reasons' thousands of
+        # expressions, which Spark analysed again for every join of the ranking and for the write (a cache
+        # keeps the lineage). An executor lost before the write fails the run (the nightly's retry reruns it).
+        with_reasons = planned.localCheckpoint(eager=True)
         where = io.slice_predicate(equals={"as_of_date": as_of, "model_version": registered.version})
         try:
             scored = with_reasons.count()
@@ -494,7 +497,7 @@ def _score(spark: SparkSession, settings: Settings, lake: Lakehouse, registered:
             io.write_slice(churn_scores(with_reasons, registered.version, scored_at), lake.churn_scores, where,
                            ["as_of_date"], schema=schemas.CHURN_SCORES)
         finally:
-            with_reasons.unpersist()
+            release_checkpoint(with_reasons)
         step.done(f"{progress.rows(scored)} scores written to {lake.churn_scores}")
     # Everything after the write reads the slice back: targets, drift and the distribution are
     # derived from exactly the rows readers see, and their plans start at a Delta scan instead of
