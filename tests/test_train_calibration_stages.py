@@ -55,8 +55,8 @@ def test_isotonic_stage_interpolates_between_knots_and_is_flat_outside(spark: Sp
 
 def test_count_at_or_below_by_hand(spark: SparkSession) -> None:
     # knots 1, 2, 2, 5: below 1 none; 1 and 1.5 pass one; at the repeated 2 both count (3); 5 and beyond all
-    # four; NaN sorts after every number in Spark (4); a null passes none. Five knots and none for the tree's
-    # other shapes: 3 passes 3 of [1, 2, 3, 4, 5]; nothing to pass gives 0.
+    # four; NaN sorts after every number in Spark (4); a null passes none. Five knots (the tree's other shape):
+    # 2 passes 2 of [1, 2, 3, 4, 5], 4.9 passes 4; with no knots every count is 0.
     xs = [None, 0.5, 1.0, 1.5, 2.0, 4.9, 5.0, 7.0, float("nan")]
     df = spark.createDataFrame([(x,) for x in xs], "x double")
     got = df.select(P.count_at_or_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("n"),
