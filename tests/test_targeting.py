@@ -112,3 +112,9 @@ def test_global_rank_equals_a_single_window_row_number(spark: SparkSession, desc
         .withColumn("n", F.lit(24).cast("long"))
     assert_df_equality(got.select("account_id", "p", "rank", "n"), expected, ignore_row_order=True,
                        ignore_nullable=True)
+
+
+def test_global_rank_of_no_rows_is_empty(spark: SparkSession) -> None:
+    # no key at all: the quantile edges are null, every row (none) goes to bucket 0, and nothing fails
+    df = spark.createDataFrame([], "account_id string, p double")
+    assert with_global_rank(df, "p", "account_id", "rank", total_col="n").count() == 0

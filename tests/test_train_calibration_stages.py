@@ -12,6 +12,7 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from churn_spark import thresholds as T
 from churn_spark.train import pipeline as P
 
 
@@ -57,14 +58,18 @@ def test_count_at_or_below_by_hand(spark: SparkSession) -> None:
     # knots 1, 2, 2, 5: below 1 none; 1 and 1.5 pass one; at the repeated 2 both count (3); 5 and beyond all
     # four; NaN sorts after every number in Spark (4); a null passes none. Five knots (the tree's other shape):
     # 2 passes 2 of [1, 2, 3, 4, 5], 4.9 passes 4; with no knots every count is 0.
+    # Strictly below (count_below), knots 1, 2, 2, 5: a value equal to a knot does not pass it: 1 -> 0,
+    # 2 -> 1 (only the 1), 5 -> 3; 1.5 -> 1, 7 -> 4, NaN -> 4, null -> 0.
     xs = [None, 0.5, 1.0, 1.5, 2.0, 4.9, 5.0, 7.0, float("nan")]
     df = spark.createDataFrame([(x,) for x in xs], "x double")
-    got = df.select(P.count_at_or_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("n"),
-                    P.count_at_or_below(F.col("x"), [1.0, 2.0, 3.0, 4.0, 5.0]).alias("n5"),
-                    P.count_at_or_below(F.col("x"), []).alias("n0")).collect()
+    got = df.select(T.count_at_or_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("n"),
+                    T.count_at_or_below(F.col("x"), [1.0, 2.0, 3.0, 4.0, 5.0]).alias("n5"),
+                    T.count_at_or_below(F.col("x"), []).alias("n0"),
+                    T.count_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("strict")).collect()
     assert [r["n"] for r in got] == [0, 0, 1, 1, 3, 3, 4, 4, 4]
     assert [r["n5"] for r in got] == [0, 0, 1, 1, 2, 4, 5, 5, 5]
     assert {r["n0"] for r in got} == {0}
+    assert [r["strict"] for r in got] == [0, 0, 0, 1, 1, 3, 3, 4, 4]
 
 
 def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:

@@ -51,6 +51,7 @@ from pyspark.sql.types import (
 
 from churn_spark.config import Settings
 from churn_spark.generate.rand import let, normal, pick_weighted, sigmoid, uniform
+from churn_spark.thresholds import count_at_or_below
 
 PLANS = ("basic", "pro", "enterprise")
 LIST_PRICE_PER_SEAT = (15.0, 40.0, 90.0)
@@ -231,9 +232,8 @@ def account_draws(spark: SparkSession, settings: Settings, cal: Calendar, partit
         return uniform(seed, stream, key)
 
     history_days = (cal.start - cal.origin).days
-    thresholds = F.array(*[F.lit(x) for x in cal.arrival_thresholds()])
-    arrival_u = u(Stream.CREATED_MONTH)
-    arrival_m = F.lit(cal.start_m) + F.size(F.filter(thresholds, lambda c: c <= arrival_u))
+    # the month of arrival: how many cumulative arrival probabilities the account's draw passes
+    arrival_u, arrival_m = F.col("__arrival_u"), F.col("__arrival_m")
     arrival_lo = F.greatest(cal.month_start(arrival_m), F.lit(cal.start))
     arrival_hi = cal.month_end_excl(arrival_m)
     new_day = F.date_add(arrival_lo, F.floor(u(Stream.CREATED_DAY) * F.datediff(arrival_hi, arrival_lo)).cast("int"))
@@ -247,7 +247,10 @@ def account_draws(spark: SparkSession, settings: Settings, cal: Calendar, partit
     return (
         spark.range(0, g.accounts, 1, partitions)
         .withColumn("account_id", F.format_string("acc-%08d", key))
+        .withColumn("__arrival_u", u(Stream.CREATED_MONTH))
+        .withColumn("__arrival_m", F.lit(cal.start_m) + count_at_or_below(arrival_u, cal.arrival_thresholds()))
         .withColumn("created_date", created_date)
+        .drop("__arrival_u", "__arrival_m")
         .withColumn(
             "created_at",
             F.timestamp_seconds(

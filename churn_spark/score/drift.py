@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from churn_spark.config import Settings
 from churn_spark.features.catalog import calendar_features, grows_by_design
-from churn_spark.train.pipeline import count_at_or_below
+from churn_spark.thresholds import count_at_or_below
 
 NULL_BIN = "null"
 DEFAULT_FLOOR = 1e-4

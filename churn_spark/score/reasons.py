@@ -37,6 +37,7 @@ from pyspark.ml.feature import ImputerModel, StringIndexerModel, VectorAssembler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from churn_spark.features.catalog import CALENDAR_FEATURES
 from churn_spark.score import trees
@@ -85,14 +86,25 @@ def categorical_baselines(model: PipelineModel) -> dict[str, str]:
 def slot_sources(model: PipelineModel, sample: DataFrame) -> list[str]:
     """Source feature of every slot of the classifier's input vector, in slot order.
 
-    Read from the ML attributes of the assembler's output (schema only, no Spark job); the
-    StandardScaler after it keeps slot positions.
+    Read from the ML attributes of the assembler's output (schema only, no Spark job): `sample` goes
+    through the stages up to the assembler only, since analysing the classifier and calibration costs
+    seconds of driver time on a large model; the StandardScaler after it keeps slot positions.
     """
-    assembler = next(s for s in model.stages if isinstance(s, VectorAssembler))
-    attrs_by_type = model.transform(sample).schema[assembler.getOutputCol()].metadata["ml_attr"]["attrs"]
+    assembler = _assembler(model)
+    upto = PipelineModel(stages=model.stages[:model.stages.index(assembler) + 1])
+    return slot_sources_of(model, upto.transform(sample).schema, sample.columns)
+
+
+def slot_sources_of(model: PipelineModel, encoded: StructType, columns: Sequence[str]) -> list[str]:
+    """`slot_sources` from the schema of a frame the model's encoding stages made (`columns`: the features')."""
+    attrs_by_type = encoded[_assembler(model).getOutputCol()].metadata["ml_attr"]["attrs"]
     attrs = sorted((a for group in attrs_by_type.values() for a in group), key=lambda a: a["idx"])
     categorical = sorted(categorical_baselines(model), key=len, reverse=True)
-    return [_source_of(a.get("name", ""), categorical, sample.columns) for a in attrs]
+    return [_source_of(a.get("name", ""), categorical, columns) for a in attrs]
+
+
+def _assembler(model: PipelineModel) -> VectorAssembler:
+    return next(s for s in model.stages if isinstance(s, VectorAssembler))
 
 
 def _source_of(slot: str, categorical: Sequence[str], columns: Sequence[str]) -> str:
@@ -233,20 +245,22 @@ def occluded_vector(values: Column, slots: dict[int, float], size: int) -> Colum
 
 
 def occlusion_reasons(features: DataFrame, model: PipelineModel, sources: Sequence[str],
-                      keys: Sequence[str], slot_source: Sequence[str] | None = None) -> DataFrame:
+                      keys: Sequence[str], slot_source: Sequence[str] | None = None,
+                      encoded: DataFrame | None = None) -> DataFrame:
     """Grain `keys`: `churn_probability` and reason_1..3, by occlusion of `sources`.
 
     effect(feature) = p(account) - p(account with that feature at its training baseline). The
     features are encoded once; a feature's occluded variant differs from the account's vector only
     in that feature's slots. An MLlib GBT small enough for Spark's generated code gets the effects
     from its trees (`trees.py`); larger ones and any other classifier score the K variants
-    themselves (`_rescored_effects`).
+    themselves (`_rescored_effects`). `encoded`: `features` through the model's encoding stages, when the
+    caller has it already (each analysis of the pipeline costs driver time).
     """
     encode, classify = split_at_classifier(model)
     baselines: dict[str, Any] = {**numeric_baselines(model), **categorical_baselines(model)}
-    slots_of = slot_sources(model, features.limit(0)) if slot_source is None else slot_source
+    encoded = encode.transform(features) if encoded is None else encoded
+    slots_of = slot_sources_of(model, encoded.schema, features.columns) if slot_source is None else slot_source
     slot_values = occluded_slot_values(encode, features, baselines, sources, slots_of)
-    encoded = encode.transform(features)
     clf = classifier_stage(model)
     if isinstance(clf, GBTClassificationModel):
         ensemble = trees.ensemble(clf)
@@ -313,7 +327,9 @@ def scores_with_reasons(features: DataFrame, model: PipelineModel, predict: Pred
     if is_linear(model):
         predicted = predict(features)
         return with_lr_reasons(predicted, model, sample).select(*keys, PROBABILITY, *REASONS)
-    slots = slot_sources(model, sample)  # once: both the importances and the occlusion need it
+    # the encoding is analysed once: its schema names the slots, which both the importances and the occlusion need
+    encoded = split_at_classifier(model)[0].transform(features)
+    slots = slot_sources_of(model, encoded.schema, features.columns)
     importances = {s: v for s, v in source_importances(model, sample, slots).items() if s not in CALENDAR_FEATURES}
     sources = top_sources(importances, candidates)
-    return occlusion_reasons(features, model, sources, keys, slots)
+    return occlusion_reasons(features, model, sources, keys, slots, encoded)

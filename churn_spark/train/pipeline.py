@@ -51,6 +51,7 @@ from pyspark.sql.types import (
 
 from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.schemas import FEATURE_KEY_COLUMNS
+from churn_spark.thresholds import count_at_or_below
 
 LABEL_COL = "label"
 WEIGHT_COL = "class_weight"
@@ -423,23 +424,6 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
         return {"method": "isotonic", "knots": len(self.getOrDefault(self.boundaries)),
                 "boundaries": self.getOrDefault(self.boundaries), "predictions": self.getOrDefault(self.predictions),
                 **({"tie_break": w} if w else {})}
-
-
-def count_at_or_below(x: Column, ascending: Sequence[float]) -> Column:
-    """How many of the `ascending` constants are <= x (0 for a null x; all of them for NaN, which Spark orders
-    last): a balanced tree of comparisons, log2(n) deep.
-
-    Why not `size(filter(array, v -> v <= x))`: a lambda runs interpreted, once per element and row, and
-    re-evaluates `x` each time. The scorer calibrates 11 probabilities per account (the account and its
-    occluded variants): with a 57-knot isotonic map, 68k accounts took ~100 s to score instead of ~35.
-    Pass a column (not an expression) as `x`: it is referenced once per comparison."""
-    def count(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
-        if lo == hi:
-            return F.lit(lo)
-        mid = (lo + hi + 1) // 2  # count >= mid  <=>  ascending[mid - 1] <= x
-        return F.when(x >= F.lit(float(ascending[mid - 1])), count(mid, hi)).otherwise(count(lo, mid - 1))
-
-    return count(0, len(ascending))
 
 
 def interpolate(x: Column, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:

@@ -1,0 +1,39 @@
+"""Where a value falls among sorted constants, in generated code.
+
+Several places ask "how many of these sorted numbers lie below x?" per row: the isotonic calibration's
+knots, the drift bins' edges, the ranking's bucket edges, the generator's arrival months. The obvious
+`size(filter(array, v -> v <= x))` runs its lambda interpreted, once per element and row, and evaluates
+`x` again inside it every time; at scoring's 11 calibrated probabilities per account with a 57-knot map
+that tripled the time to score 68k accounts. Here it is a balanced tree of comparisons, log2(n) deep,
+which Spark compiles. Bottom of the layout: imports only pyspark, so the generator, training and
+scoring may all use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+
+def _count_passed(x: Column, ascending: Sequence[float], strict: bool) -> Column:
+    def count(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi + 1) // 2  # count >= mid  <=>  ascending[mid - 1] is passed by x
+        edge = F.lit(float(ascending[mid - 1]))
+        return F.when(x > edge if strict else x >= edge, count(mid, hi)).otherwise(count(lo, mid - 1))
+
+    return count(0, len(ascending))
+
+
+def count_at_or_below(x: Column, ascending: Sequence[float]) -> Column:
+    """How many of the `ascending` constants are <= x (0 for a null x; all of them for NaN, which Spark orders
+    last). Pass a column (not an expression) as `x`: it is referenced once per comparison."""
+    return _count_passed(x, ascending, strict=False)
+
+
+def count_below(x: Column, ascending: Sequence[float]) -> Column:
+    """How many of the `ascending` constants are < x (0 for a null x; all of them for NaN)."""
+    return _count_passed(x, ascending, strict=True)
