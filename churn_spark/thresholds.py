@@ -11,21 +11,43 @@ scoring may all use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 
 def _count_passed(x: Column, ascending: Sequence[float], strict: bool) -> Column:
-    def count(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
+    def node(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
         if lo == hi:
             return F.lit(lo)
         mid = (lo + hi + 1) // 2  # count >= mid  <=>  ascending[mid - 1] is passed by x
         edge = F.lit(float(ascending[mid - 1]))
-        return F.when(x > edge if strict else x >= edge, count(mid, hi)).otherwise(count(lo, mid - 1))
+        return F.when(x > edge if strict else x >= edge, node(mid, hi)).otherwise(node(lo, mid - 1))
 
-    return count(0, len(ascending))
+    return node(0, len(ascending))
+
+
+def sql_double(x: float) -> str:
+    """A Spark SQL double literal that reads back as exactly `x` (repr is the shortest round-trip form;
+    an infinity has no literal)."""
+    return f"{x!r}D" if math.isfinite(x) else f"CAST('{x!r}' AS DOUBLE)"
+
+
+def by_count_at_or_below_sql(x: str, ascending: Sequence[float], leaf: Callable[[int], str]) -> str:
+    """SQL text of `leaf(k)` where k = how many of `ascending` are <= x (`x` SQL text, e.g. a quoted column
+    name), chosen by the same tree: a piecewise function of x (e.g. the ramp of the k-th segment) is one
+    descent with no count to carry. Text, parsed by Spark once (`F.expr`): a column built node by node costs
+    a py4j round trip per node, and a 57-knot map has a few hundred nodes."""
+    def node(lo: int, hi: int) -> str:
+        if lo == hi:
+            return leaf(lo)
+        mid = (lo + hi + 1) // 2
+        edge = sql_double(float(ascending[mid - 1]))
+        return f"CASE WHEN {x} >= {edge} THEN {node(mid, hi)} ELSE {node(lo, mid - 1)} END"
+
+    return node(0, len(ascending))
 
 
 def count_at_or_below(x: Column, ascending: Sequence[float]) -> Column:

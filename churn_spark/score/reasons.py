@@ -289,8 +289,11 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
                            trees.margin_probability(margin).alias("__raw"),
                            *[trees.margin_probability(margin + F.expr(shift)).alias(raw[s])
                              for s, shift in shifted.items()])
-    effects = {s: calibration.calibrate(F.col("__raw")) - calibration.calibrate(F.col(raw[s])) for s in shifted}
-    return with_top_three(staged, effects, [*keys, PROBABILITY])
+    # and each is calibrated once, into a column: the account's own would otherwise be calibrated in every effect
+    calibrated = staged.select(*keys, PROBABILITY, calibration.calibrate("__raw").alias("__cal"),
+                               *[calibration.calibrate(c).alias(f"__cal{c}") for c in raw.values()])
+    effects = {s: F.col("__cal") - F.col(f"__cal{raw[s]}") for s in shifted}
+    return with_top_three(calibrated, effects, [*keys, PROBABILITY])
 
 
 def _rescored_effects(encoded: DataFrame, classify: PipelineModel, slot_values: dict[str, dict[int, float]],

@@ -17,13 +17,14 @@ same leaf, so an account already at the baseline gets an effect of exactly 0, as
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+
+from churn_spark.thresholds import sql_double
 
 
 @dataclass(frozen=True)
@@ -71,31 +72,25 @@ def goes_left(split: Split, value: float) -> bool:
     return value <= split.threshold if split.threshold is not None else value in split.categories
 
 
-def _double(x: float) -> str:
-    """A Spark SQL double literal that reads back as exactly `x` (repr is the shortest round-trip form;
-    a split on an unbounded value can have an infinite threshold, which has no literal)."""
-    return f"{x!r}D" if math.isfinite(x) else f"CAST('{x!r}' AS DOUBLE)"
-
-
 def tree_sql(tree: Tree, values: str, fixed: Mapping[int, float]) -> str:
     """The tree's prediction as a SQL expression over the dense vector `values` (an array<double>
     column's name), with the slots in `fixed` at their given values: a split on a fixed slot is decided
     here, so only the branch taken is in the expression. SQL text, parsed by Spark once, because a
     column built node by node costs a py4j round trip per node."""
     if not isinstance(tree, Split):
-        return _double(tree)
+        return sql_double(tree)
     if tree.slot in fixed:
         return tree_sql(tree.left if goes_left(tree, fixed[tree.slot]) else tree.right, values, fixed)
     value = f"{values}[{tree.slot}]"
-    goes = (f"{value} <= {_double(tree.threshold)}" if tree.threshold is not None
-            else f"{value} IN ({', '.join(_double(c) for c in tree.categories)})")
+    goes = (f"{value} <= {sql_double(tree.threshold)}" if tree.threshold is not None
+            else f"{value} IN ({', '.join(sql_double(c) for c in tree.categories)})")
     return f"CASE WHEN {goes} THEN {tree_sql(tree.left, values, fixed)} ELSE {tree_sql(tree.right, values, fixed)} END"
 
 
 def margin_shift(trees: Sequence[tuple[float, Tree]], values: str, fixed: Mapping[int, float]) -> str | None:
     """margin(x with the `fixed` slots) - margin(x) as SQL, over the trees that split on a fixed slot;
     None when no tree does (the occlusion cannot change the prediction)."""
-    terms = [f"{_double(w)} * (({tree_sql(t, values, fixed)}) - ({tree_sql(t, values, {})}))"
+    terms = [f"{sql_double(w)} * (({tree_sql(t, values, fixed)}) - ({tree_sql(t, values, {})}))"
              for w, t in trees if slots_of(t) & set(fixed)]
     return " + ".join(terms) if terms else None
 

@@ -51,7 +51,7 @@ from pyspark.sql.types import (
 
 from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.schemas import FEATURE_KEY_COLUMNS
-from churn_spark.thresholds import count_at_or_below
+from churn_spark.thresholds import by_count_at_or_below_sql, sql_double
 
 LABEL_COL = "label"
 WEIGHT_COL = "class_weight"
@@ -322,14 +322,14 @@ class Calibration(Transformer):
                                        "seasonal log-odds shift [k_cos, k_sin, centre_cos, centre_sin]; empty: none",
                                        typeConverter=TypeConverters.toListFloat)
 
-    def calibrate(self, raw: Column) -> Column:
-        """The calibrated probability of a raw P(class 1) column (the scorer's occlusion applies it to
+    def calibrate(self, raw: str) -> Column:
+        """The calibrated probability of the raw P(class 1) column named `raw` (the scorer's occlusion applies it to
         probabilities it computes itself): the method's map, then the seasonal shift, which reads the row's
         `season_cos` and `season_sin` (`input_columns`)."""
         return seasonal_shift(self.map_raw(raw), self.season_terms())
 
-    def map_raw(self, raw: Column) -> Column:
-        """The method's own map of the raw probability."""
+    def map_raw(self, raw: str) -> Column:
+        """The method's own map of the raw probability (the column named `raw`)."""
         raise NotImplementedError
 
     def season_terms(self) -> list[float]:
@@ -357,7 +357,7 @@ class Calibration(Transformer):
     def _transform(self, dataset: DataFrame) -> DataFrame:
         raw = positive_probability(F.col(self.getOrDefault(self.probabilityCol)))
         return (dataset.withColumn(RAW_OUTPUT_COL, raw)
-                .withColumn(OUTPUT_COL, self.calibrate(F.col(RAW_OUTPUT_COL))))
+                .withColumn(OUTPUT_COL, self.calibrate(RAW_OUTPUT_COL)))
 
 
 class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable):
@@ -373,8 +373,8 @@ class PlattCalibration(Calibration, DefaultParamsReadable, DefaultParamsWritable
         self._setDefault(probabilityCol=PROBABILITY_COL, slope=1.0, intercept=0.0, season=[])
         self._set(probabilityCol=probabilityCol, slope=slope, intercept=intercept)
 
-    def map_raw(self, raw: Column) -> Column:
-        return platt(raw, self.getOrDefault(self.slope), self.getOrDefault(self.intercept))
+    def map_raw(self, raw: str) -> Column:
+        return platt(F.col(raw), self.getOrDefault(self.slope), self.getOrDefault(self.intercept))
 
     def describe_method(self) -> dict[str, Any]:
         return {"method": "platt", "slope": self.getOrDefault(self.slope),
@@ -412,12 +412,12 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
     def tie_break(self) -> float:
         return float(self.getOrDefault(self.tieBreak))
 
-    def map_raw(self, raw: Column) -> Column:
+    def map_raw(self, raw: str) -> Column:
         boundaries: list[float] = self.getOrDefault(self.boundaries)
         predictions: list[float] = self.getOrDefault(self.predictions)
         mapped = interpolate(raw, boundaries, predictions)
         w = self.tie_break()
-        return mapped if w == 0.0 else F.lit(1.0 - w) * mapped + F.lit(w) * raw
+        return mapped if w == 0.0 else F.lit(1.0 - w) * mapped + F.lit(w) * F.col(raw)
 
     def describe_method(self) -> dict[str, Any]:
         w = self.tie_break()
@@ -426,18 +426,25 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
                 **({"tie_break": w} if w else {})}
 
 
-def interpolate(x: Column, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
-    """Piecewise-linear map through (boundaries[i], predictions[i]), flat outside; at a repeated boundary
-    the later knot wins (MLlib's rule for a jump). Built-in functions, no UDF and no lambda; `x` a column
-    (`count_at_or_below`)."""
-    b = F.array(*[F.lit(float(v)) for v in boundaries])
-    p = F.array(*[F.lit(float(v)) for v in predictions])
-    n = len(boundaries)
-    i = count_at_or_below(x, boundaries)  # knots at or below x: x lies in [b[i-1], b[i]) (1-based)
-    lo_b, hi_b = F.element_at(b, F.greatest(i, F.lit(1))), F.element_at(b, F.least(i + 1, F.lit(n)))
-    lo_p, hi_p = F.element_at(p, F.greatest(i, F.lit(1))), F.element_at(p, F.least(i + 1, F.lit(n)))
-    ramp = lo_p + (hi_p - lo_p) * (x - lo_b) / (hi_b - lo_b)
-    return (F.when(i == 0, F.element_at(p, 1)).when(i >= n, F.element_at(p, n)).otherwise(ramp))
+def interpolate(x: str, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
+    """Piecewise-linear map of the column named `x` through (boundaries[i], predictions[i]), flat outside; at a
+    repeated boundary the later knot wins (MLlib's rule for a jump); a null maps to the first prediction.
+    Built-in functions, no UDF and no lambda: one descent of a comparison tree over the knots
+    (`thresholds.py`) whose leaf k is the ramp of the segment [b[k-1], b[k]) with its constants written in,
+    so `x` is read once per comparison and the expression stays small (the scorer applies it to 11
+    probabilities per account)."""
+    b = [float(v) for v in boundaries]
+    p = [float(v) for v in predictions]
+    n, value, d = len(b), f"`{x}`", sql_double
+
+    def segment(k: int) -> str:  # k knots at or below x
+        if k == 0:
+            return d(p[0])
+        if k >= n or b[k] == b[k - 1]:  # beyond the last knot; an empty segment is never reached
+            return d(p[min(k, n) - 1])
+        return f"({d(p[k - 1])} + {d(p[k] - p[k - 1])} * ({value} - {d(b[k - 1])}) / {d(b[k] - b[k - 1])})"
+
+    return F.expr(by_count_at_or_below_sql(value, b, segment))
 
 
 def fit_platt(scored: DataFrame, seed: int = 0) -> PlattCalibration:
