@@ -65,11 +65,13 @@ def test_count_at_or_below_by_hand(spark: SparkSession) -> None:
     got = df.select(T.count_at_or_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("n"),
                     T.count_at_or_below(F.col("x"), [1.0, 2.0, 3.0, 4.0, 5.0]).alias("n5"),
                     T.count_at_or_below(F.col("x"), []).alias("n0"),
-                    T.count_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("strict")).collect()
+                    T.count_below(F.col("x"), [1.0, 2.0, 2.0, 5.0]).alias("strict"),
+                    F.expr(T.count_at_or_below_sql("`x`", [1.0, 2.0, 2.0, 5.0])).alias("sql")).collect()
     assert [r["n"] for r in got] == [0, 0, 1, 1, 3, 3, 4, 4, 4]
     assert [r["n5"] for r in got] == [0, 0, 1, 1, 2, 4, 5, 5, 5]
     assert {r["n0"] for r in got} == {0}
     assert [r["strict"] for r in got] == [0, 0, 0, 1, 1, 3, 3, 4, 4]
+    assert [r["sql"] for r in got] == [0, 0, 1, 1, 3, 3, 4, 4, 4]  # the SQL text's tree: the same counts
 
 
 def test_fit_isotonic_pools_adjacent_violators(spark: SparkSession) -> None:

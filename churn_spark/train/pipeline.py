@@ -51,7 +51,7 @@ from pyspark.sql.types import (
 
 from churn_spark.features.catalog import SEASON_COS, SEASON_SIN
 from churn_spark.schemas import FEATURE_KEY_COLUMNS
-from churn_spark.thresholds import by_count_at_or_below_sql, sql_double
+from churn_spark.thresholds import count_at_or_below_sql, sql_double
 
 LABEL_COL = "label"
 WEIGHT_COL = "class_weight"
@@ -428,23 +428,22 @@ class IsotonicCalibration(Calibration, DefaultParamsReadable, DefaultParamsWrita
 
 def interpolate(x: str, boundaries: Sequence[float], predictions: Sequence[float]) -> Column:
     """Piecewise-linear map of the column named `x` through (boundaries[i], predictions[i]), flat outside; at a
-    repeated boundary the later knot wins (MLlib's rule for a jump); a null maps to the first prediction.
-    Built-in functions, no UDF and no lambda: one descent of a comparison tree over the knots
-    (`thresholds.py`) whose leaf k is the ramp of the segment [b[k-1], b[k]) with its constants written in,
-    so `x` is read once per comparison and the expression stays small (the scorer applies it to 11
-    probabilities per account)."""
+    repeated boundary the later knot wins (MLlib's rule for a jump). Built-in functions, no UDF and no lambda:
+    the knot index is a comparison tree (`thresholds.py`), made from SQL text and used as one expression
+    object, which Spark's subexpression elimination computes once per row. (A tree with each segment's
+    ramp in its leaves was tried: its generated code for 11 calibrated probabilities outgrew the JVM's
+    64 KB method limit, and Spark fell back to interpreting the plan.)"""
     b = [float(v) for v in boundaries]
     p = [float(v) for v in predictions]
-    n, value, d = len(b), f"`{x}`", sql_double
-
-    def segment(k: int) -> str:  # k knots at or below x
-        if k == 0:
-            return d(p[0])
-        if k >= n or b[k] == b[k - 1]:  # beyond the last knot; an empty segment is never reached
-            return d(p[min(k, n) - 1])
-        return f"({d(p[k - 1])} + {d(p[k] - p[k - 1])} * ({value} - {d(b[k - 1])}) / {d(b[k] - b[k - 1])})"
-
-    return F.expr(by_count_at_or_below_sql(value, b, segment))
+    n, value = len(b), F.col(x)
+    i = F.expr(count_at_or_below_sql(f"`{x}`", b))  # knots at or below x: x lies in [b[i-1], b[i]) (1-based)
+    knots = F.expr(f"array({', '.join(sql_double(v) for v in b)})")
+    levels = F.expr(f"array({', '.join(sql_double(v) for v in p)})")
+    lo, hi = F.greatest(i, F.lit(1)), F.least(i + 1, F.lit(n))
+    lo_b, hi_b = F.element_at(knots, lo), F.element_at(knots, hi)
+    lo_p, hi_p = F.element_at(levels, lo), F.element_at(levels, hi)
+    ramp = lo_p + (hi_p - lo_p) * (value - lo_b) / (hi_b - lo_b)
+    return F.when(i == 0, F.element_at(levels, 1)).when(i >= n, F.element_at(levels, n)).otherwise(ramp)
 
 
 def fit_platt(scored: DataFrame, seed: int = 0) -> PlattCalibration:
