@@ -81,12 +81,20 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Ivy's `local-m2-cache` resolver takes a module from ~/.m2 when its pom is there, and then fails on a jar
+# that is not (left by an interrupted Maven download) without asking Maven Central.
+M2_HINT = ("; a pom without its jar in ~/.m2/repository makes Ivy fail so: delete those folders there and "
+           "the modules' entries in the Ivy cache (docs/development.md, 'The Spark/Delta pair')")
+
+
 def _failure_line(log_file: Path) -> str:
-    lines = [ln.strip() for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
-    for line in lines:
-        if re.search(r"unresolved dependency|Exception|Error", line):
-            return line
-    return lines[-1] if lines else "no output"
+    text = log_file.read_text(errors="replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = next((ln for ln in lines if re.search(r"unresolved dependency|Exception|Error", ln)),
+                lines[-1] if lines else "no output")
+    if "download failed" in line and "local-m2-cache" in text:
+        return line + M2_HINT
+    return line
 
 
 def resolve_jars(ivy_cache: str | Path, packages: list[str], timeout_s: float = 600.0) -> list[str]:

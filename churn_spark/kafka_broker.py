@@ -30,7 +30,7 @@ from churn_spark.processes import run_until_interrupted
 
 log = logging.getLogger("churn_spark")
 
-KAFKA_VERSION = "3.9.1"  # kafka-clients 3.9.x is what Spark 4.0's Kafka connector uses
+KAFKA_VERSION = "3.9.1"  # kafka-clients 3.9.x is what Spark 4.x's Kafka connector uses
 SLF4J_VERSION = "1.7.36"  # the slf4j line Kafka 3.9 is built against (reload4j binding for broker logs)
 DEFAULT_CACHE = "~/.cache/churn-spark/kafka"
 

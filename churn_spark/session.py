@@ -41,9 +41,22 @@ def delta_version() -> str:
     return metadata.version("delta-spark")
 
 
+def delta_artifact() -> str:
+    """The Delta jar's artifact id: from Delta 4.1 on it names the Spark line it was built for.
+
+    Delta publishes one `delta-spark_<spark major.minor>_2.13` per supported Spark line (delta-spark's own
+    `configure_spark_with_delta_pip` picks it the same way); 4.0.x had the one unsuffixed artifact.
+    """
+    major, minor = (int(part) for part in delta_version().split(".")[:2])
+    if (major, minor) < (4, 1):
+        return f"delta-spark_{SCALA_BINARY}"
+    spark_line = ".".join(spark_version().split(".")[:2])
+    return f"delta-spark_{spark_line}_{SCALA_BINARY}"
+
+
 def maven_packages(with_kafka: bool = True) -> list[str]:
     """Maven coordinates the jobs need, matched to the installed pyspark/delta-spark pair."""
-    pkgs = [f"io.delta:delta-spark_{SCALA_BINARY}:{delta_version()}"]
+    pkgs = [f"io.delta:{delta_artifact()}:{delta_version()}"]
     if with_kafka:
         pkgs.append(f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{spark_version()}")
     return pkgs

@@ -17,7 +17,13 @@ from churn_spark.cli import entrypoint_argv, error_line, execute, main
 from churn_spark.config import Settings, SparkSettings
 from churn_spark.errors import EnvironmentProblem
 from churn_spark.jarcache import cached_jars, manifest_path, resolve_jars
-from churn_spark.session import default_conf, log4j_config, maven_packages, packages_missing_from_classpath
+from churn_spark.session import (
+    default_conf,
+    delta_artifact,
+    log4j_config,
+    maven_packages,
+    packages_missing_from_classpath,
+)
 
 
 def test_missing_config_is_one_line_and_exit_2(capsys) -> None:
@@ -145,7 +151,7 @@ def test_a_started_session_has_no_ivy_and_logs_through_our_log4j(spark) -> None:
     if _packages():  # an image with the jars baked in needs none
         jars = conf.get("spark.jars").split(",")
         assert jars and all(Path(j.removeprefix("file:")).is_file() for j in jars)
-        assert any("delta-spark_2.13" in j for j in jars)
+        assert any(f"{delta_artifact()}-" in j for j in jars)
     options = conf.get("spark.driver.extraJavaOptions")
     assert "-Duser.timezone=UTC" in options and f"-Dlog4j.configurationFile={log4j_config()}" in options
     assert Path(log4j_config()).is_file()
@@ -212,9 +218,36 @@ def test_failed_resolution_is_one_line_naming_the_log(tmp_path, monkeypatch) -> 
     assert str(tmp_path / "churn-spark-resolve-") in message and not list(tmp_path.glob("churn-spark-jars-*.json"))
 
 
+def test_a_jar_missing_beside_its_pom_in_m2_names_the_cure(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit(
+        [], code=1, output="\tfound io.airlift#aircompressor;2.0.2 in local-m2-cache\n"
+                           "\t\t[NOT FOUND  ] io.airlift#aircompressor;2.0.2!aircompressor.jar (0ms)\n"
+                           "Exception in thread \"main\" java.lang.RuntimeException: "
+                           "[download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar]\n"))
+    with pytest.raises(EnvironmentProblem) as info:
+        resolve_jars(tmp_path, ["io.delta:delta-spark_4.2_2.13:4.4.0"])
+    message = str(info.value)
+    assert "\n" not in message and "download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar" in message
+    assert "~/.m2/repository" in message
+
+
 def test_java_options_reach_the_driver_jvm_we_launch(spark) -> None:  # type: ignore[no-untyped-def]
     """The test session is built with `spark.java_options` (tests/conftest.py): the JVM runs with them."""
     args = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     assert all(option in args for option in shlex.split(TEST_SPARK.java_options))
     assert any(a.startswith("-Dlog4j.configurationFile=") for a in args)  # the driver options we build
     assert "-Duser.timezone=UTC" in args  # added to our own options, not replacing them
+
+
+@pytest.mark.parametrize(("delta", "spark", "artifact"), [
+    ("4.0.0", "4.0.0", "delta-spark_2.13"),          # 4.0.x: the one jar, no Spark line in its name
+    ("4.4.0", "4.2.0", "delta-spark_4.2_2.13"),      # from 4.1 on: one jar per Spark line
+    ("4.1.0", "4.0.1", "delta-spark_4.0_2.13"),
+])
+def test_the_delta_jar_names_the_spark_line_from_delta_4_1(monkeypatch, delta, spark, artifact) -> None:
+    import churn_spark.session as session
+
+    monkeypatch.setattr(session, "delta_version", lambda: delta)
+    monkeypatch.setattr(session, "spark_version", lambda: spark)
+    assert session.maven_packages(with_kafka=True) == [
+        f"io.delta:{artifact}:{delta}", f"org.apache.spark:spark-sql-kafka-0-10_2.13:{spark}"]

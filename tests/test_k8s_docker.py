@@ -38,6 +38,7 @@ def test_spark_and_delta_versions_match_pyproject_pins() -> None:
     pins, args = _pins(), _args()
     assert args["SPARK_VERSION"] == pins["pyspark"]
     assert args["DELTA_VERSION"] == pins["delta-spark"]
+    assert args["SPARK_VERSION"].split(".")[:2] == args["SPARK_LINE"].split(".")
     final_from = [a for ins, a in _instructions() if ins == "FROM"][-1]
     assert final_from == "apache/spark:${SPARK_VERSION}-python3"
 
@@ -48,7 +49,8 @@ def test_baked_jars_are_the_ones_the_session_would_resolve() -> None:
     text = DOCKERFILE.read_text()
     for coord in maven_packages(with_kafka=True):
         group, artifact, version = coord.split(":")
-        templated = artifact.replace(args["SCALA_BINARY"], "${SCALA_BINARY}")
+        templated = artifact.replace(f"_{args['SPARK_LINE']}_", "_${SPARK_LINE}_").replace(
+            args["SCALA_BINARY"], "${SCALA_BINARY}")
         assert re.search(rf"fetch {re.escape(group)} \"?{re.escape(templated)}\"? \"\$\{{\w+_VERSION\}}\"", text), coord
         assert version in (args["SPARK_VERSION"], args["DELTA_VERSION"])
     assert "fetch io.delta delta-storage" in text
