@@ -206,28 +206,32 @@ def test_second_session_start_sets_jar_files_and_runs_no_ivy(tmp_path, monkeypat
     assert conf["spark.jars"] == ",".join(str(j) for j in jars)
 
 
-def test_failed_resolution_is_one_line_naming_the_log(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit(
-        [], code=1, output=":: loading settings\n:: problems summary ::\n"
-                           "Exception in thread \"main\" java.lang.RuntimeException: [unresolved dependency: "
-                           "io.delta#delta-spark_2.13;9.9.9: not found]\n"))
+def _resolution_failure(tmp_path: Path, monkeypatch: Any, output: str, package: str) -> str:
+    """The one-line error of a resolution whose spark-submit printed `output` and exited 1."""
+    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit([], code=1, output=output))
     with pytest.raises(EnvironmentProblem) as info:
-        resolve_jars(tmp_path, ["io.delta:delta-spark_2.13:9.9.9"])
+        resolve_jars(tmp_path, [package])
     message = str(info.value)
-    assert "\n" not in message and "unresolved dependency: io.delta#delta-spark_2.13;9.9.9" in message
-    assert str(tmp_path / "churn-spark-resolve-") in message and not list(tmp_path.glob("churn-spark-jars-*.json"))
+    assert "\n" not in message and str(tmp_path / "churn-spark-resolve-") in message
+    assert not list(tmp_path.glob("churn-spark-jars-*.json"))
+    return message
+
+
+def test_failed_resolution_is_one_line_naming_the_log(tmp_path, monkeypatch) -> None:
+    message = _resolution_failure(tmp_path, monkeypatch, ":: loading settings\n:: problems summary ::\n"
+                                  "Exception in thread \"main\" java.lang.RuntimeException: [unresolved dependency: "
+                                  "io.delta#delta-spark_2.13;9.9.9: not found]\n", "io.delta:delta-spark_2.13:9.9.9")
+    assert "unresolved dependency: io.delta#delta-spark_2.13;9.9.9" in message
+    assert "~/.m2" not in message
 
 
 def test_a_jar_missing_beside_its_pom_in_m2_names_the_cure(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit(
-        [], code=1, output="\tfound io.airlift#aircompressor;2.0.2 in local-m2-cache\n"
-                           "\t\t[NOT FOUND  ] io.airlift#aircompressor;2.0.2!aircompressor.jar (0ms)\n"
-                           "Exception in thread \"main\" java.lang.RuntimeException: "
-                           "[download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar]\n"))
-    with pytest.raises(EnvironmentProblem) as info:
-        resolve_jars(tmp_path, ["io.delta:delta-spark_4.2_2.13:4.4.0"])
-    message = str(info.value)
-    assert "\n" not in message and "download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar" in message
+    message = _resolution_failure(tmp_path, monkeypatch, "\tfound io.airlift#aircompressor;2.0.2 in local-m2-cache\n"
+                                  "\t\t[NOT FOUND  ] io.airlift#aircompressor;2.0.2!aircompressor.jar (0ms)\n"
+                                  "Exception in thread \"main\" java.lang.RuntimeException: "
+                                  "[download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar]\n",
+                                  "io.delta:delta-spark_4.2_2.13:4.4.0")
+    assert "download failed: io.airlift#aircompressor;2.0.2!aircompressor.jar" in message
     assert "~/.m2/repository" in message
 
 
