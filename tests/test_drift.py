@@ -39,6 +39,14 @@ def test_numeric_bin_counts_edges_passed_and_keeps_nulls(spark: SparkSession) ->
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_a_boolean_feature_bins_as_zero_and_one(spark: SparkSession) -> None:
+    """Booleans are numeric features (train/pipeline.py); Spark refuses `boolean >= double`, so the bin casts."""
+    df = spark.createDataFrame([(False,), (True,), (None,)], "flag boolean")
+    got = df.select("flag", numeric_bin(F.col("flag"), [0.5]).alias("bin"))
+    expected = spark.createDataFrame([(False, "0"), (True, "1"), (None, "null")], "flag boolean, bin string")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
 def test_population_stability_by_hand(spark: SparkSession) -> None:
     # Reference x = 1..10: the approximate median is 5, so with 2 bins the edge is 5 -> shares 0.4 / 0.6.
     reference = spark.createDataFrame([(float(i), "de" if i <= 5 else "fr") for i in range(1, 11)],

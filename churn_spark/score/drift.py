@@ -40,7 +40,8 @@ def psi(expected: Mapping[str, float], actual: Mapping[str, float], floor: float
 
 
 def numeric_bin(value: Column, edges: Sequence[float]) -> Column:
-    """Bin label of a number: how many edges are <= it ("0".."k"), or "null"."""
+    """Bin label of a number: how many edges are <= it ("0".."k"), or "null". The cast stays in each comparison
+    (cheap): a boolean feature counts as numeric, and Spark will not compare a boolean with a double edge."""
     passed = count_at_or_below(value.cast("double"), edges)
     return F.when(value.isNull(), F.lit(NULL_BIN)).otherwise(passed.cast("string"))
 
