@@ -231,7 +231,8 @@ def build_pipeline(columns: FeatureColumns, model_type: str, params: dict[str, A
 
 def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
     """`pipeline.fit(rows)`, with the stages after the last VectorAssembler (the scaler, the learner) fitted on a
-    local checkpoint of what they read (the vector, label, weight).
+    local checkpoint of what they read (the vector, label, weight), and the encoding's estimators (Imputer,
+    StringIndexer) on a checkpoint of the leading transformers' output (the SQL preparation).
 
     Why: MLlib's learners run hundreds of small jobs (an LBFGS step, a tree level), and every task
     deserialises its RDD's whole lineage -- here the encoding's SQL plans over hundreds of columns, ~25 ms a
@@ -239,31 +240,48 @@ def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
     the demo's data one fold's LR fit went 35 -> 21 s, its GBT 42 -> 26 s, same models (the checkpoint keeps
     the rows' partitions and order; LR's sums may differ in the last bits). Each fit of an encoding stage is
     another pass that plans and runs the encoding, ~2-3 s on the demo's ~240 columns, so the scaler is fitted
-    on the checkpoint too (its own pass was 2.8-4.5 s of a demo LR fold fit). The blocks live on the
-    executors until the fit ends; an executor lost meanwhile fails the fit (the job is rerun), the price of a
-    lineage that short.
+    on the checkpoint too (its own pass was 2.8-4.5 s of a demo LR fold fit). Likewise the preparation's ~240
+    expressions ran twice per fit, for the Imputer's medians and again under the encoding, each task generating
+    their code anew (the plan is too wide for whole-stage code generation): computed once, both read it. The
+    blocks live on the executors until the fit ends; an executor lost meanwhile fails the fit (the job is
+    rerun), the price of a lineage that short.
     """
     stages = pipeline.getStages()
     if not stages or not isinstance(stages[-1], Estimator):
         return pipeline.fit(rows)
     cut = max([i + 1 for i, s in enumerate(stages[:-1]) if isinstance(s, VectorAssembler)], default=len(stages) - 1)
-    head, tail = stages[:cut], stages[cut:]
-    prefix = Pipeline(stages=head).fit(rows)
-    made = {c for s in tail for c in _param_values(s, ("outputCol",))}
-    read = [c for c in dict.fromkeys(c for s in tail for c in _param_values(
-        s, ("inputCol", "featuresCol", "labelCol", "weightCol", "validationIndicatorCol"))) if c not in made]
-    prepared = prefix.transform(rows).select(*[F.col(_q(c)) for c in read]).localCheckpoint(eager=True)
+    # the leading transformers (the SQL preparation) need no fit: their output is computed once when an
+    # estimator of the encoding follows them
+    lead = next(i for i, s in enumerate(stages) if isinstance(s, Estimator))
+    leading = [s for s in stages[:lead] if isinstance(s, Transformer)] if lead < cut else []
+    checkpoints: list[DataFrame] = []
     try:
-        rest = Pipeline(stages=tail).fit(prepared)
+        if leading:
+            rows = _checkpoint_of_reads(PipelineModel(stages=leading).transform(rows), stages[len(leading):])
+            checkpoints.append(rows)
+        encoding = Pipeline(stages=stages[len(leading):cut]).fit(rows)
+        prepared = _checkpoint_of_reads(encoding.transform(rows), stages[cut:])
+        checkpoints.append(prepared)
+        rest = Pipeline(stages=stages[cut:]).fit(prepared)
     finally:
-        release_checkpoint(prepared)
-    return PipelineModel(stages=[*prefix.stages, *rest.stages])
+        for checkpoint in checkpoints:
+            release_checkpoint(checkpoint)
+    return PipelineModel(stages=[*leading, *encoding.stages, *rest.stages])
+
+
+def _checkpoint_of_reads(df: DataFrame, stages: Sequence[Any]) -> DataFrame:
+    """A local checkpoint of the columns of `df` that `stages` read and do not make themselves."""
+    made = {c for s in stages for c in _param_values(s, ("outputCol", "outputCols"))}
+    read = [c for c in dict.fromkeys(c for s in stages for c in _param_values(
+        s, ("inputCol", "inputCols", "featuresCol", "labelCol", "weightCol", "validationIndicatorCol")))
+        if c not in made]
+    return df.select(*[F.col(_q(c)) for c in read]).localCheckpoint(eager=True)
 
 
 def _param_values(stage: Any, names: Sequence[str]) -> list[str]:
-    """The non-empty values of `stage`'s column params among `names` (set or defaulted)."""
-    return [v for n in names if stage.hasParam(n) and stage.isDefined(stage.getParam(n))
-            and (v := stage.getOrDefault(n))]
+    """The non-empty values of `stage`'s column params among `names` (set or defaulted; lists flattened)."""
+    values = [stage.getOrDefault(n) for n in names if stage.hasParam(n) and stage.isDefined(stage.getParam(n))]
+    return [c for v in values for c in (v if isinstance(v, list) else [v]) if c]
 
 
 def release_checkpoint(df: DataFrame) -> None:
