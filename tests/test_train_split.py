@@ -10,7 +10,8 @@ from pyspark.sql import SparkSession
 from churn_spark.asof import add_months
 from churn_spark.config import ModelSettings
 from churn_spark.errors import ConfigError
-from churn_spark.train.job import stops_early, training_partitions
+from churn_spark.train import pipeline as P
+from churn_spark.train.job import profile_columns, stops_early, training_partitions
 from churn_spark.train.split import (
     filter_snapshots,
     label_window_end,
@@ -124,3 +125,20 @@ def test_the_latest_snapshot_of_a_fit_is_held_out_for_early_stopping(spark: Spar
 ])
 def test_which_fits_stop_early(enabled: bool, family: str, days: list[dt.date], expected: bool) -> None:
     assert stops_early(ModelSettings(early_stopping=enabled), family, days) is expected
+
+
+def test_profile_drops_columns_with_no_value_and_flags_gaps(spark: SparkSession) -> None:
+    # Missing to the model: null, NaN, infinite. `full` always has a value; `nan`, `inf` and `odd name` (which
+    # needs quoting) miss one value each: flagged; `empty` misses all four (null, NaN, +inf, -inf): dropped,
+    # nothing to impute from; `seats` is an int column.
+    inf, nan = float("inf"), float("nan")
+    rows = [(1.0, nan, 1.0, None, None, 1), (2.0, 1.0, inf, nan, 1.0, 2), (3.0, 2.0, 2.0, inf, 2.0, 3),
+            (4.0, 3.0, 3.0, -inf, 3.0, 4)]
+    df = spark.createDataFrame(rows, "full double, nan double, inf double, empty double, `odd name` double, seats int")
+    names = ["full", "nan", "inf", "empty", "odd name", "seats"]
+    columns, dropped = profile_columns(df, P.FeatureColumns(names, []), indicators=True,
+                                       cycles={"seats": 2, "empty": 7})
+    assert dropped == ["empty"]
+    assert columns.numeric == ["full", "nan", "inf", "odd name", "seats"]
+    assert columns.missing_indicators == ["nan", "inf", "odd name"]
+    assert columns.cyclic == {"seats": 2}  # a dropped column has no cyclic position

@@ -129,13 +129,14 @@ def feature_schema(schema: StructType, columns: FeatureColumns, extra: Sequence[
     return {f.name: f.dataType.simpleString() for f in schema.fields if f.name in used}
 
 
-def _q(name: str) -> str:
+def quoted(name: str) -> str:
+    """`name` as a SQL identifier (backticks, inner backticks doubled)."""
     return "`" + name.replace("`", "``") + "`"
 
 
 def _numeric_sql(name: str) -> str:
     """Double value of a numeric column, null when missing, NaN or infinite (the Imputer fills it)."""
-    v = f"CAST({_q(name)} AS DOUBLE)"
+    v = f"CAST({quoted(name)} AS DOUBLE)"
     return f"CASE WHEN isnan({v}) OR abs({v}) = double('inf') THEN NULL ELSE {v} END"
 
 
@@ -152,10 +153,10 @@ def prepare_statement(columns: FeatureColumns, log_scale: bool = False) -> str:
     def value(c: str) -> str:
         return signed_log1p_sql(_numeric_sql(c)) if log_scale else _numeric_sql(c)
 
-    parts = ["*"] + [f"{value(c)} AS {_q('dbl__' + c)}" for c in columns.numeric]
-    parts += [f"pmod({_numeric_sql(c)}, {float(p)!r}) AS {_q('dbl__' + cyclic_name(c, p))}"
+    parts = ["*"] + [f"{value(c)} AS {quoted('dbl__' + c)}" for c in columns.numeric]
+    parts += [f"pmod({_numeric_sql(c)}, {float(p)!r}) AS {quoted('dbl__' + cyclic_name(c, p))}"
               for c, p in columns.cyclic.items()]
-    parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {_q('missing__' + c)}"
+    parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {quoted('missing__' + c)}"
               for c in columns.missing_indicators]
     return f"SELECT {', '.join(parts)} FROM __THIS__"
 
@@ -270,12 +271,13 @@ def fit_pipeline(pipeline: Pipeline, rows: DataFrame) -> PipelineModel:
 
 
 def _checkpoint_of_reads(df: DataFrame, stages: Sequence[Any]) -> DataFrame:
-    """A local checkpoint of the columns of `df` that `stages` read and do not make themselves."""
+    """A local checkpoint of the columns of `df` that `stages` read and do not make themselves (selected as SQL
+    text: hundreds of columns, and each `F.col` is ~17 calls into the JVM, seconds on a busy driver)."""
     made = {c for s in stages for c in _param_values(s, ("outputCol", "outputCols"))}
     read = [c for c in dict.fromkeys(c for s in stages for c in _param_values(
         s, ("inputCol", "inputCols", "featuresCol", "labelCol", "weightCol", "validationIndicatorCol")))
         if c not in made]
-    return df.select(*[F.col(_q(c)) for c in read]).localCheckpoint(eager=True)
+    return df.selectExpr(*map(quoted, read)).localCheckpoint(eager=True)
 
 
 def _param_values(stage: Any, names: Sequence[str]) -> list[str]:
@@ -631,9 +633,9 @@ def predict(model: PipelineModel, features_df: DataFrame) -> DataFrame:
     vector the classifier saw (standardised for LR: the scorer's reason codes multiply it by the
     coefficients named in the metadata's `feature_names`)."""
     out = calibrated(model).transform(features_df)
-    return out.select(*[F.col(_q(c)) for c in features_df.columns],
-                      F.col(OUTPUT_COL).cast("double").alias(OUTPUT_COL),
-                      F.col(RAW_OUTPUT_COL).cast("double").alias(RAW_OUTPUT_COL), F.col(FEATURES_COL))
+    # SQL text: one JVM call per column, where a Column costs ~17 (the frame is ~250 columns wide)
+    return out.selectExpr(*map(quoted, features_df.columns), f"CAST({OUTPUT_COL} AS DOUBLE) AS {OUTPUT_COL}",
+                          f"CAST({RAW_OUTPUT_COL} AS DOUBLE) AS {RAW_OUTPUT_COL}", FEATURES_COL)
 
 
 def readable_feature_name(attr: str) -> str:
