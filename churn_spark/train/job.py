@@ -132,7 +132,7 @@ def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: boo
     add the cyclic positions of the configured `cycles` whose column is a kept numeric feature."""
     if not columns.numeric:
         return columns, []
-    # SQL text, not Columns: ~240 columns of ~50 JVM calls each took seconds to build on the driver
+    # SQL text, not Columns: ~240 columns of dozens of JVM calls each took seconds to build on the driver
     row = train.selectExpr("count(1) AS __n", *[f"sum(CAST({_missing_sql(c)} AS BIGINT)) AS m{i}"
                                                 for i, c in enumerate(columns.numeric)]).first()
     assert row is not None
