@@ -386,13 +386,18 @@ def test_a_failed_reload_keeps_the_previous_data(lake: dict[str, Any], tmp_path:
     lh = _copy(lake, tmp_path)
     before = _account_json(lake["scores"]["a1"], lake["targets"])
     with serving(lh.root, tmp_path) as svc:
-        (Path(lh.models) / "current").write_text("{not json")
+        # each bad pointer replaces the file whole, as a promotion does: a poll that read a half-written file
+        # would log a third problem (an empty pointer), not the one under test
+        pointer = Path(lh.models) / "current"
+        pointer.with_suffix(".tmp").write_text("{not json")
+        os.replace(pointer.with_suffix(".tmp"), pointer)
         _wait(lambda: svc.metric("churn_serve_reload_failures_total") >= 2, 30, "a failed reload")
         assert svc.metric("churn_serve_reload_failing") == 1
         assert svc.get("/v1/accounts/a1").json() == before
         assert svc.get("/readyz").status_code == 200
         # a promoted version without metadata.json is an incomplete write: refused too
-        (Path(lh.models) / "current").write_text(json.dumps({"version": "v-missing"}))
+        pointer.with_suffix(".tmp").write_text(json.dumps({"version": "v-missing"}))
+        os.replace(pointer.with_suffix(".tmp"), pointer)
         _wait(lambda: "v-missing" in svc.log.read_text(), 30, "the second problem logged")
         assert svc.get("/v1/accounts/a1").json() == before
     lines = [x for x in svc.log.read_text().splitlines() if "reload failed" in x]
