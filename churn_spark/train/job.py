@@ -120,12 +120,6 @@ def label_rate(stats: dict[dt.date, tuple[int, int]], days: Sequence[dt.date]) -
     return sum(stats[d][1] for d in days) / rows if rows else 0.5
 
 
-def _missing_sql(name: str) -> str:
-    """Whether column `name`'s value is missing to the model: null, NaN or infinite as a double."""
-    v = f"CAST({P.quoted(name)} AS DOUBLE)"
-    return f"({v} IS NULL OR isnan({v}) OR abs({v}) = double('inf'))"
-
-
 def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: bool,
                     cycles: dict[str, int] | None = None) -> tuple[P.FeatureColumns, list[str]]:
     """Drop numeric columns with no value in training (nothing to impute from); flag the ones with gaps;
@@ -133,7 +127,7 @@ def profile_columns(train: DataFrame, columns: P.FeatureColumns, indicators: boo
     if not columns.numeric:
         return columns, []
     # SQL text, not Columns: ~240 columns of dozens of JVM calls each took seconds to build on the driver
-    row = train.selectExpr("count(1) AS __n", *[f"sum(CAST({_missing_sql(c)} AS BIGINT)) AS m{i}"
+    row = train.selectExpr("count(1) AS __n", *[f"sum(CAST({P.missing_sql(c)} AS BIGINT)) AS m{i}"
                                                 for i, c in enumerate(columns.numeric)]).first()
     assert row is not None
     n = row["__n"]

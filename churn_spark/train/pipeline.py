@@ -140,6 +140,12 @@ def _numeric_sql(name: str) -> str:
     return f"CASE WHEN isnan({v}) OR abs({v}) = double('inf') THEN NULL ELSE {v} END"
 
 
+def missing_sql(name: str) -> str:
+    """Whether numeric column `name` is missing to the model (null, NaN or infinite): what the Imputer fills and
+    a missing indicator flags."""
+    return f"({_numeric_sql(name)}) IS NULL"
+
+
 def signed_log1p_sql(value: str) -> str:
     """sign(v) * ln(1 + |v|): counts and amounts are heavy-tailed, and a linear model on raw counts lets a
     few heavy accounts set the slope; the sign keeps changes and trends (which can be negative) ordered."""
@@ -156,7 +162,7 @@ def prepare_statement(columns: FeatureColumns, log_scale: bool = False) -> str:
     parts = ["*"] + [f"{value(c)} AS {quoted('dbl__' + c)}" for c in columns.numeric]
     parts += [f"pmod({_numeric_sql(c)}, {float(p)!r}) AS {quoted('dbl__' + cyclic_name(c, p))}"
               for c, p in columns.cyclic.items()]
-    parts += [f"CASE WHEN ({_numeric_sql(c)}) IS NULL THEN 1.0 ELSE 0.0 END AS {quoted('missing__' + c)}"
+    parts += [f"CASE WHEN {missing_sql(c)} THEN 1.0 ELSE 0.0 END AS {quoted('missing__' + c)}"
               for c in columns.missing_indicators]
     return f"SELECT {', '.join(parts)} FROM __THIS__"
 
