@@ -119,9 +119,19 @@ def start_cluster(workers: int = 2, cores: int = 1, memory: str = "2g", work_dir
 
 
 def kill_process_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Kill a process we started and everything it spawned (a worker's executor JVMs)."""
+    """Signal the process group that a process we started leads: it and everything it spawned (a worker's
+    executor JVMs).
+
+    `pid` is used as the group id, never looked up: `_launch` makes every process the leader of a new
+    group, and Linux hands out no pid that is still a group's id, so while anything of ours is alive the id
+    is ours. Looking the group up (`getpgid`) on a pid whose process died and was reaped asks about whoever
+    got that pid next; in a test run that is often a process of the caller's own group, and the signal
+    then went to the test runner and everything around it.
+    """
+    if pid == os.getpgrp():
+        raise ValueError(f"pid {pid} leads the caller's own process group; refusing to signal it")
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(os.getpgid(pid), sig)
+        os.killpg(pid, sig)
 
 
 def stop_cluster(cluster: StandaloneCluster) -> None:

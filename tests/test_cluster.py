@@ -361,7 +361,7 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[n
 
 
 def _executor_running(cluster: StandaloneCluster, worker: int) -> bool:
-    out = subprocess.run(["pgrep", "-g", str(os.getpgid(cluster.worker_pids[worker])), "-f",
+    out = subprocess.run(["pgrep", "-g", str(cluster.worker_pids[worker]), "-f",
                           "CoarseGrainedExecutorBackend"], capture_output=True, text=True)
     return bool(out.stdout.strip())
 
