@@ -35,6 +35,11 @@ def sql_double(x: float) -> str:
     return f"{x!r}D" if math.isfinite(x) else f"CAST('{x!r}' AS DOUBLE)"
 
 
+def sql_string(value: str) -> str:
+    """A Spark SQL string literal of `value` (backslash escapes, as Spark's parser reads them by default)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def count_at_or_below_sql(x: str, ascending: Sequence[float]) -> str:
     """`count_at_or_below` as SQL text (`x` SQL text, e.g. a quoted column name), parsed by Spark once
     (`F.expr`): a column built node by node costs a py4j round trip per node, and a 57-knot isotonic map

@@ -23,7 +23,9 @@ from churn_spark.score.reasons import (
     scores_with_reasons,
     slot_sources,
     source_importances,
+    with_slots,
 )
+from churn_spark.thresholds import sql_string
 from churn_spark.train.pipeline import FeatureColumns, PlattCalibration, build_pipeline, predict, with_calibration
 
 SCHEMA = "account_id string, as_of_date date, feature_set_version string, x1 double, x2 double, c string"
@@ -96,7 +98,8 @@ def test_lr_contributions_equal_coefficient_times_standardised_value(spark: Spar
                                                                      lr_model: PipelineModel) -> None:
     scored = _score_df(spark)
     contributions = lr_contributions(lr_model, scored.limit(0))
-    got = predict(lr_model, scored).select("account_id", *[c.alias(s) for s, c in contributions.items()])
+    got = with_slots(predict(lr_model, scored)).selectExpr("account_id",
+                                                           *[f"{c} AS {s}" for s, c in contributions.items()])
     hand = _hand_contributions(lr_model)
     for row in got.collect():  # four accounts
         assert {s: row[s] for s in ("x1", "x2", "c")} == pytest.approx(hand[row["account_id"]], abs=1e-9)
@@ -223,3 +226,10 @@ def test_the_season_is_never_a_reason(spark: SparkSession, model_type: str, para
     want = spark.createDataFrame([("s1", "x1", None, None), ("s2", None, None, None)],
                                  "account_id string, reason_1 string, reason_2 string, reason_3 string")
     assert_df_equality(got.select("account_id", *REASONS), want, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_reason_names_are_sql_literals_that_read_back_exactly(spark: SparkSession) -> None:
+    """Reasons name features inside SQL text (`with_top_three`): a name with quotes or backslashes must survive."""
+    names = ["it's", "back\\slash", 'dbl"quote', "plain"]
+    row = spark.sql("SELECT " + ", ".join(f"{sql_string(n)} AS c{i}" for i, n in enumerate(names))).first()
+    assert row is not None and list(row) == names

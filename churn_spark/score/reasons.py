@@ -28,7 +28,6 @@ slots of the model's assembled vector are mapped back through the assembler's ML
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import reduce
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -41,7 +40,8 @@ from pyspark.sql.types import StructType
 
 from churn_spark.features.catalog import CALENDAR_FEATURES
 from churn_spark.score import trees
-from churn_spark.train.pipeline import calibrated, calibration_stage, cyclic_column
+from churn_spark.thresholds import sql_double, sql_string
+from churn_spark.train.pipeline import calibrated, calibration_stage, cyclic_column, quoted
 
 Predict = Callable[[DataFrame], DataFrame]
 """Adds `churn_probability` (and the classifier's input vector `features`) to a features frame."""
@@ -50,6 +50,8 @@ REASONS = ["reason_1", "reason_2", "reason_3"]
 PROBABILITY = "churn_probability"
 VECTOR = "features"
 _OCCLUDED = "__occluded"
+_ORDERED = "__ordered"
+SLOTS = "__slots"
 
 
 # --- the model's inputs, read from its fitted stages -----------------------------------------------
@@ -142,32 +144,28 @@ def top_sources(importances: dict[str, float], k: int) -> list[str]:
 # --- choosing the three reasons ---------------------------------------------------------------------
 
 
-def top_three_positive(effects: Mapping[str, Column]) -> list[Column]:
-    """reason_1..3 from {feature: effect}: the largest positive effects first, ties by name.
-
-    Sorting (not positive, -effect, feature) ascending puts the positive effects first, by effect
-    descending. No lambda functions (a `filter` would be one): Spark then computes the sorted array
-    once per row for the three reason columns, not once for each.
-    """
-    if not effects:
-        return [F.lit(None).cast("string").alias(name) for name in REASONS]
-    ordered = F.sort_array(F.array(*[
-        F.struct((~F.coalesce(e > 0, F.lit(False))).alias("other"), (-e).alias("k"), F.lit(f).alias("f"))
-        for f, e in effects.items()]))
-    return [F.when(~F.get(ordered, i)["other"], F.get(ordered, i)["f"]).alias(name)  # get: null past the end
-            for i, name in enumerate(REASONS)]
-
-
-def with_top_three(df: DataFrame, effects: Mapping[str, Column], keep: Sequence[str]) -> DataFrame:
-    """`keep` plus reason_1..3 from {feature: effect column of `df`}.
+def with_top_three(df: DataFrame, effects: Mapping[str, str], keep: Sequence[str]) -> DataFrame:
+    """`keep` plus reason_1..3 from {feature: SQL text of its effect over `df`'s columns}: the largest positive
+    effects first, ties by name.
 
     The effects become columns of their own first: the reasons read each one twice, and an effect made
-    of tree expressions evaluated once per reference cost ~2.5x the time (68k accounts, 10 effects).
+    of tree expressions evaluated once per reference cost ~2.5x the time (68k accounts, 10 effects). Sorting
+    (not positive, -effect, feature) ascending puts the positive effects first, by effect descending; the
+    sorted array is a column too, so it is computed once per row for the three reasons, and no lambda
+    function (a `filter` would be one) runs interpreted. SQL text, because an LR model has an effect per
+    source feature (~240): built as `Column`s, their structs alone were ~7,500 calls into the JVM.
     """
-    named = {f: f"__effect{i}" for i, f in enumerate(effects)}
-    kept = [F.col(f"`{c}`") for c in keep]
-    staged = df.select(*kept, *[e.alias(named[f]) for f, e in effects.items()])
-    return staged.select(*kept, *top_three_positive({f: F.col(c) for f, c in named.items()}))
+    if not effects:
+        return df.selectExpr(*map(quoted, keep), *[f"CAST(NULL AS STRING) AS {name}" for name in REASONS])
+    named = {f: quoted(f"__effect{i}") for i, f in enumerate(effects)}
+    kept = [quoted(c) for c in keep]
+    staged = df.selectExpr(*kept, *[f"{e} AS {named[f]}" for f, e in effects.items()])
+    structs = [f"named_struct('other', NOT coalesce({c} > 0, false), 'k', -{c}, 'f', {sql_string(f)})"
+               for f, c in named.items()]
+    ordered, array = quoted(_ORDERED), "sort_array(array(" + ", ".join(structs) + "))"
+    return staged.selectExpr(*kept, f"{array} AS {ordered}").selectExpr(
+        *kept, *[f"CASE WHEN NOT get({ordered}, {i}).other THEN get({ordered}, {i}).f END AS {name}"  # get: null
+                 for i, name in enumerate(REASONS)])                                                  # past the end
 
 
 def reason_coefficients(model: PipelineModel, sources: Sequence[str]) -> list[float]:
@@ -178,23 +176,27 @@ def reason_coefficients(model: PipelineModel, sources: Sequence[str]) -> list[fl
     return [0.0 if s in CALENDAR_FEATURES else float(c) for s, c in zip(sources, coefs, strict=True)]
 
 
-def lr_contributions(model: PipelineModel, sample: DataFrame) -> dict[str, Column]:
-    """{source feature: sum over its slots of coefficient * standardised value}, on a predicted frame;
-    calendar features are left out (`reason_coefficients`)."""
+def lr_contributions(model: PipelineModel, sample: DataFrame) -> dict[str, str]:
+    """{source feature: sum over its slots of coefficient * standardised value} as SQL text over `SLOTS` (the
+    `features` vector as an array: `with_slots`); calendar features are left out (`reason_coefficients`)."""
     sources = slot_sources(model, sample)
     coefs = reason_coefficients(model, sources)
-    slots = vector_to_array(F.col(VECTOR))
-    terms: dict[str, list[Column]] = {}
+    terms: dict[str, list[str]] = {}
     for j, source in enumerate(sources):
         if coefs[j] != 0.0:
-            terms.setdefault(source, []).append(F.lit(coefs[j]) * slots.getItem(j))
-    return {s: reduce(lambda a, b: a + b, t) for s, t in terms.items()}
+            terms.setdefault(source, []).append(f"{sql_double(coefs[j])} * {quoted(SLOTS)}[{j}]")
+    return {s: "(" + " + ".join(t) + ")" for s, t in terms.items()}
+
+
+def with_slots(predicted: DataFrame) -> DataFrame:
+    """`predicted` plus `SLOTS`, its `features` vector as an array (SQL has no function for the conversion)."""
+    return predicted.withColumn(SLOTS, vector_to_array(F.col(VECTOR)))
 
 
 def with_lr_reasons(predicted: DataFrame, model: PipelineModel, sample: DataFrame) -> DataFrame:
     """Add reason_1..3 to a frame predicted by an LR pipeline (needs the `features` vector)."""
     contributions = lr_contributions(model, sample)
-    return with_top_three(predicted, contributions, predicted.columns)
+    return with_top_three(with_slots(predicted), contributions, predicted.columns)
 
 
 def split_at_classifier(model: PipelineModel) -> tuple[PipelineModel, PipelineModel]:
@@ -292,7 +294,7 @@ def _tree_effects(encoded: DataFrame, classify: PipelineModel, gbt: GBTClassific
     # and each is calibrated once, into a column: the account's own would otherwise be calibrated in every effect
     calibrated = staged.select(*keys, PROBABILITY, calibration.calibrate("__raw").alias("__cal"),
                                *[calibration.calibrate(c).alias(f"__cal{c}") for c in raw.values()])
-    effects = {s: F.col("__cal") - F.col(f"__cal{raw[s]}") for s in shifted}
+    effects = {s: f"{quoted('__cal')} - {quoted('__cal' + raw[s])}" for s in shifted}
     return with_top_three(calibrated, effects, [*keys, PROBABILITY])
 
 
@@ -315,7 +317,7 @@ def _rescored_effects(encoded: DataFrame, classify: PipelineModel, slot_values: 
     folded = scored.groupBy(*keys).agg(
         F.max(F.when(original, F.col(PROBABILITY))).alias(PROBABILITY),
         *[F.max(F.when(F.col(_OCCLUDED) == F.lit(s), F.col(PROBABILITY))).alias(c) for s, c in occluded.items()])
-    effects = {s: F.col(PROBABILITY) - F.col(c) for s, c in occluded.items()}
+    effects = {s: f"{quoted(PROBABILITY)} - {quoted(c)}" for s, c in occluded.items()}
     return with_top_three(folded, effects, [*keys, PROBABILITY])
 
 
