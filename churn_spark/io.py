@@ -35,6 +35,7 @@ from churn_spark import ids, schemas
 from churn_spark.config import IdCase, Settings, TableSource
 from churn_spark.errors import ContractError
 from churn_spark.lakehouse import Lakehouse
+from churn_spark.thresholds import sql_string
 
 REJECT_SCHEMA = StructType(
     [
@@ -420,10 +421,11 @@ def reject_counts(rejected: DataFrame) -> dict[str, dict[str, int]]:
 
 
 def _sql_literal(value: object) -> str:
+    """A SQL literal of a slice value (a date, a string, a number), quoted the one way Spark's parser reads back."""
     if isinstance(value, dt.date | dt.datetime):
-        return f"'{value.isoformat()}'"
+        return sql_string(value.isoformat())
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return sql_string(value)
     return str(value)
 
 

@@ -138,6 +138,22 @@ def test_write_slice_refuses_rows_outside_the_slice_and_leaves_table(spark: Spar
     assert io.table_version(spark, path) == 0
 
 
+def test_a_string_slice_with_a_quote_and_a_backslash_replaces_exactly_its_rows(spark: SparkSession, tmp_path) -> None:
+    # a model version as a user may spell it: the predicate must name this value, not a parsed-escape variant
+    path = str(tmp_path / "scores")
+    odd, plain = "it's a\\b", "it's ab"
+
+    def rows(version: str, score: float):
+        return spark.createDataFrame([("a1", version, score)], "account_id string, model_version string, p double")
+
+    io.write_slice(rows(odd, 0.1).unionByName(rows(plain, 0.2)), path,
+                   io.slice_predicate(within={"model_version": [odd, plain]}), ["model_version"])
+    io.write_slice(rows(odd, 0.9), path, io.slice_predicate(equals={"model_version": odd}), ["model_version"])
+    got = spark.read.format("delta").load(path)
+    assert_df_equality(got, rows(odd, 0.9).unionByName(rows(plain, 0.2)), ignore_row_order=True,
+                       ignore_nullable=True)
+
+
 def _wide(spark: SparkSession, rows: list[tuple]):
     """account_id, as_of_date and 40 nullable doubles c00..c39: more columns than Delta's default 32 with statistics."""
     return spark.createDataFrame(rows, "account_id string, as_of_date date, "
@@ -210,7 +226,7 @@ def test_merge_by_key_upserts_without_duplicates(spark: SparkSession, tmp_path) 
 
 def test_slice_predicate_quotes_literals() -> None:
     assert io.slice_predicate({"model_version": "v'1"}, {"as_of_date": [D(2024, 2, 1), D(2024, 1, 1)]}) == (
-        "`model_version` = 'v''1' AND `as_of_date` IN ('2024-01-01', '2024-02-01')")
+        "`model_version` = 'v\\'1' AND `as_of_date` IN ('2024-01-01', '2024-02-01')")
 
 
 def test_conform_with_key_on_a_table_with_a_map_column(spark: SparkSession) -> None:
