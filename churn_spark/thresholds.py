@@ -12,21 +12,34 @@ scoring may all use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+T = TypeVar("T")
+
+
+def _count_tree(size: int, passed: Callable[[int], T], leaf: Callable[[int], T],
+                branch: Callable[[T, T, T], T]) -> T:
+    """How many of `size` ascending constants x has passed, as a balanced tree of `branch(test, then, else)`
+    over `passed(i)` (x passed constant i, 0-based) and `leaf(count)`: one builder for Columns and SQL text."""
+    def node(lo: int, hi: int) -> T:  # the count lies in [lo, hi]
+        if lo == hi:
+            return leaf(lo)
+        mid = (lo + hi + 1) // 2  # count >= mid  <=>  constant mid - 1 is passed
+        return branch(passed(mid - 1), node(mid, hi), node(lo, mid - 1))
+
+    return node(0, size)
+
 
 def _count_passed(x: Column, ascending: Sequence[float], strict: bool) -> Column:
-    def node(lo: int, hi: int) -> Column:  # the count lies in [lo, hi]
-        if lo == hi:
-            return F.lit(lo)
-        mid = (lo + hi + 1) // 2  # count >= mid  <=>  ascending[mid - 1] is passed by x
-        edge = F.lit(float(ascending[mid - 1]))
-        return F.when(x > edge if strict else x >= edge, node(mid, hi)).otherwise(node(lo, mid - 1))
+    def passed(i: int) -> Column:
+        edge = F.lit(float(ascending[i]))
+        return x > edge if strict else x >= edge
 
-    return node(0, len(ascending))
+    return _count_tree(len(ascending), passed, F.lit, lambda test, then, other: F.when(test, then).otherwise(other))
 
 
 def sql_double(x: float) -> str:
@@ -44,14 +57,8 @@ def count_at_or_below_sql(x: str, ascending: Sequence[float]) -> str:
     """`count_at_or_below` as SQL text (`x` SQL text, e.g. a quoted column name), parsed by Spark once
     (`F.expr`): a column built node by node costs a py4j round trip per node, and a 57-knot isotonic map
     calibrating 11 probabilities per account made ~2,500 of them per scoring plan (seconds of driver time)."""
-    def node(lo: int, hi: int) -> str:  # the count lies in [lo, hi]
-        if lo == hi:
-            return str(lo)
-        mid = (lo + hi + 1) // 2
-        edge = sql_double(float(ascending[mid - 1]))
-        return f"CASE WHEN {x} >= {edge} THEN {node(mid, hi)} ELSE {node(lo, mid - 1)} END"
-
-    return node(0, len(ascending))
+    return _count_tree(len(ascending), lambda i: f"{x} >= {sql_double(float(ascending[i]))}", str,
+                       lambda test, then, other: f"CASE WHEN {test} THEN {then} ELSE {other} END")
 
 
 def count_at_or_below(x: Column, ascending: Sequence[float]) -> Column:
