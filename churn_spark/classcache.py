@@ -5,8 +5,9 @@ is a large share of a job's CPU. Java's dynamic CDS archive (`-XX:ArchiveClasses
 `-XX:SharedArchiveFile`) maps those classes from one file instead: measured here, a `generate` run of
 120 accounts in local mode took 24-25 CPU-s with the archive and 31-34 without. The test suite starts
 dozens of driver and executor JVMs, so it uses the archive when `make prefetch` has built it. The
-archive belongs to one JVM build and one Spark classpath: its name carries both, and a JVM that
-finds it does not match prints a warning and starts without it (never fails).
+archive belongs to one JVM build and one Spark installation: its name carries both, and a JVM that
+finds it does not match starts without it (never fails; the jobs' JVMs say nothing, `-Xlog:cds*=off`).
+Every driver JVM this package launches maps it when it exists (`spark.class_sharing`, session.py).
 
     python -m churn_spark.prefetch cds      # build it (about two minutes; once per JVM, Spark and venv)
 """
@@ -34,7 +35,8 @@ root = Path(tempfile.mkdtemp(prefix="churn-cds-"))
 config = root / "config.yaml"
 config.write_text('''
 lakehouse: %(lakehouse)s
-spark: {shuffle_partitions: 2, log_level: ERROR, show_progress: false, java_options: "%(options)s"}
+spark: {shuffle_partitions: 2, log_level: ERROR, show_progress: false, class_sharing: false,
+        java_options: "%(options)s"}
 generate: {accounts: 60, start: 2023-07-01, end: 2024-12-31, seed: 5, events_per_account_month: 2,
            event_files: 1, history_months: 6}
 churn: {horizon_months: 1, lookback_months: 3, snapshots: {start: 2024-03-01, end: 2024-09-01}}
@@ -73,7 +75,9 @@ def archive_path() -> Path | None:
 
     release = home / "release"
     build = release.read_text() if release.exists() else str(home)
-    key = hashlib.sha256(f"{build}\n{pyspark.__version__}\n{pyspark.__file__}".encode()).hexdigest()[:16]
+    jars = Path(pyspark.__file__).parent / "jars"  # a reinstall (new jar files) needs a new archive
+    installed = jars.stat().st_mtime_ns if jars.exists() else 0
+    key = hashlib.sha256(f"{build}\n{pyspark.__version__}\n{pyspark.__file__}\n{installed}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CHURN_SPARK_CACHE", "~/.cache/churn-spark")).expanduser() / "cds"
     return cache / f"spark-{pyspark.__version__}-{key}.jsa"
 

@@ -135,6 +135,11 @@ class SparkSettings(_Section):
     with_kafka: bool = True
     # extra options of a driver JVM this process launches (JIT, code cache, GC); spark-submit's own win
     java_options: str = ""
+    # a driver JVM this process launches maps the class-data-sharing archive `make prefetch` (or `python -m
+    # churn_spark.prefetch cds`) built, when there is one (churn_spark/classcache.py): Spark, Delta and MLlib
+    # classes come from one file instead of being loaded and verified one by one; a cold 69k-account score
+    # 50.6-52.6 s with it, 57.0-58.8 s without (docs/operations.md)
+    class_sharing: bool = True
     conf: dict[str, str] = Field(default_factory=dict)
 
 

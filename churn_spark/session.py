@@ -25,6 +25,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from churn_spark.classcache import archive_path
 from churn_spark.config import SparkSettings
 from churn_spark.errors import EnvironmentProblem
 from churn_spark.jarcache import resolve_jars
@@ -131,11 +132,22 @@ def default_conf(settings: SparkSettings, app_name: str | None = None) -> dict[s
         conf["spark.driver.host"] = settings.bind_address
         conf["spark.driver.bindAddress"] = settings.bind_address
         conf["spark.driver.extraJavaOptions"] = " ".join(
-            ["-Duser.timezone=UTC", *driver_log_options(settings.log_level), *shlex.split(settings.java_options)])
+            ["-Duser.timezone=UTC", *driver_log_options(settings.log_level), *java_options(settings)])
         missing = packages_missing_from_classpath(maven_packages(settings.with_kafka))
         if missing:  # resolved once into the Ivy cache, then plain files: no Ivy at start-up
             conf["spark.jars"] = ",".join(resolve_jars(settings.ivy_cache, missing))
     return conf
+
+
+def java_options(settings: SparkSettings) -> list[str]:
+    """`spark.java_options`, plus the class-data-sharing archive when it is built and wanted (`class_sharing`)
+    and the options do not name an archive themselves."""
+    options = shlex.split(settings.java_options)
+    if settings.class_sharing and not any(o.startswith("-XX:SharedArchiveFile=") for o in options):
+        archive = archive_path()
+        if archive is not None and archive.exists():  # one that no longer matches is skipped, silently
+            options += [f"-XX:SharedArchiveFile={shlex.quote(str(archive))}", "-Xlog:cds*=off"]
+    return options
 
 
 def worker_daemon(py_files: str) -> dict[str, str]:

@@ -206,6 +206,31 @@ def test_second_session_start_sets_jar_files_and_runs_no_ivy(tmp_path, monkeypat
     assert conf["spark.jars"] == ",".join(str(j) for j in jars)
 
 
+def _driver_options(tmp_path: Path, monkeypatch: Any, **settings: Any) -> str:
+    """The driver JVM options `default_conf` sets, with the cache (and so the archive's place) under tmp_path."""
+    monkeypatch.setenv("CHURN_SPARK_CACHE", str(tmp_path))
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setattr("churn_spark.session.packages_missing_from_classpath", lambda packages: [])
+    return default_conf(SparkSettings(**settings))["spark.driver.extraJavaOptions"]
+
+
+def test_the_driver_maps_the_class_archive_once_it_is_built(tmp_path, monkeypatch) -> None:
+    from churn_spark.classcache import archive_path
+
+    assert "SharedArchiveFile" not in _driver_options(tmp_path, monkeypatch)  # not built yet
+    monkeypatch.setenv("CHURN_SPARK_CACHE", str(tmp_path))
+    archive = archive_path()
+    assert archive is not None and archive.is_relative_to(tmp_path)
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    options = _driver_options(tmp_path, monkeypatch).split()
+    assert [o for o in options if "SharedArchiveFile" in o] == [f"-XX:SharedArchiveFile={archive}"]
+    assert "-Xlog:cds*=off" in options  # a stale archive is skipped without a JVM warning on every run
+    assert "SharedArchiveFile" not in _driver_options(tmp_path, monkeypatch, class_sharing=False)
+    own = _driver_options(tmp_path, monkeypatch, java_options="-XX:SharedArchiveFile=/elsewhere.jsa -Xss4m").split()
+    assert [o for o in own if "SharedArchiveFile" in o] == ["-XX:SharedArchiveFile=/elsewhere.jsa"]
+
+
 def _resolution_failure(tmp_path: Path, monkeypatch: Any, output: str, package: str) -> str:
     """The one-line error of a resolution whose spark-submit printed `output` and exited 1."""
     monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit([], code=1, output=output))
