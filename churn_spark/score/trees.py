@@ -53,8 +53,8 @@ def parse_ensemble(text: str) -> list[tuple[float, Tree]]:
     """(weight, tree) of every tree in an MLlib ensemble's `toDebugString` (JVM doubles print as the
     shortest text that reads back as the same double, so thresholds and leaves are exact).
 
-    Why text: reading the nodes one py4j call at a time cost ~9 calls per split, ~22,000 for the default
-    60-tree depth-5 GBT (seconds of a scoring run); the debug string is one call.
+    Why text: reading the nodes one py4j call at a time cost ~9 calls per split, up to ~22,000 for the default
+    60-tree depth-5 GBT (1.19 s against 0.18 s for the one grown on the demo data); the debug string is one call.
     """
     lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]  # [0]: the model's toString
     at = 0
