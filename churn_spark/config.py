@@ -137,8 +137,8 @@ class SparkSettings(_Section):
     java_options: str = ""
     # a driver JVM this process launches maps the class-data-sharing archive `make prefetch` (or `python -m
     # churn_spark.prefetch cds`) built, when there is one (churn_spark/classcache.py): Spark, Delta and MLlib
-    # classes come from one file instead of being loaded and verified one by one; a cold 69k-account score
-    # 50.6-52.6 s with it, 57.0-58.8 s without (docs/operations.md)
+    # classes come from one file instead of being loaded and verified one by one (a cold process scoring 69k
+    # accounts: 59.5-61.5 s with it, 64.8-65.3 s without; docs/operations.md)
     class_sharing: bool = True
     conf: dict[str, str] = Field(default_factory=dict)
 

@@ -72,7 +72,7 @@ def test_the_trees_are_read_from_a_fitted_model(spark: SparkSession) -> None:
     assert ensemble(gbt) == [(1.0, Split(slot=0, threshold=2.5, categories=(), left=-1.0, right=1.0))]
 
 
-# TREE and OTHER as MLlib prints them (GBTClassificationModel.toDebugString), OTHER with an unbounded leaf
+# TREE and a stump with an exponent threshold and an infinite leaf, as MLlib prints them (toDebugString)
 DEBUG_TEXT = """GBTClassificationModel: uid = GBTClassifier_0, numTrees=2, numClasses=2, numFeatures=3
   Tree 0 (weight 1.0):
     If (feature 0 <= 2.0)
