@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def archive_path() -> Path | None:
 def sharing_options() -> str:
     """The JVM option that maps the archive, when it has been built; empty otherwise."""
     path = archive_path()
-    return f"-XX:SharedArchiveFile={path}" if path is not None and path.exists() else ""
+    return f"-XX:SharedArchiveFile={shlex.quote(str(path))}" if path is not None and path.exists() else ""
 
 
 def ensure_archive() -> Path:

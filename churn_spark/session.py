@@ -25,7 +25,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from churn_spark.classcache import archive_path
+from churn_spark.classcache import sharing_options
 from churn_spark.config import SparkSettings
 from churn_spark.errors import EnvironmentProblem
 from churn_spark.jarcache import resolve_jars
@@ -143,10 +143,9 @@ def java_options(settings: SparkSettings) -> list[str]:
     """`spark.java_options`, plus the class-data-sharing archive when it is built and wanted (`class_sharing`)
     and the options do not name an archive themselves."""
     options = shlex.split(settings.java_options)
-    if settings.class_sharing and not any(o.startswith("-XX:SharedArchiveFile=") for o in options):
-        archive = archive_path()
-        if archive is not None and archive.exists():  # one that no longer matches is skipped, silently
-            options += [f"-XX:SharedArchiveFile={shlex.quote(str(archive))}", "-Xlog:cds*=off"]
+    own = any(o.startswith("-XX:SharedArchiveFile=") for o in options)
+    if settings.class_sharing and not own and (sharing := sharing_options()):
+        options += [sharing, "-Xlog:cds*=off"]  # an archive that no longer matches is skipped, silently
     return options
 
 
