@@ -8,6 +8,7 @@ dozens of driver and executor JVMs, so it uses the archive when `make prefetch` 
 archive belongs to one JVM build and one Spark installation: its name carries both, and a JVM that
 finds it does not match starts without it (never fails; the jobs' JVMs say nothing, `-Xlog:cds*=off`).
 Every driver JVM this package launches maps it when it exists (`spark.class_sharing`, session.py).
+Building one removes the archives of a pyspark installation that is gone or was reinstalled since.
 
     python -m churn_spark.prefetch cds      # build it (about two minutes; once per JVM, Spark and venv)
 """
@@ -67,6 +68,12 @@ def _java_home() -> Path | None:
     return Path(found).resolve().parent.parent if found else None
 
 
+def _pyspark_jars() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
 def archive_path() -> Path | None:
     """Where the archive of this JVM build and this pyspark lives (None without Java)."""
     home = _java_home()
@@ -76,11 +83,31 @@ def archive_path() -> Path | None:
 
     release = home / "release"
     build = release.read_text() if release.exists() else str(home)
-    jars = Path(pyspark.__file__).parent / "jars"  # a reinstall (new jar files) needs a new archive
+    jars = _pyspark_jars()  # a reinstall (new jar files) needs a new archive
     installed = jars.stat().st_mtime_ns if jars.exists() else 0
     key = hashlib.sha256(f"{build}\n{pyspark.__version__}\n{pyspark.__file__}\n{installed}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CHURN_SPARK_CACHE", "~/.cache/churn-spark")).expanduser() / "cds"
     return cache / f"spark-{pyspark.__version__}-{key}.jsa"
+
+
+def _owner_record(archive: Path) -> Path:
+    return archive.with_suffix(".owner")
+
+
+def stale_archives(current: Path, jars: Path) -> list[Path]:
+    """Archives beside `current` that no JVM will map again: their Spark installation is gone, or it is
+    `jars` (this one) and was reinstalled since. Each archive is ~250 MB and every venv and reinstall
+    makes one, so they are removed when a new one is built. An archive with no owner record (built
+    before the record existed) is left alone: nothing says whose it is."""
+    stale = []
+    for other in sorted(current.parent.glob("*.jsa")):
+        record = _owner_record(other)
+        if other == current or not record.exists():
+            continue
+        owner = Path(record.read_text().strip())
+        if not owner.exists() or owner == jars:
+            stale.append(other)
+    return stale
 
 
 def sharing_options() -> str:
@@ -105,4 +132,9 @@ def ensure_archive() -> Path:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
             raise RuntimeError(f"the class-data-sharing archive was not written:\n{tail}")
         shutil.move(str(partial), str(path))
+    jars = _pyspark_jars()
+    _owner_record(path).write_text(f"{jars}\n")
+    for old in stale_archives(path, jars):
+        old.unlink(missing_ok=True)
+        _owner_record(old).unlink(missing_ok=True)
     return path

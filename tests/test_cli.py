@@ -231,6 +231,38 @@ def test_the_driver_maps_the_class_archive_once_it_is_built(tmp_path, monkeypatc
     assert [o for o in own if "SharedArchiveFile" in o] == ["-XX:SharedArchiveFile=/elsewhere.jsa"]
 
 
+def test_a_new_class_archive_removes_the_ones_no_jvm_will_map(tmp_path, monkeypatch) -> None:
+    """Building the archive (its JVM run replaced by writing the file the option names) records whose Spark
+    it is and removes the archives of a reinstalled or deleted Spark; another venv's, and one with no record,
+    stay."""
+    import pyspark
+
+    from churn_spark import classcache
+
+    monkeypatch.setenv("CHURN_SPARK_CACHE", str(tmp_path))
+    cds, ours = tmp_path / "cds", Path(pyspark.__file__).parent / "jars"
+    other_venv = tmp_path / "other-venv" / "jars"
+    other_venv.mkdir(parents=True)
+    owners = {"reinstalled": ours, "deleted": tmp_path / "gone" / "jars", "other": other_venv, "unrecorded": None}
+    cds.mkdir()
+    for name, owner in owners.items():
+        (cds / f"{name}.jsa").write_bytes(b"old")
+        if owner is not None:
+            (cds / f"{name}.owner").write_text(f"{owner}\n")
+
+    def dump_classes(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        target = re.search(r"-XX:ArchiveClassesAtExit=([^\"\s]+)", argv[2])
+        assert target is not None
+        Path(target.group(1)).write_bytes(b"new")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(classcache.subprocess, "run", dump_classes)
+    built = classcache.ensure_archive()
+    assert built.read_bytes() == b"new" and built.with_suffix(".owner").read_text() == f"{ours}\n"
+    assert sorted(p.name for p in cds.iterdir()) == sorted(
+        [built.name, built.with_suffix(".owner").name, "other.jsa", "other.owner", "unrecorded.jsa"])
+
+
 def _resolution_failure(tmp_path: Path, monkeypatch: Any, output: str, package: str) -> str:
     """The one-line error of a resolution whose spark-submit printed `output` and exited 1."""
     monkeypatch.setattr("churn_spark.jarcache.subprocess.run", _fake_spark_submit([], code=1, output=output))
