@@ -2,7 +2,7 @@
 submitted the way the Spark operator would submit it.
 
 Every SparkApplication of the dev overlay (generate, ingest, features, train, score, then the
-scheduled nightly) runs through the runner's spark-submit translation (`k8s/runner.py`) against the
+scheduled nightly) runs through the runner's spark-submit translation (`churn_spark/k8s/runner.py`) against the
 cluster, in the order the operator would run them, with the test's config in place of the ConfigMap's
 and test-sized values for the arguments that set the data's size (TEST_ARGS); a manifest whose
 arguments or confs do not fit the code fails here. Local mode hides what breaks in other JVMs and
