@@ -22,7 +22,7 @@ import typer
 
 from churn_spark import __version__
 from churn_spark.config import Settings, load_settings, with_overrides
-from churn_spark.errors import ChurnSparkError
+from churn_spark.errors import ChurnSparkError, ConfigError
 from churn_spark.lakehouse import Lakehouse
 from churn_spark.runs import new_run_id, write_run_summary
 
@@ -44,13 +44,20 @@ DATE_KEYWORDS = ("today", "yesterday", "month-start")
 RUN_DATE_ENV = "CHURN_RUN_DATE"
 
 
-def resolve_date(value: str | None, today: dt.date | None = None) -> str | None:
+def resolve_date(value: str | None, today: dt.date | None = None, option: str = "date") -> str | None:
     """An ISO date as given, or a keyword resolved in UTC: a schedule (ScheduledSparkApplication, cron)
     cannot template dates, so `today`, `yesterday` and `month-start` (first day of the current month)
     name the run date instead. `$CHURN_RUN_DATE` (an ISO date) stands in for today: to rerun a missed
-    night as it would have run, or to pin the date in a test."""
-    if value is None or value not in DATE_KEYWORDS:
-        return value
+    night as it would have run, or to pin the date in a test. Anything else fails with one line naming
+    `option`."""
+    if value is None:
+        return None
+    if value not in DATE_KEYWORDS:
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError as exc:
+            raise ConfigError(f"{option} {value!r} is not a date: use YYYY-MM-DD, "
+                              f"{', '.join(DATE_KEYWORDS[:-1])} or {DATE_KEYWORDS[-1]} ({exc})") from exc
     pinned = os.environ.get(RUN_DATE_ENV)
     try:
         day = today or (dt.date.fromisoformat(pinned) if pinned else dt.datetime.now(dt.UTC).date())
@@ -249,7 +256,7 @@ def features(
     """Compute churn labels and point-in-time features for the snapshots in [from, to]."""
     from churn_spark.features.job import run_features, summary_table
 
-    start, end = resolve_date(date_from), resolve_date(date_to)
+    start, end = resolve_date(date_from, option="--from"), resolve_date(date_to, option="--to")
     overrides = {"churn.snapshots.start": start, "churn.snapshots.end": end}
     summary = _run(ctx, "features", run_features, overrides, {"from": start, "to": end})
     if not _quiet(ctx):
@@ -300,7 +307,7 @@ def score(
     """Score eligible accounts at a date and write the budget-constrained target list."""
     from churn_spark.score.job import run_score
 
-    as_of = resolve_date(as_of) or as_of
+    as_of = resolve_date(as_of, option="--as-of") or as_of
     day = dt.date.fromisoformat(as_of)
 
     def job(spark: Any, settings: Settings) -> dict[str, Any]:

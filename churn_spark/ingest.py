@@ -544,11 +544,12 @@ def start_ingest(spark: SparkSession, settings: Settings, once: bool) -> IngestR
     micro-batches every interval."""
     lake, ingest = Lakehouse.from_settings(settings), settings.ingest
     once = once or ingest.source in BACKFILL_SOURCES
+    records = source_records(spark, settings)  # first: a missing source fails before any table is created
     ensure_tables(spark, lake)
     checkpoint = checkpoint_path(lake, ingest)
     tally = Tally()
     writer = (
-        source_records(spark, settings).writeStream
+        records.writeStream
         .queryName(f"churn-spark-ingest-{ingest.source}")
         .option("checkpointLocation", checkpoint)
         .foreachBatch(batch_writer(spark, lake, ingest, checkpoint, tally, settings.inputs.id_case))

@@ -32,7 +32,7 @@ def stages(argv: list[str]) -> list[tuple[str, list[str]]]:
     common = [x for flag in GLOBAL_FLAGS if (v := getattr(opts, flag[2:])) for x in (flag, v)]
     if opts.debug:
         common.append("--debug")
-    day = resolve_date(opts.as_of)
+    day = resolve_date(opts.as_of, option="--as-of")
     ingest = [*common, "--once", *(["--source", opts.source] if opts.source else [])]
     score = [*common, "--as-of", str(day), *(["--model-version", opts.model_version] if opts.model_version else []),
              *(["--allow-stale-feed"] if opts.allow_stale_feed else [])]

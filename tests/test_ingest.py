@@ -186,6 +186,7 @@ def test_missing_landing_folder_is_one_clear_error(spark: SparkSession, settings
 
     with pytest.raises(ContractError, match="landing folder not found"):
         run_ingest(spark, landing_settings(settings), once=True)
+    assert not Path(settings.lakehouse).exists()  # a failed job leaves the lakehouse as it was: no empty tables
 
 
 def test_a_moved_lakehouse_is_refused_instead_of_reading_every_landing_file_again(spark: SparkSession,

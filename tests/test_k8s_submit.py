@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,18 @@ def test_date_keywords_resolve_in_utc() -> None:
     assert resolve_date("month-start", today) == "2026-11-01"
     assert resolve_date("2024-12-01", today) == "2024-12-01"
     assert resolve_date(None, today) is None
+
+
+@pytest.mark.parametrize("value", ["2024-13-01", "12/01/2024", "tomorrow", ""])
+def test_a_date_that_is_neither_iso_nor_a_keyword_is_one_line_naming_the_option(value: str) -> None:
+    with pytest.raises(ChurnSparkError, match=rf"^--as-of '{re.escape(value)}' is not a date: use YYYY-MM-DD, "
+                                              "today, yesterday or month-start"):
+        resolve_date(value, option="--as-of")
+
+
+def test_score_with_an_impossible_date_exits_2_with_that_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "--as-of", "2024-13-01"]) == 2  # before any Spark session or lakehouse
+    assert capsys.readouterr().err.startswith("error: --as-of '2024-13-01' is not a date")
 
 
 def test_run_date_env_pins_today_for_the_keywords(monkeypatch: pytest.MonkeyPatch) -> None:
