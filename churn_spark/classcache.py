@@ -74,6 +74,11 @@ def _pyspark_jars() -> Path:
     return Path(pyspark.__file__).parent / "jars"
 
 
+def _installed(jars: Path) -> int:
+    """When the jars were installed: a reinstall (new jar files) needs a new archive."""
+    return jars.stat().st_mtime_ns if jars.exists() else 0
+
+
 def archive_path() -> Path | None:
     """Where the archive of this JVM build and this pyspark lives (None without Java)."""
     home = _java_home()
@@ -83,8 +88,7 @@ def archive_path() -> Path | None:
 
     release = home / "release"
     build = release.read_text() if release.exists() else str(home)
-    jars = _pyspark_jars()  # a reinstall (new jar files) needs a new archive
-    installed = jars.stat().st_mtime_ns if jars.exists() else 0
+    installed = _installed(_pyspark_jars())
     key = hashlib.sha256(f"{build}\n{pyspark.__version__}\n{pyspark.__file__}\n{installed}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CHURN_SPARK_CACHE", "~/.cache/churn-spark")).expanduser() / "cds"
     return cache / f"spark-{pyspark.__version__}-{key}.jsa"
@@ -94,18 +98,25 @@ def _owner_record(archive: Path) -> Path:
     return archive.with_suffix(".owner")
 
 
+def _owner(jars: Path) -> str:
+    """What an archive's `.owner` record says: the pyspark jars folder it was built from and when that was
+    installed."""
+    return f"{jars}\n{_installed(jars)}\n"
+
+
 def stale_archives(current: Path, jars: Path) -> list[Path]:
-    """Archives beside `current` that no JVM will map again: their Spark installation is gone, or it is
-    `jars` (this one) and was reinstalled since. Each archive is ~250 MB and every venv and reinstall
-    makes one, so they are removed when a new one is built. An archive with no owner record (built
-    before the record existed) is left alone: nothing says whose it is."""
+    """Archives beside `current` that no JVM will map again: their pyspark installation is gone, or it is
+    `jars` (this one) installed again since. Each archive is ~250 MB and every venv and reinstall makes
+    one, so they are removed when a new one is built. Another JVM build's archive of this same installation
+    stays (switching JAVA_HOME back finds it), and so does one with no owner record (built before the
+    record existed): nothing says whose it is."""
     stale = []
     for other in sorted(current.parent.glob("*.jsa")):
         record = _owner_record(other)
         if other == current or not record.exists():
             continue
-        owner = Path(record.read_text().strip())
-        if not owner.exists() or owner == jars:
+        owner, _, installed = record.read_text().strip().partition("\n")
+        if not Path(owner).exists() or (Path(owner) == jars and installed != str(_installed(jars))):
             stale.append(other)
     return stale
 
@@ -133,7 +144,7 @@ def ensure_archive() -> Path:
             raise RuntimeError(f"the class-data-sharing archive was not written:\n{tail}")
         shutil.move(str(partial), str(path))
     jars = _pyspark_jars()
-    _owner_record(path).write_text(f"{jars}\n")
+    _owner_record(path).write_text(_owner(jars))
     for old in stale_archives(path, jars):
         old.unlink(missing_ok=True)
         _owner_record(old).unlink(missing_ok=True)

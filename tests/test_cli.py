@@ -232,23 +232,25 @@ def test_the_driver_maps_the_class_archive_once_it_is_built(tmp_path, monkeypatc
 
 
 def test_a_new_class_archive_removes_the_ones_no_jvm_will_map(tmp_path, monkeypatch) -> None:
-    """Building the archive (its JVM run replaced by writing the file the option names) records whose Spark
-    it is and removes the archives of a reinstalled or deleted Spark; another venv's, and one with no record,
-    stay."""
+    """Building the archive (its JVM run replaced by writing the file the option names) records whose pyspark
+    it is and removes the archives of a reinstalled or deleted pyspark; another venv's, another JVM's of this
+    same installation, and one with no record, stay."""
     import pyspark
 
     from churn_spark import classcache
 
     monkeypatch.setenv("CHURN_SPARK_CACHE", str(tmp_path))
     cds, ours = tmp_path / "cds", Path(pyspark.__file__).parent / "jars"
+    installed = ours.stat().st_mtime_ns
     other_venv = tmp_path / "other-venv" / "jars"
     other_venv.mkdir(parents=True)
-    owners = {"reinstalled": ours, "deleted": tmp_path / "gone" / "jars", "other": other_venv, "unrecorded": None}
+    owners = {"reinstalled": (ours, installed - 1), "deleted": (tmp_path / "gone" / "jars", 1),
+              "other-venv": (other_venv, 1), "other-jvm": (ours, installed), "unrecorded": None}
     cds.mkdir()
     for name, owner in owners.items():
         (cds / f"{name}.jsa").write_bytes(b"old")
         if owner is not None:
-            (cds / f"{name}.owner").write_text(f"{owner}\n")
+            (cds / f"{name}.owner").write_text(f"{owner[0]}\n{owner[1]}\n")
 
     def dump_classes(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
         target = re.search(r"-XX:ArchiveClassesAtExit=([^\"\s]+)", argv[2])
@@ -258,9 +260,10 @@ def test_a_new_class_archive_removes_the_ones_no_jvm_will_map(tmp_path, monkeypa
 
     monkeypatch.setattr(classcache.subprocess, "run", dump_classes)
     built = classcache.ensure_archive()
-    assert built.read_bytes() == b"new" and built.with_suffix(".owner").read_text() == f"{ours}\n"
+    assert built.read_bytes() == b"new" and built.with_suffix(".owner").read_text() == f"{ours}\n{installed}\n"
     assert sorted(p.name for p in cds.iterdir()) == sorted(
-        [built.name, built.with_suffix(".owner").name, "other.jsa", "other.owner", "unrecorded.jsa"])
+        [built.name, built.with_suffix(".owner").name, "other-venv.jsa", "other-venv.owner", "other-jvm.jsa",
+         "other-jvm.owner", "unrecorded.jsa"])
 
 
 def _resolution_failure(tmp_path: Path, monkeypatch: Any, output: str, package: str) -> str:
